@@ -1,0 +1,68 @@
+"""The ``cellformer`` command line: a thin layer over the public API.
+
+Each sub-command lives in its own module exposing ``add_parser(subparsers)`` and ``run(args) -> int``.
+Modules import torch and the heavy libraries only inside ``run`` so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from cellformer.errors import CellformerError
+
+COMMANDS = ("prepare", "train", "evaluate", "baseline", "compare", "predict", "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cellformer",
+        description="Train, evaluate and compare transformer cell-type classifiers on scRNA-seq (.h5ad).",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = _command_module(name)
+        if module is not None:
+            module.add_parser(subparsers)
+    return parser
+
+
+def _command_module(name: str):
+    try:
+        return importlib.import_module(f"cellformer.cli.{name}")
+    except ModuleNotFoundError as exc:  # a sub-command not built yet
+        if exc.name == f"cellformer.cli.{name}":
+            return None
+        raise
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "numba", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 1
+    _configure_logging(args.verbose, args.quiet)
+    try:
+        return int(args.run(args) or 0)
+    except CellformerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from cellformer.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Reading, validating and preparing AnnData into a memory-mapped token store."""
