@@ -1,0 +1,106 @@
+"""Read-only access to a prepared dataset directory (the output of ``cellformer prepare``)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cellformer.atomic import read_json
+from cellformer.data.store import TokenStore
+from cellformer.errors import RunDirError
+from cellformer.tokenize.base import N_SPECIAL, get_tokenizer_class
+
+FORMAT = "cellformer-prepared"
+FORMAT_VERSION = 1
+SPLITS = ("train", "val", "test")
+
+
+class PreparedData:
+    """A prepared directory: token store, labels, splits, vocabulary and tokenizer state.
+
+    Raises :class:`RunDirError` with a clear message when the directory is missing, incomplete
+    (``meta.json`` is written last) or made by an incompatible version.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise RunDirError(f"prepared dataset {self.path} does not exist; run `cellformer prepare` first")
+        meta_path = self.path / "meta.json"
+        if not meta_path.exists():
+            raise RunDirError(
+                f"{self.path} is not a complete prepared dataset (no meta.json; an interrupted "
+                "`cellformer prepare`?); prepare it again"
+            )
+        self.meta: dict[str, Any] = read_json(meta_path)
+        if self.meta.get("format") != FORMAT:
+            raise RunDirError(f"{self.path} is not a cellformer prepared dataset (meta.json format={self.meta.get('format')!r})")
+        if self.meta.get("format_version") != FORMAT_VERSION:
+            raise RunDirError(
+                f"{self.path} was prepared with format version {self.meta.get('format_version')} "
+                f"(cellformer {self.meta.get('cellformer_version')}); this cellformer reads version "
+                f"{FORMAT_VERSION}: prepare it again"
+            )
+        for name in ("vocab.json", "classes.json", "labels.npy", "splits.npz", "tokens/offsets.npy"):
+            if not (self.path / name).exists():
+                raise RunDirError(f"prepared dataset {self.path} is incomplete: {name} is missing; prepare it again")
+
+    @cached_property
+    def vocab(self) -> dict[str, Any]:
+        return read_json(self.path / "vocab.json")
+
+    @property
+    def genes(self) -> list[str]:
+        return list(self.vocab["genes"])
+
+    @property
+    def vocab_size(self) -> int:
+        return N_SPECIAL + len(self.vocab["genes"])
+
+    @cached_property
+    def _classes(self) -> dict[str, list[str]]:
+        return read_json(self.path / "classes.json")
+
+    @property
+    def classes(self) -> list[str]:
+        """Classes the model predicts (those in the training split)."""
+        return list(self._classes["classes"])
+
+    @property
+    def unseen(self) -> list[str]:
+        """Labels present only outside the training split (ids ``len(classes) + i``)."""
+        return list(self._classes.get("unseen", []))
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @cached_property
+    def labels(self) -> np.ndarray:
+        return np.load(self.path / "labels.npy", mmap_mode="r")
+
+    @cached_property
+    def splits(self) -> dict[str, np.ndarray]:
+        with np.load(self.path / "splits.npz") as npz:
+            return {name: npz[name] for name in SPLITS if name in npz}
+
+    @cached_property
+    def store(self) -> TokenStore:
+        return TokenStore(self.path)
+
+    @property
+    def has_values(self) -> bool:
+        return bool(self.meta.get("has_values", False))
+
+    def tokenizer(self):
+        """The fitted tokenizer saved with the dataset."""
+        cls = get_tokenizer_class(self.meta.get("tokenizer", "rank"))
+        return cls.load(self.path / "tokenizer")
+
+    def split_rows(self, split: str) -> np.ndarray:
+        if split not in self.splits:
+            raise RunDirError(f"prepared dataset {self.path} has no {split!r} split; available: {', '.join(self.splits)}")
+        return self.splits[split]

@@ -1,0 +1,40 @@
+"""Shared fixtures: the real datasets in ../shared/data (read in place, never copied)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared_file(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"{path} not available")
+    return path
+
+
+@pytest.fixture(scope="session")
+def bladder_path() -> Path:
+    """mouse_bladder_2100.h5ad: 2100 cells x 20670 genes, raw UMI counts, 16 unbalanced classes."""
+    return shared_file("mouse_bladder_2100.h5ad")
+
+
+@pytest.fixture(scope="session")
+def pbmc68k_path() -> Path:
+    """pbmc68k_reduced.h5ad: 700 cells x 765 genes, log1p-normalized, labels in cell_type/bulk_labels."""
+    return shared_file("pbmc68k_reduced.h5ad")
+
+
+@pytest.fixture(scope="session")
+def hsmm_path() -> Path:
+    """hsmm_timecourse.h5ad: 271 cells x 47192 genes, FPKM, time in obs['Hours']."""
+    return shared_file("hsmm_timecourse.h5ad")
+
+
+@pytest.fixture(scope="session")
+def pbmc3k_path() -> Path:
+    """pbmc3k_unlabelled.h5ad: 2700 cells, raw counts, no labels."""
+    return shared_file("pbmc3k_unlabelled.h5ad")
