@@ -1,0 +1,78 @@
+"""Run directories: load any trained model (transformer or baseline) behind one interface.
+
+Every run directory has a ``config.json`` whose ``kind`` says which loader rebuilds it:
+``"transformer"`` (``cellformer.train``) or a baseline (``"logreg"``, ``"knn"``, ``"mlp"``;
+``cellformer.baselines``). Loaded models implement :class:`TrainedModel`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from cellformer.atomic import read_json
+from cellformer.errors import RunDirError
+
+if TYPE_CHECKING:
+    import anndata as ad
+
+    from cellformer.data.prepared import PreparedData
+
+_LOADERS = {
+    "transformer": "cellformer.train.model_run:TransformerRun",
+    "logreg": "cellformer.baselines.run:BaselineRun",
+    "knn": "cellformer.baselines.run:BaselineRun",
+    "mlp": "cellformer.baselines.run:BaselineRun",
+}
+
+
+@dataclasses.dataclass
+class Predictions:
+    """Raw model outputs for a set of cells, in the order they were given."""
+
+    logits: np.ndarray  # (n_cells, n_classes) float32; softmax gives probabilities
+    embeddings: np.ndarray | None = None  # (n_cells, d) e.g. the <CLS> embedding; None if the model has none
+    rows: np.ndarray | None = None  # store rows the cells came from (prepared splits), else None
+
+
+class TrainedModel(Protocol):
+    """What ``evaluate``, ``compare`` and ``predict`` need from any trained run."""
+
+    run_dir: Path
+    kind: str
+    config: dict[str, Any]
+    classes: list[str]
+
+    def predict_split(self, prepared: PreparedData, split: str) -> Predictions:
+        """Outputs for the cells of a split of the prepared dataset the run was trained on."""
+
+    def predict_adata(self, adata: ad.AnnData, *, batch_size: int = 256) -> Predictions:
+        """Outputs for new cells (genes aligned to the model's own vocabulary / features)."""
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """``config.json`` of a run directory, with a clear error when it is not one."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not run_dir.is_dir():
+        raise RunDirError(f"run directory {run_dir} does not exist")
+    if not config_path.exists():
+        raise RunDirError(
+            f"{run_dir} is not a cellformer run directory (no config.json); "
+            "pass a directory made by `cellformer train` or `cellformer baseline`"
+        )
+    config = read_json(config_path)
+    if config.get("kind") not in _LOADERS:
+        raise RunDirError(f"{config_path} has unknown kind {config.get('kind')!r}; expected one of {', '.join(_LOADERS)}")
+    return config
+
+
+def load(run_dir: str | Path) -> TrainedModel:
+    """Rebuild a trained model from its run directory alone (transformer or baseline)."""
+    config = read_run_config(run_dir)
+    module, attr = _LOADERS[config["kind"]].split(":")
+    return getattr(importlib.import_module(module), attr).load(Path(run_dir))
