@@ -26,6 +26,9 @@ _LOG_LO, _LOG_HI = -9.0, 0.0  # normalized values x / total lie in (0, 1]
 
 def _as_csr(X: sp.spmatrix | np.ndarray) -> sp.csr_matrix:
     X = sp.csr_matrix(X) if not sp.issparse(X) else X.tocsr()
+    if not X.has_canonical_format:  # duplicate entries of one gene must count once
+        X = X.copy()
+        X.sum_duplicates()
     return X
 
 
