@@ -85,3 +85,120 @@ class PrepareConfig(_Config):
         _require(0 < self.test_val_fraction < 1, "test_val_fraction must be in (0, 1)")
         _require(0 <= self.min_gene_overlap <= 1, "min_gene_overlap must be in [0, 1]")
         _require(self.chunk_size > 0 and self.workers > 0, "chunk_size and workers must be positive")
+
+
+def _check_types(config: _Config) -> None:
+    """Refuse values of the wrong type (YAML / CLI strings); ints are accepted where floats are expected."""
+    import typing
+
+    hints = typing.get_type_hints(type(config))
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        allowed = typing.get_args(hints[field.name]) or (hints[field.name],)
+        if value is None and type(None) in allowed:
+            continue
+        if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+            object.__setattr__(config, field.name, float(value))
+            continue
+        ok = any(
+            isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+            for kind in allowed
+            if kind is not type(None)
+        )
+        _require(
+            ok,
+            f"{type(config).__name__}.{field.name} must be "
+            f"{' or '.join(getattr(k, '__name__', str(k)) for k in allowed)}, got {value!r}",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(_Config):
+    """The transformer encoder and its classifier head (``cellformer.model``).
+
+    Defaults are a small model for a laptop CPU. ``vocab_size``, ``n_classes`` and ``n_values`` are
+    taken from the prepared dataset when left as ``None`` and are recorded in the run's config.
+    ``n_heads * head_dim`` need not equal ``d_model`` (the reference uses 3 heads of 32 with 128).
+    """
+
+    n_layers: int = 2
+    d_model: int = 64
+    n_heads: int = 4
+    head_dim: int | None = None  # None: d_model // n_heads
+    ff_hidden: int | None = None  # feed-forward width in each block; None: 2 * d_model
+    head_hidden: int = 64  # hidden width of the one-hidden-layer MLP classifier on <CLS>
+    dropout: float = 0.1
+    norm: str = "pre"  # "pre" (LayerNorm before attention / feed-forward) or "post"
+    max_length: int = 256  # tokens per cell including <CLS>; longer cells keep their top-ranked genes
+    vocab_size: int | None = None  # from the prepared dataset: specials + genes (+ context tokens)
+    n_classes: int | None = None  # from the prepared dataset
+    n_values: int | None = None  # value ids (binned tokenizer); None: from the data, 0: no value embedding
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        for name in ("n_layers", "d_model", "n_heads", "head_hidden", "max_length"):
+            _require(getattr(self, name) > 0, f"model {name} must be positive, got {getattr(self, name)}")
+        for name in ("head_dim", "ff_hidden", "vocab_size", "n_classes"):
+            value = getattr(self, name)
+            _require(value is None or value > 0, f"model {name} must be positive, got {value}")
+        _require(self.n_values is None or self.n_values >= 0, f"model n_values must be >= 0, got {self.n_values}")
+        _require(0 <= self.dropout < 1, f"model dropout must be in [0, 1), got {self.dropout}")
+        _require(self.norm in ("pre", "post"), f"model norm must be 'pre' or 'post', got {self.norm!r}")
+        _require(self.max_length >= 2, f"model max_length must be at least 2 (<CLS> + one gene), got {self.max_length}")
+        if self.head_dim is None:
+            _require(
+                self.d_model % self.n_heads == 0,
+                f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}; set head_dim explicitly",
+            )
+
+    @property
+    def attention_head_dim(self) -> int:
+        return self.head_dim if self.head_dim is not None else self.d_model // self.n_heads
+
+    @property
+    def ff_width(self) -> int:
+        return self.ff_hidden if self.ff_hidden is not None else 2 * self.d_model
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(_Config):
+    """Optimisation, stopping, devices and logging for ``cellformer train``."""
+
+    seed: int = 0
+    max_epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.05  # linear warm-up over this fraction of all steps, then cosine decay
+    min_lr_fraction: float = 0.05  # the cosine ends at lr * min_lr_fraction
+    grad_clip: float | None = 1.0  # max gradient norm; None: no clipping
+    class_weights: bool = True  # cross-entropy weighted by inverse class frequency of the training split
+    patience: int = 5  # early stopping on validation loss; 0: never stop early
+    # devices
+    accelerator: str = "cpu"  # "cpu", "gpu", "auto" (Lightning names)
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"  # Lightning strategy; "auto" uses DDP when devices * num_nodes > 1
+    precision: str | None = None  # None: "bf16-mixed" on GPU, "32-true" on CPU
+    num_workers: int = 0  # DataLoader worker processes
+    # logging
+    progress_bar: bool = True
+    wandb: bool = False  # log to Weights & Biases (offline unless wandb_mode says otherwise)
+    wandb_project: str = "cellformer"
+    wandb_mode: str = "offline"
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        for name in ("max_epochs", "batch_size", "devices", "num_nodes"):
+            _require(getattr(self, name) > 0, f"train {name} must be positive, got {getattr(self, name)}")
+        _require(self.lr > 0, f"train lr must be positive, got {self.lr}")
+        _require(self.weight_decay >= 0, f"train weight_decay must be >= 0, got {self.weight_decay}")
+        _require(0 <= self.warmup_fraction < 1, f"train warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        _require(0 <= self.min_lr_fraction <= 1, f"train min_lr_fraction must be in [0, 1], got {self.min_lr_fraction}")
+        _require(self.grad_clip is None or self.grad_clip > 0, f"train grad_clip must be positive, got {self.grad_clip}")
+        _require(self.patience >= 0, f"train patience must be >= 0, got {self.patience}")
+        _require(self.num_workers >= 0, f"train num_workers must be >= 0, got {self.num_workers}")
+        _require(
+            self.wandb_mode in ("offline", "online", "disabled"),
+            f"train wandb_mode must be offline, online or disabled, got {self.wandb_mode!r}",
+        )

@@ -1,0 +1,154 @@
+"""The cell transformer: gene-token embeddings, a stack of self-attention blocks, an MLP on ``<CLS>``.
+
+A cell is an unordered set of expressed genes, so there is no positional encoding; the order of
+tokens only decides which genes survive truncation. ``<PAD>`` positions are removed from attention
+with a key-padding mask, so adding padding never changes the output of a real token.
+
+Shapes: ``B`` cells in a batch, ``T`` tokens (``<CLS>`` first), ``C`` = ``d_model``,
+``H`` heads of width ``D`` (``H * D`` need not equal ``C``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cellformer.config import ModelConfig
+from cellformer.tokenize.base import PAD
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention through ``F.scaled_dot_product_attention`` (flash / efficient kernels)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.head_dim = config.attention_head_dim
+        inner = self.n_heads * self.head_dim
+        self.qkv = nn.Linear(config.d_model, 3 * inner)
+        self.proj = nn.Linear(inner, config.d_model)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).split(self.n_heads * self.head_dim, dim=2)  # 3 x (B, T, H*D)
+        q, k, v = (
+            t.view(B, T, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v)
+        )  # (B, H, T, D)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, H, T, D)
+        y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H*D)
+        return self.resid_dropout(self.proj(y))  # (B, T, C)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(config.d_model, config.ff_width)
+        self.proj = nn.Linear(config.ff_width, config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x))))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """Attention + feed-forward, each with a residual; LayerNorm before (pre-LN) or after (post-LN)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.pre_norm = config.norm == "pre"
+        self.ln_1 = nn.LayerNorm(config.d_model)
+        self.attn = SelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.d_model)
+        self.ff = FeedForward(config)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        if self.pre_norm:
+            x = x + self.attn(self.ln_1(x), attn_mask)
+            return x + self.ff(self.ln_2(x))
+        x = self.ln_1(x + self.attn(x, attn_mask))
+        return self.ln_2(x + self.ff(x))
+
+
+class ClassifierHead(nn.Module):
+    """One hidden layer (GELU, dropout) from the ``<CLS>`` embedding to class logits."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(config.d_model, config.head_hidden)
+        self.dropout = nn.Dropout(config.dropout)
+        self.out = nn.Linear(config.head_hidden, config.n_classes)
+
+    def forward(self, cls: torch.Tensor) -> torch.Tensor:
+        return self.out(self.dropout(F.gelu(self.fc(cls))))  # (B, n_classes)
+
+
+class CellTransformer(nn.Module):
+    """Encoder + classifier. ``config`` must have ``vocab_size`` and ``n_classes`` filled in.
+
+    Token ids cover ``<PAD> <CLS> <SEP> <MASK>``, the genes, then any context tokens (batch, ...),
+    all in the one gene-embedding table. With ``n_values > 0`` a value embedding (binned expression)
+    is added to each token's gene embedding.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.vocab_size is None or config.n_classes is None:
+            raise ValueError(
+                "ModelConfig.vocab_size and n_classes must be set (they come from the prepared data)"
+            )
+        self.config = config
+        self.gene_embedding = nn.Embedding(config.vocab_size, config.d_model, padding_idx=PAD)
+        n_values = config.n_values or 0
+        self.value_embedding = nn.Embedding(n_values, config.d_model) if n_values > 0 else None
+        self.dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.ln_f = nn.LayerNorm(config.d_model) if config.norm == "pre" else nn.Identity()
+        self.head = ClassifierHead(config)
+        self.apply(self._init_weights)
+        for name, param in self.named_parameters():  # scaled init of residual projections (GPT-2)
+            if name.endswith("proj.weight"):
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.padding_idx is not None:
+                nn.init.zeros_(module.weight[module.padding_idx])
+
+    def encode(
+        self, ids: torch.Tensor, padding_mask: torch.Tensor | None = None, values: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Token states ``(B, T, C)``; ``padding_mask`` is True at ``<PAD>`` positions."""
+        x = self.gene_embedding(ids)  # (B, T, C)
+        if self.value_embedding is not None:
+            if values is None:
+                raise ValueError("this model has a value embedding: pass the value ids (`values`)")
+            x = x + self.value_embedding(values)  # (B, T, C)
+        x = self.dropout(x)
+        attn_mask = None
+        if padding_mask is not None and bool(padding_mask.any()):
+            attn_mask = ~padding_mask[:, None, None, :]  # (B, 1, 1, T): True = may attend to this key
+        for block in self.blocks:
+            x = block(x, attn_mask)  # (B, T, C)
+        return self.ln_f(x)
+
+    def forward(
+        self, ids: torch.Tensor, padding_mask: torch.Tensor | None = None, values: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class logits ``(B, n_classes)`` and the final ``<CLS>`` embedding ``(B, C)``."""
+        cls = self.encode(ids, padding_mask, values)[:, 0]  # (B, C)
+        return self.head(cls), cls
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
