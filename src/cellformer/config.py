@@ -52,9 +52,14 @@ class PrepareConfig(_Config):
     layer: str | None = None
     gene_key: str | None = None
     input_normalized: bool = False
+    input_transform: str = "auto"  # with input_normalized: "auto" (detect log1p), "log1p" or "none"
     tokenizer: str = "rank"
     max_genes: int = 2048
+    n_hvg: int = 2000  # binned tokenizer: highly variable genes kept
+    n_bins: int = 51  # binned tokenizer: value bins
+    # time-course variant: the previous profile comes from a layer, or (later) from a time column
     previous_layer: str | None = None
+    time_key: str | None = None
     # QC
     min_genes: int = 200
     min_cells: int = 3
@@ -85,6 +90,16 @@ class PrepareConfig(_Config):
         _require(0 < self.test_val_fraction < 1, "test_val_fraction must be in (0, 1)")
         _require(0 <= self.min_gene_overlap <= 1, "min_gene_overlap must be in [0, 1]")
         _require(self.chunk_size > 0 and self.workers > 0, "chunk_size and workers must be positive")
+        _require(
+            self.input_transform in ("auto", "log1p", "none"),
+            f"input_transform must be auto, log1p or none, got {self.input_transform!r}",
+        )
+        _require(self.n_hvg > 0 and self.n_bins > 1, "n_hvg must be positive and n_bins at least 2")
+        _require(
+            self.previous_layer is None or self.time_key is None,
+            "give either previous_layer or time_key for the previous profile, not both",
+        )
+        _require(bool(self.label_key), "label_key must name an obs column")
 
 
 def _check_types(config: _Config) -> None:

@@ -22,6 +22,7 @@ from cellformer.tokenize.base import CLS, N_SPECIAL, SEP, TokenizedCells
 
 _N_BINS = 256  # log-spaced bins of the first median pass
 _LOG_LO, _LOG_HI = -9.0, 0.0  # normalized values x / total lie in (0, 1]
+_FIXED_SCALE = 1e6  # without per-cell normalization values are divided by this constant (ranks unchanged)
 
 
 def _as_csr(X: sp.spmatrix | np.ndarray) -> sp.csr_matrix:
@@ -32,15 +33,21 @@ def _as_csr(X: sp.spmatrix | np.ndarray) -> sp.csr_matrix:
     return X
 
 
-def normalized_entries(X: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Nonzero entries of ``X`` as (row, gene, value / row total), float64, in CSR order."""
+def normalized_entries(
+    X: sp.csr_matrix, normalize_total: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Nonzero entries of ``X`` as (row, gene, value / row total), float64, in CSR order.
+
+    With ``normalize_total=False`` (input already normalized, e.g. FPKM) values are divided by a
+    fixed constant instead, which changes no ranking.
+    """
     X = _as_csr(X)
     data = X.data.astype(np.float64, copy=False)
     rows = np.repeat(np.arange(X.shape[0], dtype=np.int64), np.diff(X.indptr))
     totals = np.bincount(rows, weights=data, minlength=X.shape[0])
     keep = data != 0
     rows, genes, data = rows[keep], X.indices[keep].astype(np.int64), data[keep]
-    return rows, genes, data / totals[rows]
+    return rows, genes, data / (totals[rows] if normalize_total else _FIXED_SCALE)
 
 
 def _log_bin(values: np.ndarray) -> np.ndarray:
@@ -48,7 +55,9 @@ def _log_bin(values: np.ndarray) -> np.ndarray:
     return np.clip(scaled.astype(np.int64), 0, _N_BINS - 1)
 
 
-def nonzero_medians(chunks: Iterable[sp.csr_matrix], n_genes: int) -> np.ndarray:
+def nonzero_medians(
+    chunks: Iterable[sp.csr_matrix], n_genes: int, normalize_total: bool = True
+) -> np.ndarray:
     """Exact per-gene median of ``x / cell total`` over the cells where the gene is nonzero.
 
     Streams over ``chunks`` twice (it must be re-iterable) with memory independent of the number of
@@ -57,7 +66,7 @@ def nonzero_medians(chunks: Iterable[sp.csr_matrix], n_genes: int) -> np.ndarray
     """
     hist = np.zeros(n_genes * _N_BINS, dtype=np.int64)
     for X in chunks:
-        _, genes, values = normalized_entries(X)
+        _, genes, values = normalized_entries(X, normalize_total)
         hist += np.bincount(genes * _N_BINS + _log_bin(values), minlength=n_genes * _N_BINS)
     hist = hist.reshape(n_genes, _N_BINS)
     counts = hist.sum(axis=1)
@@ -71,7 +80,7 @@ def nonzero_medians(chunks: Iterable[sp.csr_matrix], n_genes: int) -> np.ndarray
 
     kept_genes, kept_bins, kept_values = [], [], []
     for X in chunks:
-        _, genes, values = normalized_entries(X)
+        _, genes, values = normalized_entries(X, normalize_total)
         bins = _log_bin(values)
         mask = (bins == low_bin[genes]) | (bins == high_bin[genes])
         kept_genes.append(genes[mask])
@@ -100,9 +109,11 @@ def nonzero_medians(chunks: Iterable[sp.csr_matrix], n_genes: int) -> np.ndarray
     return medians
 
 
-def rank_block(X: sp.csr_matrix, medians: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def rank_block(
+    X: sp.csr_matrix, medians: np.ndarray, k: int, normalize_total: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` gene token ids per cell by ``x / total / median``; returns (flat ids, counts per cell)."""
-    rows, genes, values = normalized_entries(X)
+    rows, genes, values = normalized_entries(X, normalize_total)
     has_median = np.isfinite(medians[genes])
     rows, genes = rows[has_median], genes[has_median]
     scores = values[has_median] / medians[genes]
@@ -151,17 +162,26 @@ class RankTokenizer:
     name = "rank"
     has_values = False
 
-    def __init__(self, max_genes: int = 2048, medians: np.ndarray | None = None) -> None:
+    def __init__(
+        self, max_genes: int = 2048, medians: np.ndarray | None = None, normalize_total: bool = True
+    ) -> None:
         if max_genes <= 0:
             raise ValueError(f"max_genes must be positive, got {max_genes}")
         self.max_genes = int(max_genes)
         self.medians = medians
+        self.normalize_total = bool(normalize_total)
+
+    @classmethod
+    def from_config(cls, config) -> RankTokenizer:
+        """From a :class:`~cellformer.config.PrepareConfig`: ``max_genes``; normalized input
+        (``input_normalized``) skips the per-cell total normalization."""
+        return cls(max_genes=config.max_genes, normalize_total=not config.input_normalized)
 
     def fit(self, chunks: Iterable[sp.csr_matrix], n_genes: int | None = None) -> None:
         """Compute gene medians from the training cells (``chunks`` must be re-iterable)."""
         if n_genes is None:
             n_genes = next(iter(chunks)).shape[1]
-        self.medians = nonzero_medians(chunks, n_genes)
+        self.medians = nonzero_medians(chunks, n_genes, self.normalize_total)
 
     def _require_fitted(self) -> np.ndarray:
         if self.medians is None:
@@ -175,13 +195,19 @@ class RankTokenizer:
             raise ValueError(f"matrix has {X.shape[1]} genes, tokenizer was fitted on {len(medians)}")
         n_cells = X.shape[0]
         if previous is None:
-            return _interleave([CLS, rank_block(X, medians, self.max_genes)], n_cells)
+            return _interleave([CLS, rank_block(X, medians, self.max_genes, self.normalize_total)], n_cells)
         previous = _as_csr(previous)
         if previous.shape != X.shape:
             raise ValueError(f"previous profile has shape {previous.shape}, current has {X.shape}")
         half = max(self.max_genes // 2, 1)
         return _interleave(
-            [CLS, rank_block(X, medians, half), SEP, rank_block(previous, medians, half)], n_cells
+            [
+                CLS,
+                rank_block(X, medians, half, self.normalize_total),
+                SEP,
+                rank_block(previous, medians, half, self.normalize_total),
+            ],
+            n_cells,
         )
 
     def save(self, directory: Path) -> None:
@@ -189,11 +215,18 @@ class RankTokenizer:
         directory.mkdir(parents=True, exist_ok=True)
         np.save(directory / "medians.npy", self._require_fitted().astype(np.float64))
         (directory / "tokenizer.json").write_text(
-            json.dumps({"name": self.name, "max_genes": self.max_genes}, indent=2)
+            json.dumps(
+                {"name": self.name, "max_genes": self.max_genes, "normalize_total": self.normalize_total},
+                indent=2,
+            )
         )
 
     @classmethod
     def load(cls, directory: Path) -> RankTokenizer:
         directory = Path(directory)
         state = json.loads((directory / "tokenizer.json").read_text())
-        return cls(max_genes=state["max_genes"], medians=np.load(directory / "medians.npy"))
+        return cls(
+            max_genes=state["max_genes"],
+            medians=np.load(directory / "medians.npy"),
+            normalize_total=state.get("normalize_total", True),
+        )
