@@ -1,0 +1,1 @@
+"""Synthetic and example data sets."""
