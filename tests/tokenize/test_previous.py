@@ -154,7 +154,7 @@ def test_save_load_round_trip_is_identical(tmp_path):
     assert loaded.time_order == {"kind": "ordered", "categories": ["early", "mid", "late"]}
     a, b = mapping.transform(X, t), loaded.transform(X, np.asarray(t))  # plain strings map by saved order
     assert (a != b).nnz == 0 and a.dtype == b.dtype == np.float32
-    assert all(p.suffix in {".npy", ".json"} for p in (tmp_path / "previous").iterdir())
+    assert all(p.suffix in {".npy", ".bin", ".json"} for p in (tmp_path / "previous").iterdir())
     with pytest.raises(InputError, match="not among the time points"):
         loaded.transform(X[:2], ["early", "never"])
     with pytest.raises(RunDirError, match="no ancestor mapping"):
@@ -190,3 +190,24 @@ def test_a_single_time_point_is_refused():
     X = _counts(10, 5, seed=7)
     with pytest.raises(InputError, match="'Hours' has only 1 time point"):
         AncestorMapping(k=2, n_components=2).fit([X], np.full(10, 24), time_key="Hours")
+
+
+def test_streamed_fit_equals_in_memory_fit_and_loads(tmp_path):
+    X = _counts(120, 40, seed=8)
+    t = np.repeat([0, 1, 2], 40)
+    chunks = [X[i : i + 25] for i in range(0, 120, 25)]
+    in_memory = AncestorMapping(k=4, n_components=5, n_hvg=20).fit(chunks, t)
+    streamed = AncestorMapping(k=4, n_components=5, n_hvg=20).fit(chunks, t, directory=tmp_path / "m")
+    assert isinstance(streamed.profiles.data, np.memmap)
+    streamed.save(tmp_path / "m")
+    loaded = AncestorMapping.load(tmp_path / "m")
+    a = in_memory.transform(X, t)
+    assert (a != streamed.transform(X, t)).nnz == 0 and (a != loaded.transform(X, t)).nnz == 0
+
+
+def test_normalized_input_keeps_the_input_scale():
+    X = _counts(60, 20, seed=9) * 3.5  # e.g. FPKM: no per-cell renormalization
+    t = np.repeat([0, 1], 30)
+    mapping = AncestorMapping(k=30, n_components=3, n_hvg=None, normalize_total=False).fit([X], t)
+    previous = mapping.transform(X[30:31], [1]).toarray()[0]
+    np.testing.assert_allclose(previous, X[:30].toarray().mean(axis=0), rtol=1e-5)

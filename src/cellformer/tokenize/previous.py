@@ -25,10 +25,12 @@ cell and the fitted state, whatever the chunking.
 
 Time may be numeric or an *ordered* categorical; see :func:`time_codes`.
 
-Saved state (``save`` / ``load``, no pickles; everything but ``mapping.json`` is ``.npy``)::
+Saved state (``save`` / ``load``, no pickles: JSON, ``.npy`` and raw little-endian ``.bin``)::
 
-    mapping.json           parameters, time kind and order, training time per reference, counts
-    profiles_{data,indices,indptr}.npy   P, float32 CSR (n_train x n_genes); memory-mapped on load
+    mapping.json           parameters, time kind and order, training cells per time point, sizes
+    profiles_data.bin      float32 CSR data of P (n_train x n_genes), streamed during ``fit``;
+    profiles_indices.bin   int32 gene columns; both memory-mapped on load (rows read on demand)
+    profiles_indptr.npy    int64 row pointers
     hvg.npy                int64 gene columns used for the PCA
     center.npy, scale.npy  float64 per-HVG training mean / standard deviation
     components.npy         float64 (n_hvg, n_components)
@@ -136,12 +138,20 @@ def check_time_points(positions: np.ndarray, column: str = "time") -> np.ndarray
 # ------------------------------------------------------------------------------------- profiles
 
 
-def normalize_rows(X: sp.spmatrix | np.ndarray) -> sp.csr_matrix:
-    """``x / total`` per cell as float32 CSR (all-zero rows stay zero); explicit zeros dropped."""
+def normalize_rows(X: sp.spmatrix | np.ndarray, normalize_total: bool = True) -> sp.csr_matrix:
+    """``x / total`` per cell (``x`` as given without ``normalize_total``) as float32 CSR.
+
+    All-zero rows stay zero; duplicate entries are summed and explicit zeros dropped.
+    """
     X = sp.csr_matrix(X, dtype=np.float64) if not sp.issparse(X) else X.tocsr().astype(np.float64)
+    X.sum_duplicates()
     X.eliminate_zeros()
     if X.nnz and X.data.min() < 0:
         raise InputError("expression values must be non-negative (counts or de-logged normalized values)")
+    if not normalize_total:
+        out = sp.csr_matrix(X, dtype=np.float32)
+        out.sort_indices()
+        return out
     totals = np.asarray(X.sum(axis=1)).ravel()
     scale = np.divide(1.0, totals, out=np.zeros_like(totals), where=totals > 0)
     out = sp.csr_matrix(sp.diags(scale) @ X, dtype=np.float32)
@@ -192,6 +202,12 @@ class AncestorMapping:
         the square of the gene count).
     target_sum
         Library size of the log-normalization, and the total of each returned previous profile.
+    normalize_total
+        ``False`` for input that is already normalized (FPKM, TPM, de-logged CP10k): profiles are the
+        values as given, ``log1p(x)`` is the log-normalized form, and previous profiles are plain
+        neighbour means (same scale as the input).
+    chunk_size
+        Cells per step when streaming over the training profiles.
     """
 
     def __init__(
@@ -201,6 +217,7 @@ class AncestorMapping:
         n_components: int = 30,
         n_hvg: int | None = 2000,
         target_sum: float = 1e4,
+        normalize_total: bool = True,
         chunk_size: int = 2048,
     ) -> None:
         if k <= 0 or n_components <= 0 or (n_hvg is not None and n_hvg <= 0):
@@ -209,6 +226,7 @@ class AncestorMapping:
         self.n_components = int(n_components)
         self.n_hvg = None if n_hvg is None else int(n_hvg)
         self.target_sum = float(target_sum)
+        self.normalize_total = bool(normalize_total)
         self.chunk_size = int(chunk_size)
         self.time_order: dict[str, Any] | None = None
         self.time_points: np.ndarray | None = None  # float64 sorted training time positions
@@ -216,6 +234,11 @@ class AncestorMapping:
         self.hvg = self.center = self.scale = self.components = None
         self.embedding: np.ndarray | None = None
         self.ref_time: np.ndarray | None = None
+
+    @property
+    def _factor(self) -> float:
+        """Multiplier of stored profiles before ``log1p`` and in the returned previous profiles."""
+        return self.target_sum if self.normalize_total else 1.0
 
     # ------------------------------------------------------------------ fit
 
@@ -225,6 +248,7 @@ class AncestorMapping:
         times: Any,
         *,
         time_key: str = "time",
+        directory: str | Path | None = None,
     ) -> AncestorMapping:
         """Fit on the training cells only.
 
@@ -237,17 +261,23 @@ class AncestorMapping:
             Their time values, one per training cell in the same order.
         time_key
             The time column's name, for error messages.
+        directory
+            Where to stream the training profiles (then memory-mapped, so memory does not grow with
+            the number of cells); call :meth:`save` with the same directory afterwards. ``None`` keeps
+            them in memory.
         """
         positions, self.time_order = time_codes(times, time_key)
         self.time_points = check_time_points(positions, time_key)
-        parts = [normalize_rows(X) for X in (chunks() if callable(chunks) else chunks)]
-        P = sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, 0), dtype=np.float32)
+        writer = _ProfileWriter(None if directory is None else Path(directory))
+        for X in chunks() if callable(chunks) else chunks:
+            writer.append(normalize_rows(X, self.normalize_total))
+        P = writer.close()
         if P.shape[0] != len(positions):
             raise InputError(
                 f"{P.shape[0]} training cells but {len(positions)} values in time column {time_key!r}"
             )
-        P.sort_indices()
         self.profiles = P
+        self._profile_dir = writer.directory
         self.ref_time = np.searchsorted(self.time_points, positions).astype(np.int64)
         self._fit_space()
         return self
@@ -262,7 +292,7 @@ class AncestorMapping:
         total = np.zeros(n_genes)
         total_sq = np.zeros(n_genes)
         for rows in self._row_chunks(n_cells):
-            L = _log_columns(P[rows], None, self.target_sum)
+            L = _log_columns(P[rows], None, self._factor)
             total += np.asarray(L.sum(axis=0)).ravel()
             total_sq += np.asarray(L.multiply(L).sum(axis=0)).ravel()
         mean = total / max(n_cells, 1)
@@ -277,7 +307,7 @@ class AncestorMapping:
         self.scale[self.scale == 0] = 1.0
         gram = np.zeros((len(self.hvg), len(self.hvg)))
         for rows in self._row_chunks(n_cells):
-            L = _log_columns(P[rows], self.hvg, self.target_sum)
+            L = _log_columns(P[rows], self.hvg, self._factor)
             gram += (L.T @ L).toarray()
         cov = (gram - n_cells * np.outer(self.center, self.center)) / max(n_cells - 1, 1)
         corr = cov / np.outer(self.scale, self.scale)
@@ -306,7 +336,7 @@ class AncestorMapping:
         """Shared-space coordinates of ``x / total`` profiles, float32; row-wise exact (chunk-free)."""
         weights = self.components / self.scale[:, None]  # (H, C)
         offset = self.center @ weights  # (C,)
-        L = _log_columns(P, self.hvg, self.target_sum)
+        L = _log_columns(P, self.hvg, self._factor)
         return (L @ weights - offset).astype(np.float32)  # sparse @ dense: computed row by row
 
     # ------------------------------------------------------------ transform
@@ -326,7 +356,7 @@ class AncestorMapping:
         """Ancestor rows (indices into the training profiles, ``-1`` padded) and their count per cell."""
         self._require_fitted()
         positions, _ = time_codes(times, time_key, order=self.time_order)
-        P = normalize_rows(X)
+        P = normalize_rows(X, self.normalize_total)
         if P.shape[0] != len(positions):
             raise InputError(f"{P.shape[0]} cells but {len(positions)} values in time column {time_key!r}")
         if P.shape[1] != self.profiles.shape[1]:
@@ -357,7 +387,7 @@ class AncestorMapping:
         if len(cols) == 0:
             return sp.csr_matrix((n, self.profiles.shape[1]), dtype=np.float32)
         used, local = np.unique(cols, return_inverse=True)
-        weights = np.repeat(self.target_sum / np.maximum(counts, 1), counts)
+        weights = np.repeat(self._factor / np.maximum(counts, 1), counts)
         W = sp.csr_matrix((weights, (rows, local)), shape=(n, len(used)))
         W.sort_indices()
         out = sp.csr_matrix(W @ self.profiles[used].astype(np.float64), dtype=np.float32)
@@ -367,16 +397,17 @@ class AncestorMapping:
     # ------------------------------------------------------------ save / load
 
     def save(self, directory: str | Path) -> None:
-        """Write the fitted state into ``directory`` (npy + JSON, no pickles)."""
+        """Write the fitted state into ``directory`` (npy, raw bin + JSON, no pickles)."""
         self._require_fitted()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         P = self.profiles
-        index_dtype = np.int32 if P.nnz < np.iinfo(np.int32).max else np.int64  # one dtype: no copy on load
+        if getattr(self, "_profile_dir", None) is None or self._profile_dir.resolve() != directory.resolve():
+            writer = _ProfileWriter(directory)
+            for rows in self._row_chunks(P.shape[0]):
+                writer.append(P[rows])
+            writer.close()
         arrays = {
-            "profiles_data": P.data.astype(np.float32),
-            "profiles_indices": P.indices.astype(index_dtype),
-            "profiles_indptr": P.indptr.astype(index_dtype),
             "hvg": self.hvg.astype(np.int64),
             "center": self.center,
             "scale": self.scale,
@@ -393,10 +424,13 @@ class AncestorMapping:
             "n_components": self.n_components,
             "n_hvg": self.n_hvg,
             "target_sum": self.target_sum,
+            "normalize_total": self.normalize_total,
             "time_order": self.time_order,
             "time_points": self.time_points.tolist(),
             "n_reference": int(P.shape[0]),
             "n_genes": int(P.shape[1]),
+            "n_nonzero": int(P.nnz),
+            "index_dtype": str(P.indices.dtype),
             "reference_per_time_point": np.bincount(self.ref_time, minlength=len(self.time_points)).tolist(),
         }
         (directory / "mapping.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -416,7 +450,11 @@ class AncestorMapping:
         if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
             raise RunDirError(f"{path} is not a version-{FORMAT_VERSION} ancestor mapping; prepare again")
         self = cls(
-            k=meta["k"], n_components=meta["n_components"], n_hvg=meta["n_hvg"], target_sum=meta["target_sum"]
+            k=meta["k"],
+            n_components=meta["n_components"],
+            n_hvg=meta["n_hvg"],
+            target_sum=meta["target_sum"],
+            normalize_total=meta["normalize_total"],
         )
         self.time_order = meta["time_order"]
         self.time_points = np.asarray(meta["time_points"], dtype=np.float64)
@@ -424,14 +462,67 @@ class AncestorMapping:
         def arr(name: str, mmap: bool = False) -> np.ndarray:
             return np.load(directory / f"{name}.npy", mmap_mode="r" if mmap else None)
 
-        self.profiles = sp.csr_matrix(
-            (arr("profiles_data", True), arr("profiles_indices", True), arr("profiles_indptr")),
-            shape=(meta["n_reference"], meta["n_genes"]),
-            copy=False,
-        )
+        self.profiles = _open_profiles(directory, meta["n_reference"], meta["n_genes"], meta["n_nonzero"])
+        self._profile_dir = directory
         self.hvg, self.center, self.scale = arr("hvg"), arr("center"), arr("scale")
         self.components, self.embedding, self.ref_time = arr("components"), arr("embedding"), arr("ref_time")
         return self
+
+
+class _ProfileWriter:
+    """Appends CSR chunks: raw ``profiles_data.bin`` (float32) and ``profiles_indices.bin`` (int32) in
+    ``directory`` (or lists in memory when ``directory`` is None); ``close`` returns the whole matrix."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+        self.n_genes: int | None = None
+        self.lengths: list[np.ndarray] = []
+        self.parts: list[tuple[np.ndarray, np.ndarray]] = []
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._data = open(directory / "profiles_data.bin", "wb")
+            self._indices = open(directory / "profiles_indices.bin", "wb")
+
+    def append(self, P: sp.csr_matrix) -> None:
+        if self.n_genes is not None and P.shape[1] != self.n_genes:
+            raise InputError(f"training chunks have {P.shape[1]} and {self.n_genes} genes; align them first")
+        self.n_genes = P.shape[1]
+        P.sort_indices()
+        data, indices = P.data.astype(np.float32), P.indices.astype(np.int32)
+        self.lengths.append(np.diff(P.indptr).astype(np.int64))
+        if self.directory is None:
+            self.parts.append((data, indices))
+        else:
+            self._data.write(data.tobytes())
+            self._indices.write(indices.tobytes())
+
+    def close(self) -> sp.csr_matrix:
+        lengths = np.concatenate(self.lengths) if self.lengths else np.zeros(0, np.int64)
+        indptr = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+        n_genes = self.n_genes or 0
+        if self.directory is None:
+            data = np.concatenate([p[0] for p in self.parts]) if self.parts else np.zeros(0, np.float32)
+            indices = np.concatenate([p[1] for p in self.parts]) if self.parts else np.zeros(0, np.int32)
+            return sp.csr_matrix((data, indices, indptr), shape=(len(lengths), n_genes))
+        self._data.close()
+        self._indices.close()
+        np.save(self.directory / "profiles_indptr.npy", indptr)
+        return _open_profiles(self.directory, len(lengths), n_genes, int(indptr[-1]))
+
+
+def _open_profiles(directory: Path, n_rows: int, n_genes: int, nnz: int) -> sp.csr_matrix:
+    """The saved profile matrix over memory-mapped files (rows are read only when indexed)."""
+    indptr = np.load(directory / "profiles_indptr.npy")
+    if nnz == 0:
+        return sp.csr_matrix((n_rows, n_genes), dtype=np.float32)
+    data = np.memmap(directory / "profiles_data.bin", dtype=np.float32, mode="r", shape=(nnz,))
+    indices = np.memmap(directory / "profiles_indices.bin", dtype=np.int32, mode="r", shape=(nnz,))
+    if nnz < np.iinfo(np.int32).max:
+        indptr = indptr.astype(np.int32)  # same dtype as indices: scipy keeps the memmaps
+    matrix = sp.csr_matrix((n_rows, n_genes), dtype=np.float32)
+    matrix.data, matrix.indices, matrix.indptr = data, indices, indptr  # no validation pass, no copy
+    matrix.has_sorted_indices = True
+    return matrix
 
 
 def _knn(Q: np.ndarray, R: np.ndarray, k: int) -> np.ndarray:
