@@ -78,6 +78,7 @@ class Tokenizer(Protocol):
 _REGISTRY = {
     "rank": "cellformer.tokenize.rank:RankTokenizer",
     "binned": "cellformer.tokenize.binned:BinnedTokenizer",
+    "hybrid": "cellformer.tokenize.binned:HybridTokenizer",
 }
 
 

@@ -1,0 +1,173 @@
+"""BinnedTokenizer and HybridTokenizer: dense references, scGPT's binning, HVGs against scanpy."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference_tokenizers import (
+    as_lists,
+    count_matrices,
+    dense_binned_row,
+    dense_hybrid_row,
+    dense_medians,
+    dense_value_reference,
+    scgpt_binning,
+)
+
+from cellformer.config import PrepareConfig
+from cellformer.tokenize.base import TokenizedCells, get_tokenizer_class
+from cellformer.tokenize.binned import BinnedTokenizer, HybridTokenizer, quantile_bins
+from cellformer.tokenize.rank import RankTokenizer
+
+SETTINGS = settings(max_examples=50, deadline=None)
+N_BINS = st.sampled_from([3, 4, 7, 51])
+
+
+@SETTINGS
+@given(data=st.data(), X=count_matrices(), n_bins=N_BINS, with_previous=st.booleans())
+def test_binned_tokens_equal_dense_reference(data, X, n_bins, with_previous):
+    n_genes = X.shape[1]
+    hvg = np.flatnonzero(data.draw(st.lists(st.booleans(), min_size=n_genes, max_size=n_genes), "hvg"))
+    k = data.draw(st.integers(1, n_genes + 2), "k")
+    previous = X[::-1].copy() if with_previous else None
+    tokenizer = BinnedTokenizer(n_hvg=max(len(hvg), 1), n_bins=n_bins, max_genes=k, hvg=hvg)
+    got = tokenizer.transform(sp.csr_matrix(X), None if previous is None else sp.csr_matrix(previous))
+    ids, values = dense_value_reference(
+        lambda row, kk: dense_binned_row(row, hvg, n_bins, kk), X, n_bins, k, previous
+    )
+    assert got.values.dtype == np.int16 and got.ids.dtype == np.int32
+    assert as_lists(got) == ids
+    assert as_lists(got, values=True) == values
+
+
+@SETTINGS
+@given(data=st.data(), X=count_matrices(), n_bins=N_BINS, with_previous=st.booleans())
+def test_hybrid_tokens_equal_dense_reference_and_rank_order(data, X, n_bins, with_previous):
+    k = data.draw(st.integers(1, X.shape[1] + 2), "k")
+    previous = X[::-1].copy() if with_previous else None
+    tokenizer = HybridTokenizer(max_genes=k, n_bins=n_bins)
+    tokenizer.fit([sp.csr_matrix(X)])
+    prev = None if previous is None else sp.csr_matrix(previous)
+    got = tokenizer.transform(sp.csr_matrix(X), prev)
+    medians = dense_medians(X)
+    ids, values = dense_value_reference(
+        lambda row, kk: dense_hybrid_row(row, medians, n_bins, kk), X, n_bins, k, previous
+    )
+    assert as_lists(got) == ids
+    assert as_lists(got, values=True) == values
+    rank = RankTokenizer(max_genes=k, medians=tokenizer.medians)
+    np.testing.assert_array_equal(got.ids, rank.transform(sp.csr_matrix(X), prev).ids)
+
+
+@SETTINGS
+@given(X=count_matrices(), cuts=st.lists(st.integers(0, 25), max_size=4), k=st.integers(1, 8))
+def test_binned_and_hybrid_are_independent_of_chunking(X, cuts, k):
+    csr = sp.csr_matrix(X)
+    bounds = [0, *sorted({min(c, X.shape[0]) for c in cuts}), X.shape[0]]
+    chunks = [csr[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+    hybrid = HybridTokenizer(max_genes=k)
+    hybrid.fit(chunks)
+    for tokenizer in (BinnedTokenizer(max_genes=k, hvg=np.arange(0, X.shape[1], 2)), hybrid):
+        whole = tokenizer.transform(csr)
+        parts = TokenizedCells.concatenate([tokenizer.transform(c) for c in chunks])
+        np.testing.assert_array_equal(parts.ids, whole.ids)
+        np.testing.assert_array_equal(parts.values, whole.values)
+        np.testing.assert_array_equal(parts.offsets, whole.offsets)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 300), n_bins=N_BINS)
+def test_binning_equals_scgpt_whenever_scgpt_is_deterministic(seed, n, n_bins):
+    rng = np.random.default_rng(seed)
+    row = rng.lognormal(size=n) * (rng.random(n) < 0.7)
+    row[rng.integers(n)] = 1.0  # at least one nonzero
+    ours = np.zeros(n, dtype=np.int64)
+    nonzero = np.flatnonzero(row)
+    ours[nonzero] = quantile_bins(np.zeros(len(nonzero), np.int64), row[nonzero], 1, n_bins)
+    theirs = scgpt_binning(row, n_bins, rng)
+    edges = np.quantile(row[nonzero], np.linspace(0, 1, n_bins - 1))
+    left, right = np.digitize(row[nonzero], edges), np.digitize(row[nonzero], edges, right=True)
+    certain = left - right <= 1  # a value on at most one edge: scGPT's draw is certain
+    np.testing.assert_array_equal(ours[nonzero][certain], theirs[nonzero][certain])
+    # on several equal edges scGPT draws from right + 1 .. left; we take the middle
+    assert ((ours[nonzero] > right) | (left == right)).all() and (ours[nonzero] <= left).all()
+    assert ours[row == 0].max(initial=0) == 0 and (ours[nonzero] >= 1).all() and (ours <= n_bins - 1).all()
+
+
+def test_tied_values_share_a_bin_and_no_random_generator_is_used():
+    row = np.array([5, 1, 1, 1, 1, 1, 1, 1, 2, 2, 9], dtype=np.float64)
+    state = np.random.get_state()
+    first = quantile_bins(np.zeros(len(row), np.int64), row, 1, 51)
+    assert np.random.get_state()[1].tolist() == state[1].tolist()
+    np.testing.assert_array_equal(first, quantile_bins(np.zeros(len(row), np.int64), row, 1, 51))
+    assert len(set(first[row == 1])) == 1 and len(set(first[row == 2])) == 1
+    assert first.min() >= 1 and first.max() == 50
+    assert list(np.unique(first)) == sorted(np.unique(first))  # larger value, larger bin
+    assert first[row == 9][0] > first[row == 5][0] > first[row == 2][0] > first[row == 1][0]
+
+
+def _chunks(X: sp.csr_matrix, size: int) -> list[sp.csr_matrix]:
+    return [X[i : i + size] for i in range(0, X.shape[0], size)]
+
+
+def test_seurat_v3_hvgs_equal_scanpy_on_real_counts(bladder_counts):
+    import anndata as ad
+    import scanpy as sc
+
+    X = bladder_counts[:1500]
+    tokenizer = BinnedTokenizer(n_hvg=2000)
+    tokenizer.fit(_chunks(X, 400))
+    expected = sc.pp.highly_variable_genes(ad.AnnData(X), flavor="seurat_v3", n_top_genes=2000, inplace=False)
+    np.testing.assert_array_equal(tokenizer.hvg, np.flatnonzero(expected["highly_variable"].to_numpy()))
+
+
+def test_seurat_hvgs_for_normalized_input_equal_scanpy(pbmc68k_path):
+    import anndata as ad
+    import scanpy as sc
+
+    adata = ad.read_h5ad(pbmc68k_path)
+    logged = sp.csr_matrix(adata.X, dtype=np.float32)
+    tokenizer = BinnedTokenizer(n_hvg=300, flavor="seurat")
+    tokenizer.fit(_chunks(sp.csr_matrix(np.expm1(logged.toarray())), 128))
+    expected = sc.pp.highly_variable_genes(
+        ad.AnnData(logged), flavor="seurat", n_top_genes=300, inplace=False
+    )
+    np.testing.assert_array_equal(tokenizer.hvg, np.flatnonzero(expected["highly_variable"].to_numpy()))
+
+
+def test_from_config_save_load_and_registry(tmp_path, bladder_counts):
+    X = bladder_counts[:800]
+    assert get_tokenizer_class("binned") is BinnedTokenizer
+    assert get_tokenizer_class("hybrid") is HybridTokenizer
+    binned = BinnedTokenizer.from_config(PrepareConfig(tokenizer="binned", max_genes=512))
+    assert (binned.n_bins, binned.max_genes, binned.flavor) == (51, 512, "seurat_v3")
+    assert BinnedTokenizer.from_config(PrepareConfig(input_normalized=True)).flavor == "seurat"
+    binned.fit(_chunks(X, 300))
+    hybrid = HybridTokenizer.from_config(PrepareConfig(tokenizer="hybrid", max_genes=512))
+    hybrid.fit(_chunks(X, 300))
+    for tokenizer in (binned, hybrid):
+        directory = tmp_path / tokenizer.name
+        tokenizer.save(directory)
+        assert not list(directory.glob("*.pkl"))
+        state = json.loads((directory / "tokenizer.json").read_text())
+        assert state["name"] == tokenizer.name and state["value_vocab_size"] == 53
+        loaded = type(tokenizer).load(directory)
+        before, after = tokenizer.transform(X[:100]), loaded.transform(X[:100])
+        np.testing.assert_array_equal(before.ids, after.ids)
+        np.testing.assert_array_equal(before.values, after.values)
+        assert before.values.max() <= 52 and before.ids[before.offsets[:-1]].tolist() == [1] * 100
+        assert (before.lengths <= 513).all()
+
+
+def test_refuses_unfitted_and_mismatched_input():
+    with pytest.raises(RuntimeError):
+        BinnedTokenizer().transform(sp.csr_matrix((2, 3)))
+    with pytest.raises(ValueError):
+        BinnedTokenizer(hvg=np.array([0, 5]), n_genes=6).transform(sp.csr_matrix((2, 3)))
+    with pytest.raises(ValueError):
+        BinnedTokenizer(n_bins=2)
