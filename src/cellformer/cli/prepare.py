@@ -1,0 +1,104 @@
+"""``cellformer prepare INPUT.h5ad --label-key cell_type --out DIR``: tokenize and split a dataset."""
+
+from __future__ import annotations
+
+import argparse
+
+from cellformer.config import PrepareConfig
+
+_DEFAULTS = PrepareConfig()
+
+
+def _fraction_or_off(text: str) -> float | None:
+    if text.lower() in ("off", "none", "no"):
+        return None
+    return float(text)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "prepare",
+        help="turn an .h5ad into a tokenized, split dataset directory",
+        description=(
+            "Read an .h5ad in chunks, check it, run QC, build the gene vocabulary, split cells stratified by "
+            "label and tokenize them into a memory-mapped store under --out. The input is never modified."
+        ),
+    )
+    parser.add_argument("input", help="training .h5ad (split train/val/test unless --test is given)")
+    parser.add_argument("--out", required=True, help="output directory (must not exist unless --overwrite)")
+    parser.add_argument("--label-key", default=_DEFAULTS.label_key, help="obs column with the labels (%(default)s)")
+    parser.add_argument("--test", help="separate .h5ad split into validation/test (60/40 by default)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+
+    data = parser.add_argument_group("input matrix")
+    data.add_argument("--layer", help="read this layer instead of X ('raw.X' reads adata.raw.X)")
+    data.add_argument("--gene-key", help="var column naming genes (e.g. Ensembl ids) instead of var_names")
+    data.add_argument(
+        "--input-normalized",
+        action="store_true",
+        help="values are normalized (log1p is detected and undone; FPKM/TPM used as-is); count QC is skipped",
+    )
+    data.add_argument(
+        "--input-transform",
+        choices=("auto", "log1p", "none"),
+        default=_DEFAULTS.input_transform,
+        help="with --input-normalized: how values are stored (default: detect log1p)",
+    )
+
+    tok = parser.add_argument_group("tokens")
+    tok.add_argument("--tokenizer", default=_DEFAULTS.tokenizer, help="rank (default) or binned")
+    tok.add_argument("--max-genes", type=int, default=_DEFAULTS.max_genes, help="genes per cell (%(default)s)")
+    tok.add_argument("--n-hvg", type=int, default=_DEFAULTS.n_hvg, help="binned: highly variable genes (%(default)s)")
+    tok.add_argument("--n-bins", type=int, default=_DEFAULTS.n_bins, help="binned: value bins (%(default)s)")
+    tok.add_argument(
+        "--previous-layer", help="time-course variant: layer holding each cell's previous-time-point profile"
+    )
+
+    qc = parser.add_argument_group("quality control (each step can be switched off)")
+    qc.add_argument("--min-genes", type=int, default=_DEFAULTS.min_genes, help="min genes per cell; 0 = off (%(default)s)")
+    qc.add_argument("--min-cells", type=int, default=_DEFAULTS.min_cells, help="min cells per gene; 0 = off (%(default)s)")
+    qc.add_argument(
+        "--max-mito-fraction",
+        type=_fraction_or_off,
+        default=_DEFAULTS.max_mito_fraction,
+        help="max mitochondrial fraction; 'off' to disable (%(default)s)",
+    )
+    qc.add_argument("--doublets", action="store_true", help="remove doublets found by scrublet")
+
+    split = parser.add_argument_group("splits")
+    split.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="random seed (%(default)s)")
+    split.add_argument("--train-fraction", type=float, default=_DEFAULTS.train_fraction)
+    split.add_argument("--val-fraction", type=float, default=_DEFAULTS.val_fraction)
+    split.add_argument(
+        "--test-val-fraction",
+        type=float,
+        default=_DEFAULTS.test_val_fraction,
+        help="with --test: fraction of the test file used for validation (%(default)s)",
+    )
+    split.add_argument(
+        "--min-gene-overlap",
+        type=float,
+        default=_DEFAULTS.min_gene_overlap,
+        help="with --test: minimum fraction of training genes the test file must have (%(default)s)",
+    )
+
+    run_group = parser.add_argument_group("execution")
+    run_group.add_argument("--chunk-size", type=int, default=_DEFAULTS.chunk_size, help="cells per chunk")
+    run_group.add_argument("--workers", type=int, default=_DEFAULTS.workers, help="tokenizer processes")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> PrepareConfig:
+    """The :class:`PrepareConfig` given by the parsed flags (every field has a flag of the same name)."""
+    values = {name: getattr(args, name) for name in PrepareConfig.field_names() if hasattr(args, name)}
+    return PrepareConfig.from_dict(values)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cellformer.data.prepare import prepare_with_config
+
+    config = config_from_args(args)
+    prepared = prepare_with_config(args.input, out=args.out, config=config, test=args.test, overwrite=args.overwrite)
+    print(f"prepared {len(prepared.labels)} cells ({prepared.n_classes} classes) in {prepared.path}")
+    return 0

@@ -1,0 +1,346 @@
+"""``cellformer prepare``: an ``.h5ad`` in, a tokenized, split dataset directory out.
+
+The steps, each in its own module::
+
+    read (backed, chunked) -> validate (labels, genes, values) -> qc (scanpy) -> vocab (+ test alignment)
+    -> splits (stratified, seeded) -> tokenizer fit on training cells -> tokenize all cells (parallel)
+    -> write the prepared directory (docs/design.md), meta.json last, renamed into place atomically.
+
+Nothing is ever written to the input files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cellformer.atomic import atomic_directory, write_json
+from cellformer.config import PrepareConfig
+from cellformer.data import qc
+from cellformer.data.parallel import transform_chunks
+from cellformer.data.prepared import FORMAT, FORMAT_VERSION, PreparedData
+from cellformer.data.previous import make_previous_source
+from cellformer.data.read import H5adReader
+from cellformer.data.splits import stratified_split
+from cellformer.data.store import TokenStoreWriter
+from cellformer.data.validate import check_gene_names, decide_transform, labels_as_strings
+from cellformer.data.view import FileView, column_map
+from cellformer.data.vocab import gene_overlap, write_vocab
+from cellformer.errors import ConfigError, InputError
+from cellformer.provenance import cellformer_version, file_fingerprint, now_iso, package_versions
+from cellformer.tokenize.base import Tokenizer, get_tokenizer_class
+
+log = logging.getLogger(__name__)
+
+
+def prepare(
+    input: str | Path,
+    *,
+    out: str | Path,
+    label_key: str = "cell_type",
+    test: str | Path | None = None,
+    overwrite: bool = False,
+    **options: Any,
+) -> PreparedData:
+    """Prepare ``input`` (and optionally a separate ``test`` file) into the directory ``out``.
+
+    Parameters
+    ----------
+    input
+        Training ``.h5ad`` (read in chunks, never modified). Without ``test`` it is split
+        train/val/test (70/15/15 by default), stratified by label.
+    out
+        Output directory (see ``docs/design.md``); refused if it exists unless ``overwrite``.
+    label_key
+        ``obs`` column with the cell-type labels (strings, categoricals or integers).
+    test
+        A separate ``.h5ad`` split 60/40 into validation/test; its genes are aligned to ``input``'s.
+    overwrite
+        Replace an existing ``out`` (only once the new one is complete).
+    **options
+        Any other :class:`~cellformer.config.PrepareConfig` field (``layer``, ``gene_key``,
+        ``input_normalized``, ``max_genes``, ``min_genes``, ``doublets``, ``seed``, ``workers``, ...).
+
+    Returns
+    -------
+    The prepared dataset, opened read-only.
+    """
+    config = PrepareConfig.from_dict({"label_key": label_key, **options})
+    return prepare_with_config(input, out=out, config=config, test=test, overwrite=overwrite)
+
+
+@dataclasses.dataclass
+class _Input:
+    """One input file after validation and QC."""
+
+    role: str  # "train" (the main input) or "test" (the --test file)
+    reader: H5adReader
+    sha256: str
+    labels: np.ndarray  # str per file row (None where missing)
+    genes: np.ndarray
+    transform: str
+    kept: np.ndarray  # file rows passing QC, sorted
+    scan: qc.FileScan
+    qc_report: dict[str, Any]
+
+
+def prepare_with_config(
+    input: str | Path,
+    *,
+    out: str | Path,
+    config: PrepareConfig,
+    test: str | Path | None = None,
+    overwrite: bool = False,
+) -> PreparedData:
+    """:func:`prepare` with a ready :class:`PrepareConfig`."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"output directory {out} already exists; choose another --out or pass --overwrite")
+    get_tokenizer_class(config.tokenizer)  # unknown names fail before any reading
+    with contextlib.ExitStack() as stack:
+        inputs = [_load_input(Path(input), "train", config, stack)]
+        if test is not None:
+            inputs.append(_load_input(Path(test), "test", config, stack))
+        train_in = inputs[0]
+
+        vocab, gene_report = _vocabulary(train_in, config)
+        views, overlap = [], None
+        for item in inputs:
+            col_map = column_map(item.genes, vocab)
+            if item.role == "test":
+                overlap = gene_overlap(vocab, item.genes, path=item.reader.path, min_overlap=config.min_gene_overlap)
+                log.info(
+                    "test file %s: %d of %d training genes present (%.1f%%)",
+                    item.reader.path.name, overlap["shared"], len(vocab), 100 * overlap["fraction"],
+                )
+            views.append(
+                FileView(item.reader, item.reader.path.name, item.kept, col_map, len(vocab), item.transform, config.chunk_size)
+            )
+
+        splits, split_report = _split(inputs, config)
+        labels = np.concatenate([item.labels[item.kept] for item in inputs])
+        classes, unseen, label_ids = _classes(labels, splits["train"], train_in)
+
+        tokenizer = get_tokenizer_class(config.tokenizer).from_config(config)
+        train_file_rows = train_in.kept[splits["train"]]
+        log.info("fitting the %s tokenizer on %d training cells", config.tokenizer, len(train_file_rows))
+        tokenizer.fit(views[0].matrices(train_file_rows))
+
+        qc_report = {
+            "files": {item.reader.path.name: item.qc_report for item in inputs},
+            "genes": gene_report,
+        }
+        for line in qc.summary_lines(qc_report):
+            log.info(line)
+
+        with atomic_directory(out, overwrite=overwrite) as tmp:
+            lengths = _write_tokens(tmp, tokenizer, views, config)
+            np.save(tmp / "labels.npy", label_ids)
+            np.savez(tmp / "splits.npz", **splits)
+            write_json(tmp / "classes.json", {"classes": classes, "unseen": unseen})
+            write_vocab(tmp / "vocab.json", vocab)
+            tokenizer.save(tmp / "tokenizer")
+            _write_cells(tmp / "cells.csv.gz", inputs, splits, labels)
+            write_json(tmp / "qc.json", qc_report)
+            meta = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "cellformer_version": cellformer_version(),
+                "config": config.to_dict(),
+                "seed": config.seed,
+                "versions": package_versions(),
+                "inputs": [
+                    {
+                        "path": str(item.reader.path.resolve()),
+                        "role": item.role,
+                        "sha256": item.sha256,
+                        "n_obs": item.reader.n_obs,
+                        "n_vars": item.reader.n_vars,
+                        "matrix": item.reader.matrix_name,
+                        "value_transform": item.transform,
+                        "n_cells_kept": int(len(item.kept)),
+                    }
+                    for item in inputs
+                ],
+                "n_cells": int(len(labels)),
+                "n_genes": len(vocab),
+                "max_length": int(lengths.max(initial=0)),
+                "has_values": bool(tokenizer.has_values),
+                "tokenizer": tokenizer.name,
+                "label_key": config.label_key,
+                "n_classes": len(classes),
+                "splits": split_report,
+                "gene_overlap": overlap,
+                "qc": qc_report,
+                "created": now_iso(),
+            }
+            write_json(tmp / "meta.json", meta)  # last: its presence marks a complete dataset
+    sizes = ", ".join(f"{name} {len(rows)}" for name, rows in splits.items())
+    log.info("prepared %d cells, %d genes, %d classes into %s (%s)", len(labels), len(vocab), len(classes), out, sizes)
+    if unseen:
+        log.warning("labels only outside the training split (kept, ids >= %d): %s", len(classes), ", ".join(unseen))
+    return PreparedData(out)
+
+
+def natural_key(label: str) -> tuple:
+    """Sort key putting ``class_2`` before ``class_10`` and ``"9"`` before ``"10"``."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", label))
+
+
+# -- steps ----------------------------------------------------------------------------------------
+def _load_input(path: Path, role: str, config: PrepareConfig, stack: contextlib.ExitStack) -> _Input:
+    """Open, validate and QC one file (one streaming pass plus optional doublet detection)."""
+    reader = stack.enter_context(H5adReader(path, layer=config.layer, gene_key=config.gene_key))
+    if reader.n_obs == 0 or reader.n_vars == 0:
+        raise InputError(f"{path} is empty ({reader.n_obs} cells x {reader.n_vars} genes)")
+    labels = labels_as_strings(reader.obs_column(config.label_key), path, config.label_key)
+    genes = reader.gene_names()
+    check_gene_names(genes, path, config.gene_key)
+    sha256 = file_fingerprint(path)
+
+    count_qc = not config.input_normalized
+    mito, mito_where = (None, "input is normalized (count-based QC skipped)")
+    if count_qc and config.max_mito_fraction is not None:
+        mito, mito_where = qc.find_mito_genes(reader, genes)
+    scan = qc.scan_file(
+        reader,
+        chunk_size=config.chunk_size,
+        min_genes=config.min_genes,
+        max_mito_fraction=config.max_mito_fraction if count_qc else None,
+        mito=mito,
+    )
+    transform = decide_transform(scan.values, config.input_normalized, config.input_transform)
+    if config.input_normalized and scan.values.is_counts:
+        log.warning("%s of %s holds integer counts, but --input-normalized was given", reader.matrix_name, path)
+    log.info("%s: %d cells x %d genes, %s, values: %s", path.name, reader.n_obs, reader.n_vars, reader.matrix_name,
+             {"none": "used as stored", "expm1": "log1p detected, undone with expm1"}[transform])
+
+    n = reader.n_obs
+    has_label = np.array([label is not None for label in labels], dtype=bool)
+    steps = [qc.step("missing_label", True, removed_cells=int((~has_label).sum()))]
+    too_few = scan.n_genes < config.min_genes
+    steps.append(qc.step("min_genes", config.min_genes > 0, threshold=config.min_genes,
+                         removed_cells=int((too_few & has_label).sum())))
+    if scan.mito_fraction is not None:
+        high = ~too_few & (scan.mito_fraction > config.max_mito_fraction)
+        steps.append(qc.step("max_mito_fraction", True, threshold=config.max_mito_fraction, genes_from=mito_where,
+                             n_mito_genes=int(mito.sum()), removed_cells=int((high & has_label).sum())))
+    else:
+        reason = "switched off" if config.max_mito_fraction is None else mito_where
+        steps.append(qc.step("max_mito_fraction", False, reason=reason))
+    keep = scan.passed & has_label
+    empty = keep & (scan.n_genes == 0)
+    if empty.any():
+        first = int(np.flatnonzero(empty)[0])
+        raise InputError(
+            f"{int(empty.sum())} cells in {reader.matrix_name} of {path} have no counts (e.g. cell {first}); "
+            "they cannot be tokenized: remove them or keep --min-genes at 1 or more to filter them out"
+        )
+    if config.doublets and count_qc:
+        rows = np.flatnonzero(keep)
+        doublet = qc.detect_doublets(reader, rows, config.seed)
+        keep[rows[doublet]] = False
+        steps.append(qc.step("doublets", True, method="scanpy.pp.scrublet", removed_cells=int(doublet.sum())))
+    else:
+        reason = "switched off; use --doublets" if not config.doublets else "input is normalized (needs counts)"
+        steps.append(qc.step("doublets", False, reason=reason))
+    kept = np.flatnonzero(keep).astype(np.int64)
+    if len(kept) == 0:
+        raise InputError(
+            f"no cells of {path} pass QC (min_genes={config.min_genes}, max_mito_fraction="
+            f"{config.max_mito_fraction}); lower --min-genes or switch the mitochondrial filter off"
+        )
+    report = {"n_cells": n, "kept_cells": int(len(kept)), "steps": steps, "value_transform": transform}
+    return _Input(role, reader, sha256, labels, genes, transform, kept, scan, report)
+
+
+def _vocabulary(train: _Input, config: PrepareConfig) -> tuple[list[str], dict[str, Any]]:
+    """Training-file genes expressed in at least ``min_cells`` QC-passing cells, in file order."""
+    keep = train.scan.gene_cells >= config.min_cells  # min_cells=0 keeps every gene
+    vocab = [str(g) for g in train.genes[keep]]
+    if not vocab:
+        raise InputError(f"no gene of {train.reader.path} is expressed in {config.min_cells} cells; lower --min-cells")
+    report = {
+        "n_genes": int(len(train.genes)),
+        "kept_genes": len(vocab),
+        "min_cells": {"enabled": config.min_cells > 0, "threshold": config.min_cells,
+                      "removed_genes": int((~keep).sum())},
+    }
+    return vocab, report
+
+
+def _split(inputs: list[_Input], config: PrepareConfig) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Store-row indices of train/val/test (the train file's kept cells first, then the test file's)."""
+    train = inputs[0]
+    if len(inputs) == 1:
+        fractions = {
+            "train": config.train_fraction,
+            "val": config.val_fraction,
+            "test": 1.0 - config.train_fraction - config.val_fraction,
+        }
+        splits, report = stratified_split(train.labels[train.kept], fractions, home="train", seed=config.seed)
+        report["strategy"] = "one file: stratified train/val/test"
+    else:
+        test = inputs[1]
+        offset = len(train.kept)
+        fractions = {"val": config.test_val_fraction, "test": 1.0 - config.test_val_fraction}
+        parts, report = stratified_split(test.labels[test.kept], fractions, home="test", seed=config.seed)
+        splits = {"train": np.arange(offset, dtype=np.int64), "val": parts["val"] + offset, "test": parts["test"] + offset}
+        report["strategy"] = "test file: all of the input is train; the test file is split val/test"
+        report["sizes"] = {name: int(len(rows)) for name, rows in splits.items()}
+    for label, info in report["small_classes"].items():
+        log.warning("class %r has only %d cells: too few to stratify, all in %s", label, info["n_cells"], info["all_in"])
+    return splits, report
+
+
+def _classes(labels: np.ndarray, train_rows: np.ndarray, train: _Input) -> tuple[list[str], list[str], np.ndarray]:
+    """Sorted training classes, labels seen only outside train, and each cell's integer label."""
+    classes = sorted(set(labels[train_rows].tolist()), key=natural_key)
+    if len(classes) < 2:
+        raise InputError(
+            f"label column in {train.reader.path} has a single class ({', '.join(classes)}) among the training "
+            "cells; a classifier needs at least two: check --label-key"
+        )
+    unseen = sorted(set(labels.tolist()) - set(classes), key=natural_key)
+    index = {label: i for i, label in enumerate(classes + unseen)}
+    return classes, unseen, np.array([index[label] for label in labels.tolist()], dtype=np.int64)
+
+
+def _write_tokens(directory: Path, tokenizer: Tokenizer, views: list[FileView], config: PrepareConfig) -> np.ndarray:
+    """Tokenize every kept cell of every file into ``directory/tokens``; returns the lengths."""
+    from tqdm.auto import tqdm
+
+    writer = TokenStoreWriter(directory, tokenizer.has_values)
+    bar = tqdm(total=sum(len(v.rows) for v in views), desc="tokenizing", unit="cells", leave=False)
+    for view in views:
+        previous = make_previous_source(config, view)
+        try:
+            chunks = (
+                (X, None if previous is None else previous(view, rows)) for rows, X in view.iter_chunks()
+            )
+            for cells in transform_chunks(tokenizer, chunks, config.workers):
+                writer.append(cells)
+                bar.update(len(cells))
+        finally:
+            if previous is not None:
+                previous.close()
+    bar.close()
+    return writer.close()
+
+
+def _write_cells(path: Path, inputs: list[_Input], splits: dict[str, np.ndarray], labels: np.ndarray) -> None:
+    import pandas as pd
+
+    names = np.concatenate([item.reader.obs_names()[item.kept] for item in inputs])
+    sources = np.concatenate([np.full(len(item.kept), item.reader.path.name, dtype=object) for item in inputs])
+    split = np.empty(len(labels), dtype=object)
+    for name, rows in splits.items():
+        split[rows] = name
+    frame = pd.DataFrame({"obs_name": names, "source": sources, "split": split, "label": labels})
+    frame.to_csv(path, index=False, compression={"method": "gzip", "mtime": 0})

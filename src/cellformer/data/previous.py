@@ -1,0 +1,64 @@
+"""Where the time-course variant's *previous* profile of each cell comes from.
+
+A source is any callable ``source(view, rows) -> csr_matrix``: given a file's :class:`FileView` and
+the file rows of one chunk, it returns those cells' previous-time-point profiles, aligned to the
+vocabulary (same rows, same columns as the current chunk). Today: a layer of the same file
+(``--previous-layer``). A new source (e.g. ancestors found from a time column) is one more class here
+and one more branch in :func:`make_previous_source`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import scipy.sparse as sp
+
+from cellformer.config import PrepareConfig
+from cellformer.data.read import H5adReader
+from cellformer.data.validate import ValueSummary
+from cellformer.data.view import FileView, align_columns, apply_transform, read_selected
+from cellformer.errors import InputError
+
+
+class PreviousSource(Protocol):
+    def __call__(self, view: FileView, rows: np.ndarray) -> sp.csr_matrix:
+        """Previous profiles of ``rows`` of ``view``'s file, aligned like the current chunk."""
+
+    def close(self) -> None:
+        """Release files."""
+
+
+class LayerPrevious:
+    """The previous profile stored in a layer of the same file (same genes, same value kind as X)."""
+
+    def __init__(self, view: FileView, layer: str) -> None:
+        self.layer = layer
+        self.reader = H5adReader(view.reader.path, layer=layer, gene_key=view.reader.gene_key)
+        if self.reader.shape != view.reader.shape:
+            shape = self.reader.shape
+            self.reader.close()
+            raise InputError(
+                f"previous layer '{layer}' of {view.reader.path} has shape {shape}, "
+                f"but {view.reader.matrix_name} has {view.reader.shape}"
+            )
+        self.values = ValueSummary(self.reader.path, self.reader.matrix_name)
+
+    def __call__(self, view: FileView, rows: np.ndarray) -> sp.csr_matrix:
+        X = read_selected(self.reader, rows)
+        self.values.update(X.data, int(rows[0]) if len(rows) else 0)
+        if self.values.n_negative:
+            raise InputError(f"{self.values.matrix} of {self.values.path} has negative values; it cannot be a profile")
+        return align_columns(apply_transform(X, view.transform), view.col_map, view.n_genes)
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def make_previous_source(config: PrepareConfig, view: FileView) -> PreviousSource | None:
+    """The previous-profile source the config asks for, or ``None`` for the plain (one-profile) variant."""
+    if config.previous_layer is not None:
+        return LayerPrevious(view, config.previous_layer)
+    if config.time_key is not None:
+        raise InputError("--time-key (previous profiles from ancestor cells) is not available in this version yet")
+    return None

@@ -1,0 +1,218 @@
+"""Backed, chunked reading of an ``.h5ad`` file: labels, gene names and rows of a sparse matrix.
+
+The file is opened read-only with h5py and never loaded whole: :meth:`H5adReader.read_rows` returns a
+contiguous block of rows as CSR, so memory follows the chunk size, not the number of cells.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from cellformer.errors import InputError
+
+RAW_LAYER = "raw.X"  # ``--layer raw.X`` reads ``adata.raw.X`` with ``adata.raw.var`` gene names
+
+
+def _decode(values: np.ndarray) -> np.ndarray:
+    if values.dtype.kind in "SO":
+        return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in values], dtype=object)
+    return values
+
+
+class H5adReader:
+    """Read-only, chunked access to one ``.h5ad`` file.
+
+    Parameters
+    ----------
+    path
+        The ``.h5ad`` file (opened with h5py in mode ``"r"``; never modified).
+    layer
+        ``None`` for ``X``, a name in ``layers``, or ``"raw.X"`` for ``adata.raw.X``.
+    gene_key
+        A ``var`` column whose values name the genes instead of ``var_names``.
+    """
+
+    def __init__(self, path: str | Path, layer: str | None = None, gene_key: str | None = None) -> None:
+        self.path = Path(path)
+        self.layer = layer
+        self.gene_key = gene_key
+        if not self.path.is_file():
+            raise InputError(f"input file {self.path} does not exist")
+        if self.path.stat().st_size == 0:
+            raise InputError(f"input file {self.path} is empty (0 bytes); it is not an .h5ad file")
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise InputError(
+                f"cannot read {self.path} as an .h5ad (HDF5) file: it is corrupt, truncated or another "
+                f"format ({exc}); re-save it with anndata's `adata.write_h5ad`"
+            ) from None
+        try:
+            self._open_matrix()
+        except Exception:
+            self._file.close()
+            raise
+
+    # -- structure -----------------------------------------------------------------------------
+    def _group(self, name: str) -> h5py.Group:
+        node = self._file.get(name)
+        if not isinstance(node, h5py.Group) or "_index" not in node.attrs:
+            raise InputError(
+                f"{self.path} has no readable '{name}' table; it is not an AnnData .h5ad written by "
+                "anndata >= 0.7 (re-save it with a recent anndata)"
+            )
+        return node
+
+    def _open_matrix(self) -> None:
+        obs = self._group("obs")
+        var_name = "raw/var" if self.layer == RAW_LAYER else "var"
+        if self.layer is None:
+            node = self._file.get("X")
+            if node is None:
+                raise InputError(f"{self.path} has no X matrix; choose a layer with --layer ({self._layers_text()})")
+        elif self.layer == RAW_LAYER:
+            node = self._file.get("raw/X")
+            if node is None:
+                raise InputError(f"{self.path} has no adata.raw; available layers: {self._layers_text()}")
+        else:
+            node = self._file.get(f"layers/{self.layer}")
+            if node is None:
+                raise InputError(
+                    f"layer '{self.layer}' not found in {self.path}; available layers: {self._layers_text()} "
+                    "(omit --layer to use X)"
+                )
+        self._var = self._group(var_name)
+        self._node = node
+        encoding = node.attrs.get("encoding-type", "array" if isinstance(node, h5py.Dataset) else "")
+        if isinstance(encoding, bytes):
+            encoding = encoding.decode()
+        if encoding == "csr_matrix":
+            self.format = "csr"
+            self._indptr = node["indptr"][:].astype(np.int64)
+            self.shape = tuple(int(s) for s in node.attrs["shape"])
+        elif encoding == "csc_matrix":
+            from anndata.io import sparse_dataset
+
+            self.format = "csc"
+            self._sparse = sparse_dataset(node)
+            self.shape = tuple(int(s) for s in node.attrs["shape"])
+        elif isinstance(node, h5py.Dataset) and node.ndim == 2:
+            self.format = "dense"
+            self.shape = tuple(int(s) for s in node.shape)
+        else:
+            raise InputError(f"{self.path}: {self.matrix_name} is not a 2-D dense or sparse matrix ({encoding!r})")
+        n_obs = len(obs[obs.attrs["_index"]])
+        n_var = len(self._var[self._var.attrs["_index"]])
+        if self.shape != (n_obs, n_var):
+            raise InputError(
+                f"{self.path}: {self.matrix_name} has shape {self.shape} but obs/var have {n_obs} cells "
+                f"and {n_var} genes; the file is inconsistent"
+            )
+
+    def _layers_text(self) -> str:
+        names = ["X"] if "X" in self._file else []
+        names += [str(k) for k in self._file.get("layers", {}).keys()]
+        if "raw" in self._file and "X" in self._file["raw"]:
+            names.append(RAW_LAYER)
+        return ", ".join(names) if names else "none"
+
+    @property
+    def matrix_name(self) -> str:
+        return "X" if self.layer is None else f"layer '{self.layer}'"
+
+    @property
+    def n_obs(self) -> int:
+        return self.shape[0]
+
+    @property
+    def n_vars(self) -> int:
+        return self.shape[1]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return (self._node["data"] if self.format != "dense" else self._node).dtype
+
+    # -- obs / var -----------------------------------------------------------------------------
+    def _read_column(self, group: h5py.Group, key: str) -> np.ndarray | pd.Categorical:
+        from anndata.io import read_elem
+
+        values = read_elem(group[key])
+        if isinstance(values, pd.Categorical):
+            return values
+        return _decode(np.asarray(values))
+
+    @property
+    def obs_columns(self) -> list[str]:
+        obs = self._file["obs"]
+        index = obs.attrs["_index"]
+        order = [str(c) for c in obs.attrs.get("column-order", [])]
+        return order or [k for k in obs.keys() if k != index and k != "__categories"]
+
+    def obs_names(self) -> np.ndarray:
+        obs = self._file["obs"]
+        return self._read_column(obs, obs.attrs["_index"]).astype(str)
+
+    def obs_column(self, key: str) -> np.ndarray | pd.Categorical:
+        """One ``obs`` column; a missing key raises :class:`InputError` listing the available columns."""
+        if key not in self.obs_columns:
+            raise InputError(
+                f"column '{key}' not found in obs of {self.path}; available columns: "
+                f"{', '.join(self.obs_columns) or 'none'}"
+            )
+        return self._read_column(self._file["obs"], key)
+
+    @property
+    def var_columns(self) -> list[str]:
+        order = [str(c) for c in self._var.attrs.get("column-order", [])]
+        return order or [k for k in self._var.keys() if k != self._var.attrs["_index"]]
+
+    def var_column(self, key: str) -> np.ndarray:
+        if key not in self.var_columns:
+            raise InputError(
+                f"gene column '{key}' not found in var of {self.path}; available columns: "
+                f"{', '.join(self.var_columns) or 'none'} (omit --gene-key to use var_names)"
+            )
+        values = self._read_column(self._var, key)
+        return np.asarray(values, dtype=object)
+
+    def var_names(self) -> np.ndarray:
+        return np.asarray(self._read_column(self._var, self._var.attrs["_index"]), dtype=object)
+
+    def gene_names(self) -> np.ndarray:
+        """Gene identifiers: ``var[gene_key]`` when given, else ``var_names`` (object array of str)."""
+        names = self.var_names() if self.gene_key is None else self.var_column(self.gene_key)
+        return np.array([str(n) for n in names], dtype=object)
+
+    # -- matrix --------------------------------------------------------------------------------
+    def read_rows(self, start: int, stop: int) -> sp.csr_matrix:
+        """Rows ``start:stop`` of the chosen matrix as CSR (values as stored)."""
+        stop = min(stop, self.n_obs)
+        if self.format == "csr":
+            lo, hi = int(self._indptr[start]), int(self._indptr[stop])
+            data = self._node["data"][lo:hi]
+            indices = self._node["indices"][lo:hi]
+            indptr = self._indptr[start : stop + 1] - lo
+            return sp.csr_matrix((data, indices, indptr), shape=(stop - start, self.n_vars))
+        if self.format == "csc":
+            return sp.csr_matrix(self._sparse[start:stop])
+        return sp.csr_matrix(self._node[start:stop])
+
+    def iter_blocks(self, chunk_size: int) -> Iterator[tuple[int, sp.csr_matrix]]:
+        """Contiguous row blocks ``(start, X[start:start + chunk_size])`` over the whole file."""
+        for start in range(0, self.n_obs, chunk_size):
+            yield start, self.read_rows(start, start + chunk_size)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> H5adReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,107 @@
+"""Checks on user input: labels, gene names and the values of the expression matrix.
+
+Every failure raises :class:`~cellformer.errors.InputError` naming the file, column or layer and what
+to do about it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cellformer.errors import InputError
+
+LOG1P_MAX = 30.0  # log1p values above this would mean > 1e13 counts: larger maxima are linear (FPKM/TPM)
+
+
+def labels_as_strings(values: np.ndarray | pd.Categorical, path: Path, key: str) -> np.ndarray:
+    """Labels of any type (strings, categoricals, integers) as an object array of ``str``; missing → ``None``."""
+    series = pd.Series(values)
+    missing = series.isna().to_numpy()
+    if series.dtype.kind == "f":  # integers stored as float because of NaNs: 3.0 -> "3"
+        finite = series[~missing]
+        if len(finite) and np.all(finite == np.round(finite)):
+            series = series.astype("Int64")
+    out = np.array([None if m else str(v) for v, m in zip(series.tolist(), missing, strict=True)], dtype=object)
+    if missing.all():
+        raise InputError(f"label column '{key}' in {path} is empty (every value is missing)")
+    return out
+
+
+def check_gene_names(names: np.ndarray, path: Path, gene_key: str | None) -> None:
+    """Refuse duplicated or empty gene identifiers (they cannot be aligned between files)."""
+    where = f"var['{gene_key}']" if gene_key else "var_names"
+    empty = [i for i, n in enumerate(names) if n in ("", "nan", "None")]
+    if empty:
+        raise InputError(
+            f"{len(empty)} gene(s) in {where} of {path} have no name (e.g. position {empty[0]}); "
+            "choose another gene column with --gene-key"
+        )
+    counts = Counter(names.tolist())
+    duplicated = [name for name, n in counts.items() if n > 1]
+    if duplicated:
+        examples = ", ".join(repr(n) for n in duplicated[:5])
+        hint = "make them unique (adata.var_names_make_unique()) or choose a unique column with --gene-key"
+        raise InputError(f"{len(duplicated)} duplicated gene name(s) in {where} of {path} (e.g. {examples}); {hint}")
+
+
+@dataclasses.dataclass
+class ValueSummary:
+    """What the nonzero values of a matrix look like, accumulated chunk by chunk."""
+
+    path: Path
+    matrix: str
+    n_values: int = 0
+    n_negative: int = 0
+    n_fractional: int = 0
+    max_value: float = 0.0
+
+    def update(self, data: np.ndarray, first_row: int) -> None:
+        """Add one chunk's stored values; NaN or Inf raise immediately."""
+        if data.dtype.kind == "f":
+            bad = ~np.isfinite(data)
+            if bad.any():
+                kind = "NaN" if np.isnan(data[bad]).any() else "infinite"
+                raise InputError(
+                    f"{self.matrix} of {self.path} contains {kind} values (first in the chunk starting at "
+                    f"cell {first_row}); replace them (e.g. with 0) or choose another matrix with --layer"
+                )
+            self.n_fractional += int(np.count_nonzero(data != np.round(data)))
+        self.n_values += len(data)
+        self.n_negative += int(np.count_nonzero(data < 0))
+        if len(data):
+            self.max_value = max(self.max_value, float(data.max()))
+
+    @property
+    def is_counts(self) -> bool:
+        return self.n_negative == 0 and self.n_fractional == 0
+
+
+def decide_transform(summary: ValueSummary, input_normalized: bool, input_transform: str) -> str:
+    """Choose how stored values become count-like values: ``"none"`` or ``"expm1"`` (undo log1p).
+
+    Without ``input_normalized``, anything that is not a non-negative integer is refused.
+    With it, log1p values are detected (all values <= ``LOG1P_MAX``) unless ``input_transform`` says.
+    """
+    where = f"{summary.matrix} of {summary.path}"
+    if summary.n_negative:
+        raise InputError(
+            f"{where} has {summary.n_negative} negative values (scaled or centred data?); counts or "
+            "normalized expression are needed: choose another matrix with --layer (e.g. counts or raw.X)"
+        )
+    if not input_normalized:
+        if summary.n_fractional:
+            looks = "log-normalized" if summary.max_value <= LOG1P_MAX else "normalized (FPKM/TPM/CPM?)"
+            raise InputError(
+                f"{where} does not hold raw counts: {summary.n_fractional} of {summary.n_values} values are "
+                f"not integers (max {summary.max_value:.3g}; looks {looks}). Point --layer at a raw-count "
+                "layer, or pass --input-normalized to use normalized values as they are"
+            )
+        return "none"
+    if input_transform == "auto":
+        return "expm1" if summary.n_fractional and summary.max_value <= LOG1P_MAX else "none"
+    return "expm1" if input_transform == "log1p" else "none"

@@ -1,0 +1,45 @@
+"""The gene vocabulary: special tokens, then genes (gene ``j`` has token id ``N_SPECIAL + j``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cellformer.atomic import read_json, write_json
+from cellformer.errors import InputError
+from cellformer.tokenize.base import N_SPECIAL, SPECIAL_TOKENS
+
+
+def write_vocab(path: str | Path, genes: list[str]) -> None:
+    write_json(path, {"special": list(SPECIAL_TOKENS), "genes": list(genes)})
+
+
+def read_vocab(path: str | Path) -> list[str]:
+    vocab = read_json(path)
+    if list(vocab.get("special", [])) != list(SPECIAL_TOKENS):
+        raise InputError(f"{path} has special tokens {vocab.get('special')}, expected {list(SPECIAL_TOKENS)}")
+    return list(vocab["genes"])
+
+
+def token_id(genes: list[str], gene: str) -> int:
+    return N_SPECIAL + genes.index(gene)
+
+
+def gene_overlap(
+    vocab_genes: list[str], file_genes: np.ndarray, *, path: Path, min_overlap: float
+) -> dict[str, Any]:
+    """How many vocabulary genes a file has; below ``min_overlap`` (a fraction of the vocabulary) fails."""
+    present = set(file_genes.tolist())
+    shared = sum(1 for g in vocab_genes if g in present)
+    fraction = shared / len(vocab_genes) if vocab_genes else 0.0
+    report = {"vocab_genes": len(vocab_genes), "file_genes": int(len(file_genes)), "shared": shared, "fraction": fraction}
+    if shared == 0 or fraction < min_overlap:
+        examples = ", ".join(list(map(str, file_genes[:3])))
+        raise InputError(
+            f"{path} shares only {shared} of the {len(vocab_genes)} training genes ({fraction:.1%}, the minimum is "
+            f"{min_overlap:.0%}); are the gene identifiers of the same kind (e.g. {examples}, training: "
+            f"{', '.join(vocab_genes[:3])})? Use --gene-key to pick a matching var column, or lower --min-gene-overlap"
+        )
+    return report
