@@ -114,13 +114,26 @@ def prepare_with_config(
         for item in inputs:
             col_map = column_map(item.genes, vocab)
             if item.role == "test":
-                overlap = gene_overlap(vocab, item.genes, path=item.reader.path, min_overlap=config.min_gene_overlap)
+                overlap = gene_overlap(
+                    vocab, item.genes, path=item.reader.path, min_overlap=config.min_gene_overlap
+                )
                 log.info(
                     "test file %s: %d of %d training genes present (%.1f%%)",
-                    item.reader.path.name, overlap["shared"], len(vocab), 100 * overlap["fraction"],
+                    item.reader.path.name,
+                    overlap["shared"],
+                    len(vocab),
+                    100 * overlap["fraction"],
                 )
             views.append(
-                FileView(item.reader, item.reader.path.name, item.kept, col_map, len(vocab), item.transform, config.chunk_size)
+                FileView(
+                    item.reader,
+                    item.reader.path.name,
+                    item.kept,
+                    col_map,
+                    len(vocab),
+                    item.transform,
+                    config.chunk_size,
+                )
             )
 
         splits, split_report = _split(inputs, config)
@@ -182,9 +195,18 @@ def prepare_with_config(
             }
             write_json(tmp / "meta.json", meta)  # last: its presence marks a complete dataset
     sizes = ", ".join(f"{name} {len(rows)}" for name, rows in splits.items())
-    log.info("prepared %d cells, %d genes, %d classes into %s (%s)", len(labels), len(vocab), len(classes), out, sizes)
+    log.info(
+        "prepared %d cells, %d genes, %d classes into %s (%s)",
+        len(labels),
+        len(vocab),
+        len(classes),
+        out,
+        sizes,
+    )
     if unseen:
-        log.warning("labels only outside the training split (kept, ids >= %d): %s", len(classes), ", ".join(unseen))
+        log.warning(
+            "labels only outside the training split (kept, ids >= %d): %s", len(classes), ", ".join(unseen)
+        )
     return PreparedData(out)
 
 
@@ -217,20 +239,42 @@ def _load_input(path: Path, role: str, config: PrepareConfig, stack: contextlib.
     )
     transform = decide_transform(scan.values, config.input_normalized, config.input_transform)
     if config.input_normalized and scan.values.is_counts:
-        log.warning("%s of %s holds integer counts, but --input-normalized was given", reader.matrix_name, path)
-    log.info("%s: %d cells x %d genes, %s, values: %s", path.name, reader.n_obs, reader.n_vars, reader.matrix_name,
-             {"none": "used as stored", "expm1": "log1p detected, undone with expm1"}[transform])
+        log.warning(
+            "%s of %s holds integer counts, but --input-normalized was given", reader.matrix_name, path
+        )
+    log.info(
+        "%s: %d cells x %d genes, %s, values: %s",
+        path.name,
+        reader.n_obs,
+        reader.n_vars,
+        reader.matrix_name,
+        {"none": "used as stored", "expm1": "log1p detected, undone with expm1"}[transform],
+    )
 
     n = reader.n_obs
     has_label = np.array([label is not None for label in labels], dtype=bool)
     steps = [qc.step("missing_label", True, removed_cells=int((~has_label).sum()))]
     too_few = scan.n_genes < config.min_genes
-    steps.append(qc.step("min_genes", config.min_genes > 0, threshold=config.min_genes,
-                         removed_cells=int((too_few & has_label).sum())))
+    steps.append(
+        qc.step(
+            "min_genes",
+            config.min_genes > 0,
+            threshold=config.min_genes,
+            removed_cells=int((too_few & has_label).sum()),
+        )
+    )
     if scan.mito_fraction is not None:
         high = ~too_few & (scan.mito_fraction > config.max_mito_fraction)
-        steps.append(qc.step("max_mito_fraction", True, threshold=config.max_mito_fraction, genes_from=mito_where,
-                             n_mito_genes=int(mito.sum()), removed_cells=int((high & has_label).sum())))
+        steps.append(
+            qc.step(
+                "max_mito_fraction",
+                True,
+                threshold=config.max_mito_fraction,
+                genes_from=mito_where,
+                n_mito_genes=int(mito.sum()),
+                removed_cells=int((high & has_label).sum()),
+            )
+        )
     else:
         reason = "switched off" if config.max_mito_fraction is None else mito_where
         steps.append(qc.step("max_mito_fraction", False, reason=reason))
@@ -248,7 +292,9 @@ def _load_input(path: Path, role: str, config: PrepareConfig, stack: contextlib.
         keep[rows[doublet]] = False
         steps.append(qc.step("doublets", True, method="scanpy.pp.scrublet", removed_cells=int(doublet.sum())))
     else:
-        reason = "switched off; use --doublets" if not config.doublets else "input is normalized (needs counts)"
+        reason = (
+            "switched off; use --doublets" if not config.doublets else "input is normalized (needs counts)"
+        )
         steps.append(qc.step("doublets", False, reason=reason))
     kept = np.flatnonzero(keep).astype(np.int64)
     if len(kept) == 0:
@@ -265,12 +311,17 @@ def _vocabulary(train: _Input, config: PrepareConfig) -> tuple[list[str], dict[s
     keep = train.scan.gene_cells >= config.min_cells  # min_cells=0 keeps every gene
     vocab = [str(g) for g in train.genes[keep]]
     if not vocab:
-        raise InputError(f"no gene of {train.reader.path} is expressed in {config.min_cells} cells; lower --min-cells")
+        raise InputError(
+            f"no gene of {train.reader.path} is expressed in {config.min_cells} cells; lower --min-cells"
+        )
     report = {
         "n_genes": int(len(train.genes)),
         "kept_genes": len(vocab),
-        "min_cells": {"enabled": config.min_cells > 0, "threshold": config.min_cells,
-                      "removed_genes": int((~keep).sum())},
+        "min_cells": {
+            "enabled": config.min_cells > 0,
+            "threshold": config.min_cells,
+            "removed_genes": int((~keep).sum()),
+        },
     }
     return vocab, report
 
@@ -291,15 +342,26 @@ def _split(inputs: list[_Input], config: PrepareConfig) -> tuple[dict[str, np.nd
         offset = len(train.kept)
         fractions = {"val": config.test_val_fraction, "test": 1.0 - config.test_val_fraction}
         parts, report = stratified_split(test.labels[test.kept], fractions, home="test", seed=config.seed)
-        splits = {"train": np.arange(offset, dtype=np.int64), "val": parts["val"] + offset, "test": parts["test"] + offset}
+        splits = {
+            "train": np.arange(offset, dtype=np.int64),
+            "val": parts["val"] + offset,
+            "test": parts["test"] + offset,
+        }
         report["strategy"] = "test file: all of the input is train; the test file is split val/test"
         report["sizes"] = {name: int(len(rows)) for name, rows in splits.items()}
     for label, info in report["small_classes"].items():
-        log.warning("class %r has only %d cells: too few to stratify, all in %s", label, info["n_cells"], info["all_in"])
+        log.warning(
+            "class %r has only %d cells: too few to stratify, all in %s",
+            label,
+            info["n_cells"],
+            info["all_in"],
+        )
     return splits, report
 
 
-def _classes(labels: np.ndarray, train_rows: np.ndarray, train: _Input) -> tuple[list[str], list[str], np.ndarray]:
+def _classes(
+    labels: np.ndarray, train_rows: np.ndarray, train: _Input
+) -> tuple[list[str], list[str], np.ndarray]:
     """Sorted training classes, labels seen only outside train, and each cell's integer label."""
     classes = sorted(set(labels[train_rows].tolist()), key=natural_key)
     if len(classes) < 2:
@@ -312,12 +374,16 @@ def _classes(labels: np.ndarray, train_rows: np.ndarray, train: _Input) -> tuple
     return classes, unseen, np.array([index[label] for label in labels.tolist()], dtype=np.int64)
 
 
-def _write_tokens(directory: Path, tokenizer: Tokenizer, views: list[FileView], config: PrepareConfig) -> np.ndarray:
+def _write_tokens(
+    directory: Path, tokenizer: Tokenizer, views: list[FileView], config: PrepareConfig
+) -> np.ndarray:
     """Tokenize every kept cell of every file into ``directory/tokens``; returns the lengths."""
     from tqdm.auto import tqdm
 
     writer = TokenStoreWriter(directory, tokenizer.has_values)
-    bar = tqdm(total=sum(len(v.rows) for v in views), desc="tokenizing", unit="cells", leave=False)
+    bar = tqdm(
+        total=sum(len(v.rows) for v in views), desc="tokenizing", unit="cells", leave=False, disable=None
+    )
     for view in views:
         previous = make_previous_source(config, view)
         try:
@@ -338,7 +404,9 @@ def _write_cells(path: Path, inputs: list[_Input], splits: dict[str, np.ndarray]
     import pandas as pd
 
     names = np.concatenate([item.reader.obs_names()[item.kept] for item in inputs])
-    sources = np.concatenate([np.full(len(item.kept), item.reader.path.name, dtype=object) for item in inputs])
+    sources = np.concatenate(
+        [np.full(len(item.kept), item.reader.path.name, dtype=object) for item in inputs]
+    )
     split = np.empty(len(labels), dtype=object)
     for name, rows in splits.items():
         split[rows] = name

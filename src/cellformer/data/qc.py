@@ -68,7 +68,9 @@ def scan_file(
     values = ValueSummary(reader.path, reader.matrix_name)
     n_genes, total, mito_fraction, passed = [], [], [], []
     gene_cells = np.zeros(reader.n_vars, dtype=np.int64)
-    bar = tqdm(total=reader.n_obs, desc=f"checking {reader.path.name}", unit="cells", leave=False)
+    bar = tqdm(
+        total=reader.n_obs, desc=f"checking {reader.path.name}", unit="cells", leave=False, disable=None
+    )
     for start, X in reader.iter_blocks(chunk_size):
         values.update(X.data, start)
         X.eliminate_zeros()
