@@ -144,19 +144,15 @@ def normalize_rows(X: sp.spmatrix | np.ndarray, normalize_total: bool = True) ->
     All-zero rows stay zero; duplicate entries are summed and explicit zeros dropped.
     """
     X = sp.csr_matrix(X, dtype=np.float64) if not sp.issparse(X) else X.tocsr().astype(np.float64)
-    X.sum_duplicates()
+    X.sum_duplicates()  # also sorts the indices
     X.eliminate_zeros()
     if X.nnz and X.data.min() < 0:
         raise InputError("expression values must be non-negative (counts or de-logged normalized values)")
-    if not normalize_total:
-        out = sp.csr_matrix(X, dtype=np.float32)
-        out.sort_indices()
-        return out
-    totals = np.asarray(X.sum(axis=1)).ravel()
-    scale = np.divide(1.0, totals, out=np.zeros_like(totals), where=totals > 0)
-    out = sp.csr_matrix(sp.diags(scale) @ X, dtype=np.float32)
-    out.sort_indices()
-    return out
+    if normalize_total:
+        totals = np.add.reduceat(X.data, X.indptr[:-1]) if X.nnz else np.zeros(X.shape[0])
+        totals = np.repeat(np.where(np.diff(X.indptr) > 0, totals, 1.0), np.diff(X.indptr))
+        X.data /= totals
+    return sp.csr_matrix(X, dtype=np.float32)
 
 
 def _log_columns(P: sp.csr_matrix, columns: np.ndarray | None, target_sum: float) -> sp.csr_matrix:
@@ -307,13 +303,16 @@ class AncestorMapping:
         self.scale[self.scale == 0] = 1.0
         gram = np.zeros((len(self.hvg), len(self.hvg)))
         for rows in self._row_chunks(n_cells):
-            L = _log_columns(P[rows], self.hvg, self._factor)
-            gram += (L.T @ L).toarray()
+            L = _log_columns(P[rows], self.hvg, self._factor).toarray()  # (chunk, H), dense for BLAS
+            gram += L.T @ L
         cov = (gram - n_cells * np.outer(self.center, self.center)) / max(n_cells - 1, 1)
         corr = cov / np.outer(self.scale, self.scale)
         n_comp = max(1, min(self.n_components, len(self.hvg), max(n_cells - 1, 1)))
-        eigval, eigvec = np.linalg.eigh(corr)
-        components = eigvec[:, ::-1][:, :n_comp]
+        from scipy.linalg import eigh
+
+        h = len(self.hvg)
+        eigval, eigvec = eigh(corr, subset_by_index=[h - n_comp, h - 1])  # ascending
+        components = eigvec[:, ::-1]
         # deterministic sign: largest-magnitude loading positive
         signs = np.sign(components[np.abs(components).argmax(axis=0), np.arange(n_comp)])
         self.components = components * np.where(signs == 0, 1.0, signs)
@@ -329,7 +328,7 @@ class AncestorMapping:
             len(self.time_points),
             len(self.hvg),
             n_comp,
-            100 * eigval[::-1][:n_comp].sum() / max(eigval.sum(), 1e-12),
+            100 * eigval.sum() / max(np.trace(corr), 1e-12),
         )
 
     def _embed_profiles(self, P: sp.csr_matrix) -> np.ndarray:
