@@ -127,20 +127,25 @@ def _mean_var(n_cells: int, total: np.ndarray, squares: np.ndarray) -> tuple[np.
     return mean, var
 
 
-def _top(scores: np.ndarray, n: int) -> np.ndarray:
-    """Indices of the ``n`` highest scores (NaN lowest, ties by index), sorted ascending."""
+def top_genes(scores: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` highest scores (NaN lowest), sorted ascending.
+
+    Ties at the cut-off go to the lower gene index. scanpy ranks with numpy's unstable default
+    sort, whose order among equal scores depends on the numpy build and CPU, so the two can differ
+    only among genes whose score equals the cut-off score (e.g. genes seen once with one count).
+    """
     scores = np.nan_to_num(scores, nan=-np.inf)
     return np.sort(np.argsort(-scores, kind="stable")[:n]).astype(np.int64)
 
 
-def seurat_v3_hvg(chunks: Iterable[sp.csr_matrix], n_genes: int, n_top: int, span: float = 0.3) -> np.ndarray:
-    """``scanpy.pp.highly_variable_genes(flavor="seurat_v3")`` on counts, streaming in two passes.
+def seurat_v3_scores(chunks: Iterable[sp.csr_matrix], n_genes: int, span: float = 0.3) -> np.ndarray:
+    """scanpy's seurat_v3 ``variances_norm`` of every gene, from count chunks in two streaming passes.
 
-    Pass one gives each gene's mean and variance, a loess fit of log variance on log mean gives
-    the expected standard deviation; pass two sums the counts clipped at
-    ``mean + sqrt(n_cells) * expected_sd``; genes are ranked by the clipped standardized variance.
-    Ties at the cut-off go to the lower gene index (scanpy's order there is unspecified).
-    ``chunks`` must be re-iterable. Returns sorted gene indices.
+    Pass one gives each gene's mean and variance, and a loess fit of log variance on log mean the
+    expected standard deviation; pass two sums the counts clipped at
+    ``mean + sqrt(n_cells) * expected_sd``; the score is the clipped standardized variance, term
+    by term the formula of ``scanpy.pp.highly_variable_genes(flavor="seurat_v3")`` (one batch).
+    ``chunks`` must be re-iterable.
     """
     from cellformer.errors import ConfigError, InputError
 
@@ -159,8 +164,8 @@ def seurat_v3_hvg(chunks: Iterable[sp.csr_matrix], n_genes: int, n_top: int, spa
         model.fit()
     except ValueError as error:
         raise InputError(
-            f"cannot choose {n_top} highly variable genes with seurat_v3 on {n_cells} training cells and "
-            f"{int(not_const.sum())} variable genes ({error}); use more cells or fewer --n-hvg"
+            f"cannot choose highly variable genes with seurat_v3 on {n_cells} training cells and "
+            f"{int(not_const.sum())} variable genes ({error}); use more training cells"
         ) from error
     expected[not_const] = model.outputs.fitted_values
     reg_std = np.sqrt(10**expected)
@@ -172,19 +177,17 @@ def seurat_v3_hvg(chunks: Iterable[sp.csr_matrix], n_genes: int, n_top: int, spa
         element = np.minimum(X.data.astype(np.float64), clip[X.indices])
         clipped_sum += np.bincount(X.indices, weights=element, minlength=n_genes)
         clipped_squares += np.bincount(X.indices, weights=element**2, minlength=n_genes)
-    norm_var = (1 / ((n_cells - 1) * np.square(reg_std))) * (
+    return (1 / ((n_cells - 1) * np.square(reg_std))) * (
         n_cells * np.square(mean) + clipped_squares - 2 * clipped_sum * mean
     )
-    return _top(norm_var, n_top)
 
 
-def seurat_hvg(
-    chunks: Iterable[sp.csr_matrix], n_genes: int, n_top: int, n_mean_bins: int = 20
-) -> np.ndarray:
-    """``scanpy.pp.highly_variable_genes(flavor="seurat")`` for non-count (de-logged) input, one pass.
+def seurat_scores(chunks: Iterable[sp.csr_matrix], n_genes: int, n_mean_bins: int = 20) -> np.ndarray:
+    """scanpy's seurat ``dispersions_norm`` for non-count (de-logged) input, one streaming pass.
 
-    ``chunks`` hold linear-scale values (``expm1`` of log1p-normalized data, FPKM, ...): the
-    dispersion ``var / mean`` of each gene is z-scored within 20 bins of ``log1p(mean)``.
+    ``chunks`` hold linear-scale values (``expm1`` of log1p-normalized data, FPKM, ...): each
+    gene's dispersion ``var / mean`` is z-scored within 20 bins of ``log1p(mean)``, as
+    ``scanpy.pp.highly_variable_genes(flavor="seurat")`` does on the log data.
     """
     import pandas as pd
 
@@ -201,8 +204,7 @@ def seurat_hvg(
     stats.loc[single, "dev"] = stats.loc[single, "avg"]
     stats.loc[single, "avg"] = 0
     stats = stats.loc[frame["mean_bin"]].set_index(frame.index)
-    normalized = ((frame["dispersions"] - stats["avg"]) / stats["dev"]).to_numpy(dtype=np.float64)
-    return _top(normalized, n_top)
+    return ((frame["dispersions"] - stats["avg"]) / stats["dev"]).to_numpy(dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- token assembly
@@ -337,10 +339,9 @@ class BinnedTokenizer(_ValueTokens):
         self.n_genes = int(n_genes)
         if self.n_hvg >= n_genes:
             self.hvg = np.arange(n_genes, dtype=np.int64)
-        elif self.flavor == "seurat_v3":
-            self.hvg = seurat_v3_hvg(chunks, n_genes, self.n_hvg)
         else:
-            self.hvg = seurat_hvg(chunks, n_genes, self.n_hvg)
+            score = seurat_v3_scores if self.flavor == "seurat_v3" else seurat_scores
+            self.hvg = top_genes(score(chunks, n_genes), self.n_hvg)
         logger.info("binned tokenizer: %d HVGs (%s) of %d genes", len(self.hvg), self.flavor, n_genes)
 
     def _require_fitted(self) -> np.ndarray:
