@@ -25,7 +25,9 @@ def _fails(cli, path, tmp_path, *args, expect: list[str], test=None):
 
 
 def test_misspelt_label_key_lists_columns(cli, counts_h5ad, tmp_path):
-    err = _fails(cli, counts_h5ad, tmp_path, "--label-key", "celltype", expect=["'celltype' not found in obs"])
+    err = _fails(
+        cli, counts_h5ad, tmp_path, "--label-key", "celltype", expect=["'celltype' not found in obs"]
+    )
     assert "cell_type, class_id" in err and str(counts_h5ad) in err
 
 
@@ -37,14 +39,18 @@ def test_missing_layer_lists_layers(cli, write_h5ad, tmp_path):
 
 
 def test_missing_gene_key_lists_columns(cli, counts_h5ad, tmp_path):
-    _fails(cli, counts_h5ad, tmp_path, "--gene-key", "ensembl", expect=["gene column 'ensembl' not found in var"])
+    _fails(
+        cli, counts_h5ad, tmp_path, "--gene-key", "ensembl", expect=["gene column 'ensembl' not found in var"]
+    )
 
 
 def test_log_normalized_values_suggest_flag(cli, write_h5ad, tmp_path):
     adata = make_adata()
     adata.X = sp.csr_matrix(np.log1p(adata.X.toarray().astype(np.float32)))
     path = write_h5ad(adata)
-    _fails(cli, path, tmp_path, expect=["not hold raw counts", "log-normalized", "--input-normalized", "--layer"])
+    _fails(
+        cli, path, tmp_path, expect=["not hold raw counts", "log-normalized", "--input-normalized", "--layer"]
+    )
 
 
 def test_fractional_values_suggest_flag(cli, write_h5ad, tmp_path):
@@ -100,19 +106,25 @@ def test_duplicate_gene_names(cli, write_h5ad, tmp_path):
     adata = make_adata()
     adata.var_names = ["G1"] * 2 + [f"G{j}" for j in range(2, adata.n_vars)]
     path = write_h5ad(adata)
-    _fails(cli, path, tmp_path, expect=["duplicated gene name", "'G1'", "var_names_make_unique", "--gene-key"])
+    _fails(
+        cli, path, tmp_path, expect=["duplicated gene name", "'G1'", "var_names_make_unique", "--gene-key"]
+    )
 
 
 def test_test_file_with_little_gene_overlap(cli, counts_h5ad, write_h5ad, tmp_path):
     other = make_adata(n_cells=30, seed=1)
     other.var_names = [f"G{j}" for j in range(5)] + [f"ENSG{j}" for j in range(5, other.n_vars)]
     test = write_h5ad(other, "test.h5ad")
-    _fails(cli, counts_h5ad, tmp_path, test=test, expect=["shares only 5 of the 40 training genes", "--gene-key"])
+    _fails(
+        cli, counts_h5ad, tmp_path, test=test, expect=["shares only 5 of the 40 training genes", "--gene-key"]
+    )
 
 
 def test_test_file_with_no_gene_overlap(cli, counts_h5ad, write_h5ad, tmp_path):
     test = write_h5ad(make_adata(n_cells=30, seed=1, gene_prefix="ENSG"), "test.h5ad")
-    _fails(cli, counts_h5ad, tmp_path, "--min-gene-overlap", "0", test=test, expect=["shares only 0 of the 40"])
+    _fails(
+        cli, counts_h5ad, tmp_path, "--min-gene-overlap", "0", test=test, expect=["shares only 0 of the 40"]
+    )
 
 
 def test_single_class(cli, write_h5ad, tmp_path):
@@ -184,9 +196,7 @@ def test_unseen_test_labels_are_kept_and_reported(cli, counts_h5ad, write_h5ad, 
     import pandas as pd
 
     other = make_adata(n_cells=30, seed=1)
-    other.obs["cell_type"] = pd.Categorical(
-        ["type_0", "type_1", "platelet", "type_2", "neuron"] * 6
-    )
+    other.obs["cell_type"] = pd.Categorical(["type_0", "type_1", "platelet", "type_2", "neuron"] * 6)
     test = write_h5ad(other, "test.h5ad")
     out = tmp_path / "out"
     with caplog.at_level("WARNING"):
@@ -200,3 +210,13 @@ def test_unseen_test_labels_are_kept_and_reported(cli, counts_h5ad, write_h5ad, 
     assert (cells["label"] == "neuron").sum() == 6
     assert set(labels[(cells["label"] == "neuron").to_numpy()]) == {3}
     assert set(cells.loc[cells["label"] == "platelet", "split"]) <= {"val", "test"}
+
+
+def test_file_corrupt_in_the_middle(cli, tmp_path):
+    path = tmp_path / "damaged.h5ad"
+    make_adata(n_cells=400, n_genes=200).write_h5ad(path, compression="gzip")
+    raw = bytearray(path.read_bytes())
+    third = len(raw) // 3
+    raw[third : 2 * third] = b"\xff" * third
+    path.write_bytes(bytes(raw))
+    _fails(cli, path, tmp_path, expect=["corrupt"])

@@ -75,7 +75,9 @@ class H5adReader:
         if self.layer is None:
             node = self._file.get("X")
             if node is None:
-                raise InputError(f"{self.path} has no X matrix; choose a layer with --layer ({self._layers_text()})")
+                raise InputError(
+                    f"{self.path} has no X matrix; choose a layer with --layer ({self._layers_text()})"
+                )
         elif self.layer == RAW_LAYER:
             node = self._file.get("raw/X")
             if node is None:
@@ -106,7 +108,9 @@ class H5adReader:
             self.format = "dense"
             self.shape = tuple(int(s) for s in node.shape)
         else:
-            raise InputError(f"{self.path}: {self.matrix_name} is not a 2-D dense or sparse matrix ({encoding!r})")
+            raise InputError(
+                f"{self.path}: {self.matrix_name} is not a 2-D dense or sparse matrix ({encoding!r})"
+            )
         n_obs = len(obs[obs.attrs["_index"]])
         n_var = len(self._var[self._var.attrs["_index"]])
         if self.shape != (n_obs, n_var):
@@ -142,7 +146,12 @@ class H5adReader:
     def _read_column(self, group: h5py.Group, key: str) -> np.ndarray | pd.Categorical:
         from anndata.io import read_elem
 
-        values = read_elem(group[key])
+        try:
+            values = read_elem(group[key])
+        except (OSError, KeyError, ValueError) as exc:
+            raise InputError(
+                f"cannot read '{key}' of {group.name} in {self.path}: the file is corrupt ({exc})"
+            ) from None
         if isinstance(values, pd.Categorical):
             return values
         return _decode(np.asarray(values))
@@ -193,6 +202,15 @@ class H5adReader:
     def read_rows(self, start: int, stop: int) -> sp.csr_matrix:
         """Rows ``start:stop`` of the chosen matrix as CSR (values as stored)."""
         stop = min(stop, self.n_obs)
+        try:
+            return self._read_rows(start, stop)
+        except (OSError, KeyError, ValueError) as exc:
+            raise InputError(
+                f"cannot read cells {start}-{stop - 1} of {self.matrix_name} in {self.path}: the file is corrupt "
+                f"or truncated ({exc}); re-save or re-download it"
+            ) from None
+
+    def _read_rows(self, start: int, stop: int) -> sp.csr_matrix:
         if self.format == "csr":
             lo, hi = int(self._indptr[start]), int(self._indptr[stop])
             data = self._node["data"][lo:hi]
