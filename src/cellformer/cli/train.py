@@ -1,0 +1,79 @@
+"""``cellformer train PREPARED_DIR --out RUN_DIR [--config FILE.yaml] [--KEY VALUE ...] [--resume]``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from cellformer.config import ModelConfig, TrainConfig
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a transformer classifier on a prepared dataset",
+        description=(
+            "Train the cell transformer on a prepared dataset into a run directory. Settings come from the "
+            "defaults (a small model for a laptop CPU), then --config (a YAML file with model:/train: "
+            "sections, or a preset such as reference_gpu), then single --KEY VALUE options."
+        ),
+    )
+    parser.add_argument("prepared", metavar="PREPARED_DIR", help="output of `cellformer prepare`")
+    parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create")
+    parser.add_argument(
+        "--config", metavar="FILE.yaml", help="YAML config file or preset name (reference_gpu)"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run in RUN_DIR from its last checkpoint",
+    )
+    for cls, title in ((ModelConfig, "model"), (TrainConfig, "training")):
+        group = parser.add_argument_group(f"{title} options (override --config)")
+        for field in dataclasses.fields(cls):
+            _add_field(group, field)
+    parser.set_defaults(run=run)
+
+
+_METAVARS = {"bool": "BOOL", "int": "N", "float": "X", "str": "NAME"}
+
+
+def _add_field(group, field: dataclasses.Field) -> None:
+    from cellformer.train.options import parse_value
+
+    flags = [f"--{field.name.replace('_', '-')}"]
+    if "_" in field.name:
+        flags.append(f"--{field.name}")
+    is_bool = field.type in ("bool", bool)
+    default = (
+        "data"
+        if field.name in ("vocab_size", "n_classes", "n_values") and field.default is None
+        else field.default
+    )
+    group.add_argument(
+        *flags,
+        dest=f"cfg_{field.name}",
+        type=parse_value,
+        nargs="?" if is_bool else None,
+        const=True if is_bool else None,
+        default=argparse.SUPPRESS,
+        metavar=_METAVARS.get(str(field.type).split(" |")[0], "VALUE"),
+        help=f"default: {default}",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    import lightning.pytorch  # noqa: F401  (sets its own log levels at import: quiet them again)
+
+    from cellformer.train.api import train
+
+    level = max(logging.getLogger().level, logging.WARNING)
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(level)
+
+    overrides = {k.removeprefix("cfg_"): v for k, v in vars(args).items() if k.startswith("cfg_")}
+    out = train(args.prepared, out=args.out, config=args.config, resume=args.resume, **overrides)
+    logging.getLogger(__name__).info("trained model in %s", out)
+    return 0

@@ -1,0 +1,1 @@
+"""Named training configurations (YAML): ``cellformer train ... --config NAME``."""

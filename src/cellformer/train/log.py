@@ -1,0 +1,50 @@
+"""``log.csv``: one row of metrics per finished epoch, kept consistent with the checkpoints on resume."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "train_macro_f1",
+    "val_loss",
+    "val_acc",
+    "val_macro_f1",
+    "lr",
+    "seconds",
+)
+
+
+class EpochLog:
+    """Append epoch rows to ``path``; rows from epochs a resumed run will redo are dropped first."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def read(self) -> list[dict[str, str]]:
+        if not self.path.exists():
+            return []
+        with open(self.path, newline="") as handle:
+            return list(csv.DictReader(handle))
+
+    def start(self, completed_epochs: int) -> None:
+        """Keep the header and the rows of the first ``completed_epochs`` epochs only."""
+        rows = [row for row in self.read() if int(row["epoch"]) <= completed_epochs]
+        with open(self.path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def __call__(self, row: dict[str, float]) -> None:
+        with open(self.path, "a", newline="") as handle:
+            csv.DictWriter(handle, COLUMNS).writerow(
+                {k: ("" if row.get(k) is None else _fmt(row[k])) for k in COLUMNS}
+            )
+            handle.flush()
+
+
+def _fmt(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.6g}"

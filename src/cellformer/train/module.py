@@ -1,0 +1,138 @@
+"""The LightningModule: class-weighted cross-entropy, AdamW with warm-up + cosine, per-epoch metrics."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from cellformer.config import ModelConfig, TrainConfig
+from cellformer.model import CellTransformer
+
+METRICS = ("loss", "acc", "macro_f1")
+
+
+def warmup_cosine(total_steps: int, warmup_fraction: float, min_fraction: float) -> Callable[[int], float]:
+    """LR multiplier at a step: linear warm-up, then cosine decay from 1 to ``min_fraction``."""
+    warmup = max(1, round(warmup_fraction * total_steps)) if warmup_fraction > 0 else 0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return min_fraction + (1 - min_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+class _EpochMetrics(torch.nn.Module):
+    """Loss (weighted mean), accuracy and macro-F1 over an epoch; synchronised across DDP processes."""
+
+    def __init__(self, n_classes: int) -> None:
+        super().__init__()
+        self.loss = MeanMetric()
+        self.acc = MulticlassAccuracy(n_classes, average="micro")
+        self.macro_f1 = MulticlassF1Score(n_classes, average="macro")
+
+    def update(
+        self, loss: torch.Tensor, weight: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor
+    ) -> None:
+        self.loss.update(loss.detach(), weight)
+        predicted = logits.detach().argmax(dim=1)
+        self.acc.update(predicted, labels)
+        self.macro_f1.update(predicted, labels)
+
+    def compute_and_reset(self) -> dict[str, float]:
+        values = {name: float(getattr(self, name).compute()) for name in METRICS}
+        for name in METRICS:
+            getattr(self, name).reset()
+        return values
+
+
+class CellClassifierModule(pl.LightningModule):
+    """Trains :class:`CellTransformer` (encoder and classifier head jointly).
+
+    ``class_weights`` (``(n_classes,)`` or ``None``) weight the cross-entropy; ``on_epoch`` receives
+    each finished epoch's metrics (the run directory's ``log.csv``) before checkpoints are written.
+    """
+
+    def __init__(
+        self,
+        model_config: ModelConfig,
+        train_config: TrainConfig,
+        class_weights: torch.Tensor | None = None,
+        on_epoch: Callable[[dict[str, float]], None] | None = None,
+        validate: bool = True,
+    ) -> None:
+        super().__init__()
+        self.model_config = model_config
+        self.train_config = train_config
+        self.model = CellTransformer(model_config)
+        self.register_buffer("class_weights", class_weights, persistent=False)
+        self.train_metrics = _EpochMetrics(model_config.n_classes)
+        self.val_metrics = _EpochMetrics(model_config.n_classes)
+        self.on_epoch = on_epoch
+        self.validate = validate
+        self._epoch_start = 0.0
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        values = batch.get("values") if self.model.value_embedding is not None else None
+        return self.model(batch["ids"], batch["padding_mask"], values)
+
+    def _step(self, batch: dict[str, torch.Tensor], metrics: _EpochMetrics) -> torch.Tensor:
+        logits, _ = self(batch)  # (B, n_classes)
+        labels = batch["label"]
+        loss = F.cross_entropy(logits.float(), labels, weight=self.class_weights)
+        weight = (
+            self.class_weights[labels].sum()
+            if self.class_weights is not None
+            else labels.new_tensor(len(labels))
+        )
+        metrics.update(loss, weight.float(), logits, labels)
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, self.train_metrics)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, self.val_metrics)
+
+    def on_train_epoch_start(self) -> None:
+        # Randomness (dropout) depends only on seed, epoch and process: a run resumed from an epoch's
+        # checkpoint continues exactly as the uninterrupted run would have.
+        torch.manual_seed(hash((self.train_config.seed, self.current_epoch, self.global_rank)) % (2**63))
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self) -> None:
+        # Runs after this epoch's validation and before the checkpoint / early-stopping callbacks.
+        row: dict[str, float] = {"epoch": self.current_epoch + 1}
+        row.update({f"train_{k}": v for k, v in self.train_metrics.compute_and_reset().items()})
+        if self.validate:
+            row.update({f"val_{k}": v for k, v in self.val_metrics.compute_and_reset().items()})
+        row["lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
+        row["seconds"] = time.perf_counter() - self._epoch_start
+        # values are already synchronised across processes (torchmetrics), so every process logs them
+        self.log_dict({k: float(v) for k, v in row.items() if k != "epoch"})
+        if self.on_epoch is not None and self.global_rank == 0:
+            self.on_epoch(row)
+
+    def configure_optimizers(self):
+        decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
+        no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.train_config.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.train_config.lr,
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        factor = warmup_cosine(total, self.train_config.warmup_fraction, self.train_config.min_lr_fraction)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
