@@ -215,3 +215,27 @@ def runs(tmp_path_factory, prepared: PreparedData, bladder: Bladder) -> list[Fea
     for run in made:
         evaluate_model(run, prepared, split="test")
     return made
+
+
+@pytest.fixture(scope="session")
+def withheld() -> str:
+    """The label kept out of training (its test cells are unseen labels)."""
+    return WITHHELD
+
+
+@pytest.fixture(scope="session")
+def other_split_run(tmp_path_factory, bladder: Bladder, bladder_path: Path) -> FeatureRun:
+    """An evaluated logreg run on the same cells prepared with other splits (seed 1)."""
+    root = tmp_path_factory.mktemp("other")
+    other = write_prepared(root / "bladder_seed1", bladder, bladder_path, seed=1)
+    run = make_run(root, "logreg_seed1", "logreg", other, bladder.features)
+    evaluate_model(run, other, split="test")
+    return run
+
+
+@pytest.fixture(scope="session")
+def report(tmp_path_factory, runs: list[FeatureRun]) -> Path:
+    """``compare`` on the three evaluated runs; returns the path of report.html."""
+    from cellformer.evaluate.report import compare
+
+    return compare([r.run_dir for r in runs], out=tmp_path_factory.mktemp("report") / "report")

@@ -106,10 +106,11 @@ def check_output(out: Path, overwrite: bool) -> None:
 
 def unique_names(run_dirs: list[Path]) -> list[str]:
     """Short display names: the directory name, with its parent when two runs share a name."""
-    names = [p.resolve().name for p in run_dirs]
-    for i, p in enumerate(run_dirs):
-        if names.count(names[i]) > 1:
-            names[i] = f"{p.resolve().parent.name}/{p.resolve().name}"
+    base = [p.resolve().name for p in run_dirs]
+    names = [
+        f"{p.resolve().parent.name}/{name}" if base.count(name) > 1 else name
+        for p, name in zip(run_dirs, base, strict=True)
+    ]
     seen: dict[str, int] = {}
     for i, name in enumerate(names):
         seen[name] = seen.get(name, 0) + 1
