@@ -1,0 +1,85 @@
+"""An in-memory AnnData's expression, aligned to a trained model's genes (for prediction).
+
+The same rules as ``cellformer prepare`` (:mod:`cellformer.data.validate`, :mod:`cellformer.data.view`):
+the matrix named by ``layer`` (``None`` = ``X``, ``"raw.X"`` = ``adata.raw.X``), genes named by
+``var_names`` or ``var[gene_key]``, values checked and log1p undone when ``input_normalized``, columns
+re-indexed onto the model's genes (missing genes are zero, extra genes dropped).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from cellformer.data.read import RAW_LAYER
+from cellformer.data.validate import ValueSummary, check_gene_names, decide_transform
+from cellformer.data.view import align_columns, apply_transform, column_map
+from cellformer.data.vocab import gene_overlap
+from cellformer.errors import InputError
+
+if TYPE_CHECKING:
+    import anndata as ad
+
+log = logging.getLogger(__name__)
+
+
+def _matrix_and_genes(adata: ad.AnnData, layer: str | None, gene_key: str | None, where: str):
+    available = ["X", *map(str, adata.layers.keys())] + ([RAW_LAYER] if adata.raw is not None else [])
+    if layer is None:
+        X, var = adata.X, adata.var
+        if X is None:
+            raise InputError(f"{where} has no X matrix; choose one with layer= ({', '.join(available)})")
+    elif layer == RAW_LAYER:
+        if adata.raw is None:
+            raise InputError(
+                f"{where} has no adata.raw (the model was trained on raw.X); available: {', '.join(available)}"
+            )
+        X, var = adata.raw.X, adata.raw.var
+    else:
+        if layer not in adata.layers:
+            raise InputError(
+                f"layer '{layer}' (the one the model was trained on) not found in {where}; available: "
+                f"{', '.join(available)}; pass layer= to choose another"
+            )
+        X, var = adata.layers[layer], adata.var
+    if gene_key is None:
+        genes = np.array([str(g) for g in var.index], dtype=object)
+    else:
+        if gene_key not in var.columns:
+            raise InputError(
+                f"gene column '{gene_key}' (the one the model was trained with) not found in var of {where}; "
+                f"available columns: {', '.join(map(str, var.columns)) or 'none'}; pass gene_key= to choose another"
+            )
+        genes = np.array([str(g) for g in var[gene_key]], dtype=object)
+    return X, genes
+
+
+def aligned_matrix(
+    adata: ad.AnnData,
+    genes: list[str],
+    *,
+    layer: str | None = None,
+    gene_key: str | None = None,
+    input_normalized: bool = False,
+    input_transform: str = "auto",
+    min_overlap: float = 0.5,
+    where: str = "the input AnnData",
+) -> tuple[sp.csr_matrix, dict[str, Any]]:
+    """``(count-like CSR aligned to genes, overlap report)``; raises :class:`InputError` on bad input.
+
+    The overlap report has ``vocab_genes, file_genes, shared, fraction`` (fraction of ``genes`` found).
+    Fewer than ``min_overlap`` of the model's genes present is an error.
+    """
+    X, names = _matrix_and_genes(adata, layer, gene_key, where)
+    check_gene_names(names, where, gene_key)
+    overlap = gene_overlap(genes, names, path=where, min_overlap=min_overlap)
+    X = sp.csr_matrix(X) if not sp.issparse(X) else X.tocsr()
+    matrix_name = "X" if layer is None else f"layer '{layer}'"
+    summary = ValueSummary(where, matrix_name)
+    summary.update(np.asarray(X.data), 0)
+    transform = decide_transform(summary, input_normalized, input_transform)
+    X = apply_transform(X.astype(np.float32) if X.dtype.kind != "f" else X, transform)
+    return align_columns(X, column_map(names, list(genes)), len(genes)).astype(np.float32), overlap

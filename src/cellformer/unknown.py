@@ -1,0 +1,242 @@
+"""Flag cells unlike every training type, and calibrate confidence; fitted per run, stored in the run dir.
+
+Two arrays-only pieces, fitted from a model's own outputs on the prepared dataset it was trained on:
+
+- **Temperature** ``T`` (one scalar) minimising the validation negative log-likelihood;
+  ``confidence = max softmax(logits / T)``.
+- **Unknown score**: distance of a cell's L2-normalized representation to the nearest training-class
+  centroid, in units of that class's own spread (the median distance of its training cells to the
+  centroid). A cell far from every class's cloud is unlike every training type. The representation
+  (``space``) is the model's embedding (``<CLS>``, MLP hidden layer) or, for a linear model, its logits.
+  The threshold is the ``quantile`` (0.95 by default) of the validation cells' scores, so about 5 % of
+  validation cells — all of known types — are flagged. Without embeddings the score is
+  ``1 - confidence``, thresholded the same way.
+
+  Chosen by measurement on mouse_bladder_2100 (each of the 16 classes withheld in turn, 5 % of known
+  test cells flagged): normalized centroid distance flagged more withheld than known cells for 15/16
+  classes with MLP embeddings and 13/16 with logistic-regression logits, against 8/16 for the
+  calibrated max-probability and 4-8/16 for raw PCA distances. Withheld types that are near-copies
+  of a training type (the numbered bladder clusters) are not separable by any of these.
+
+Files in the run dir: ``unknown.json`` (method, threshold, quantile, temperature, validation rates)
+and ``unknown.safetensors`` (``centroids``, ``scales``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cellformer.atomic import atomic_path, read_json, write_json
+
+logger = logging.getLogger(__name__)
+
+JSON_NAME = "unknown.json"
+ARRAYS_NAME = "unknown.safetensors"
+DEFAULT_QUANTILE = 0.95
+SPACES = ("embedding", "logits")
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z -= z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """Temperature minimising the negative log-likelihood of ``y`` (golden-section search on log T)."""
+    if len(y) == 0:
+        return 1.0
+    logits = np.asarray(logits, dtype=np.float64)
+
+    def nll(log_t: float) -> float:
+        z = logits / np.exp(log_t)
+        z = z - z.max(axis=1, keepdims=True)
+        log_norm = np.log(np.exp(z).sum(axis=1))
+        return float(np.mean(log_norm - z[np.arange(len(y)), y]))
+
+    lo, hi = np.log(0.05), np.log(20.0)
+    ratio = (np.sqrt(5) - 1) / 2
+    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    fa, fb = nll(a), nll(b)
+    for _ in range(60):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - ratio * (hi - lo)
+            fa = nll(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + ratio * (hi - lo)
+            fb = nll(b)
+    return float(np.exp((lo + hi) / 2))
+
+
+@dataclasses.dataclass
+class UnknownDetector:
+    """Calibrated confidence and an "unlike every training type" flag for model outputs."""
+
+    method: str  # "centroid_distance" or "max_probability"
+    threshold: float
+    space: str = "embedding"  # what centroid_distance measures: "embedding" or "logits"
+    temperature: float = 1.0
+    quantile: float = DEFAULT_QUANTILE
+    centroids: np.ndarray | None = None  # (n_classes, d); NaN rows for classes without training cells
+    scales: np.ndarray | None = None  # (n_classes,)
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    # -- scoring -------------------------------------------------------------------------------
+    def proba(self, logits: np.ndarray) -> np.ndarray:
+        return softmax(logits, self.temperature)
+
+    def scores(self, logits: np.ndarray, embeddings: np.ndarray | None) -> np.ndarray:
+        """Higher = less like the training types."""
+        if self.method == "centroid_distance":
+            features = logits if self.space == "logits" else embeddings
+            if features is None:
+                raise ValueError("this unknown-cell detector needs embeddings")
+            return centroid_scores(_unit(features), self.centroids, self.scales)
+        return 1.0 - self.proba(logits).max(axis=1)
+
+    def flag(self, logits: np.ndarray, embeddings: np.ndarray | None) -> np.ndarray:
+        return self.scores(logits, embeddings) > self.threshold
+
+    # -- fitting -------------------------------------------------------------------------------
+    @classmethod
+    def fit(
+        cls,
+        train: tuple[np.ndarray, np.ndarray | None, np.ndarray],
+        val: tuple[np.ndarray, np.ndarray | None, np.ndarray],
+        n_classes: int,
+        quantile: float = DEFAULT_QUANTILE,
+        space: str = "embedding",
+    ) -> UnknownDetector:
+        """Fit from ``(logits, embeddings, labels)`` of the training and validation cells.
+
+        Labels are class indices; cells with labels ``>= n_classes`` (unseen types) are ignored.
+        Without validation cells the training cells choose the threshold (less reliable; logged).
+        """
+        train_logits, train_emb, y_train = train
+        val_logits, val_emb, y_val = val
+        known_val = y_val < n_classes
+        val_logits, y_val = val_logits[known_val], y_val[known_val]
+        val_emb = None if val_emb is None else val_emb[known_val]
+        if len(y_val) == 0:
+            logger.warning("no validation cells: the unknown-cell threshold is chosen on the training cells")
+            val_logits, val_emb, y_val = train_logits, train_emb, y_train
+        temperature = fit_temperature(val_logits, y_val)
+        if space not in SPACES:
+            raise ValueError(f"space must be one of {SPACES}, got {space!r}")
+        train_features = train_logits if space == "logits" else train_emb
+        if train_features is not None and (space == "logits" or val_emb is not None):
+            centroids, scales = class_centroids(_unit(train_features), y_train, n_classes)
+            detector = cls("centroid_distance", 0.0, space, temperature, quantile, centroids, scales)
+        else:
+            detector = cls("max_probability", 0.0, "logits", temperature, quantile)
+        val_scores = detector.scores(val_logits, val_emb)
+        detector.threshold = float(np.quantile(val_scores, quantile))
+        detector.info = {
+            "n_val_cells": int(len(y_val)),
+            "val_flagged_fraction": float(np.mean(val_scores > detector.threshold)),
+        }
+        return detector
+
+    # -- storage -------------------------------------------------------------------------------
+    def save(self, run_dir: str | Path) -> None:
+        from safetensors.numpy import save_file
+
+        run_dir = Path(run_dir)
+        payload = {
+            "method": self.method,
+            "space": self.space,
+            "threshold": self.threshold,
+            "quantile": self.quantile,
+            "temperature": self.temperature,
+            "description": (
+                f"cellformer_unknown = score > threshold; score = distance of the L2-normalized {self.space} "
+                "to the nearest training-class centroid / that class's median training distance"
+                if self.method == "centroid_distance"
+                else "cellformer_unknown = 1 - calibrated max probability > threshold"
+            ),
+            "threshold_chosen_on": "validation split (quantile of known cells' scores)",
+            **self.info,
+        }
+        if self.method == "centroid_distance":
+            with atomic_path(run_dir / ARRAYS_NAME) as tmp:
+                save_file(
+                    {
+                        "centroids": np.ascontiguousarray(self.centroids, np.float32),
+                        "scales": np.ascontiguousarray(self.scales, np.float32),
+                    },
+                    str(tmp),
+                )
+        write_json(run_dir / JSON_NAME, payload)
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> UnknownDetector | None:
+        """The detector saved in ``run_dir``, or ``None`` when the run has none yet."""
+        run_dir = Path(run_dir)
+        if not (run_dir / JSON_NAME).exists():
+            return None
+        payload = read_json(run_dir / JSON_NAME)
+        centroids = scales = None
+        if payload["method"] == "centroid_distance":
+            from safetensors.numpy import load_file
+
+            arrays = load_file(str(run_dir / ARRAYS_NAME))
+            centroids, scales = arrays["centroids"], arrays["scales"]
+        known = {
+            "method",
+            "space",
+            "threshold",
+            "quantile",
+            "temperature",
+            "description",
+            "threshold_chosen_on",
+        }
+        return cls(
+            payload["method"],
+            float(payload["threshold"]),
+            payload.get("space", "embedding"),
+            float(payload["temperature"]),
+            float(payload["quantile"]),
+            centroids,
+            scales,
+            {k: v for k, v in payload.items() if k not in known},
+        )
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def class_centroids(
+    embeddings: np.ndarray, labels: np.ndarray, n_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class mean embedding and median distance of the class's cells to it (NaN when absent)."""
+    embeddings = np.asarray(embeddings, dtype=np.float64)
+    centroids = np.full((n_classes, embeddings.shape[1]), np.nan)
+    scales = np.full(n_classes, np.nan)
+    for c in range(n_classes):
+        members = embeddings[labels == c]
+        if len(members) == 0:
+            continue
+        centroids[c] = members.mean(axis=0)
+        distance = np.linalg.norm(members - centroids[c], axis=1)
+        scales[c] = max(float(np.median(distance)), 1e-6)
+    return centroids, scales
+
+
+def centroid_scores(embeddings: np.ndarray, centroids: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """``min_c ||e - centroid_c|| / scale_c`` for each row of ``embeddings`` (classes with NaN skipped)."""
+    present = np.isfinite(scales)
+    c, s = np.asarray(centroids, np.float64)[present], np.asarray(scales, np.float64)[present]
+    e = np.asarray(embeddings, np.float64)
+    squared = (e**2).sum(1)[:, None] - 2 * e @ c.T + (c**2).sum(1)[None, :]
+    return (np.sqrt(np.maximum(squared, 0.0)) / s[None, :]).min(axis=1)
