@@ -288,9 +288,11 @@ def _load_input(path: Path, role: str, config: PrepareConfig, stack: contextlib.
         )
     if config.doublets and count_qc:
         rows = np.flatnonzero(keep)
-        doublet = qc.detect_doublets(reader, rows, config.seed)
+        doublet, details = qc.detect_doublets(reader, rows, config.seed)
         keep[rows[doublet]] = False
-        steps.append(qc.step("doublets", True, method="scanpy.pp.scrublet", removed_cells=int(doublet.sum())))
+        steps.append(
+            qc.step("doublets", True, method="scanpy.pp.scrublet", removed_cells=int(doublet.sum()), **details)
+        )
     else:
         reason = (
             "switched off; use --doublets" if not config.doublets else "input is normalized (needs counts)"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 from typing import Any
 
 import numpy as np
@@ -101,8 +102,13 @@ def scan_file(
     )
 
 
-def detect_doublets(reader: H5adReader, rows: np.ndarray, seed: int) -> np.ndarray:
-    """Boolean mask over ``rows``: True where scrublet calls the cell a doublet (needs counts)."""
+def detect_doublets(reader: H5adReader, rows: np.ndarray, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Scrublet doublet calls over ``rows`` (needs counts): a boolean mask and the scores' summary.
+
+    The threshold on the doublet score is scrublet's own automatic one (``skimage`` minimum of the
+    simulated-doublet histogram) when scikit-image is installed, else Otsu's threshold on the same
+    histogram (numpy only).
+    """
     import anndata as ad
     import scanpy as sc
 
@@ -111,8 +117,39 @@ def detect_doublets(reader: H5adReader, rows: np.ndarray, seed: int) -> np.ndarr
     X = read_selected(reader, rows).astype(np.float32)
     adata = ad.AnnData(X=X)
     n_comps = int(min(30, X.shape[0] - 1, X.shape[1] - 1))
-    sc.pp.scrublet(adata, random_state=seed, n_prin_comps=max(n_comps, 2), verbose=False)
-    return adata.obs["predicted_doublet"].to_numpy(bool)
+    # threshold=1 only stops scanpy from requiring scikit-image; the call is made below
+    with warnings.catch_warnings():  # a harmless 0/0 in scrublet's detected-rate summary
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sc.pp.scrublet(
+            adata,
+            random_state=seed,
+            n_prin_comps=max(n_comps, 2),
+            threshold=1.0,
+            use_approx_neighbors=False,
+            verbose=False,
+        )
+    scores = adata.obs["doublet_score"].to_numpy(np.float64)
+    simulated = np.asarray(adata.uns["scrublet"]["doublet_scores_sim"], dtype=np.float64)
+    try:
+        from skimage.filters import threshold_minimum
+
+        threshold, method = float(threshold_minimum(simulated)), "skimage threshold_minimum"
+    except (ImportError, RuntimeError):
+        threshold, method = otsu_threshold(simulated), "otsu"
+    return scores > threshold, {"threshold": threshold, "threshold_method": method}
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold: the cut of a histogram maximising the between-class variance."""
+    counts, edges = np.histogram(values, bins=bins)
+    centers = (edges[:-1] + edges[1:]) / 2
+    weight_low = np.cumsum(counts)
+    weight_high = weight_low[-1] - weight_low
+    mean_low = np.cumsum(counts * centers) / np.maximum(weight_low, 1)
+    total = (counts * centers).sum()
+    mean_high = (total - np.cumsum(counts * centers)) / np.maximum(weight_high, 1)
+    between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    return float(centers[int(np.argmax(between[:-1]))])
 
 
 def step(name: str, enabled: bool, **details: Any) -> dict[str, Any]:
