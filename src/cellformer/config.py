@@ -99,6 +99,12 @@ class PrepareConfig(_Config):
             self.previous_layer is None or self.time_key is None,
             "give either previous_layer or time_key for the previous profile, not both",
         )
+        _require(
+            self.time_key is None or self.time_key != self.label_key,
+            f"label_key and time_key are both {self.label_key!r}: the previous-time-point profile is derived "
+            "from the time column (the time point shows in the model's input), so the label would leak; "
+            "classify another column or drop time_key (see docs/timecourse.md)",
+        )
         _require(bool(self.label_key), "label_key must name an obs column")
 
 

@@ -53,6 +53,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     tok.add_argument(
         "--previous-layer", help="time-course variant: layer holding each cell's previous-time-point profile"
     )
+    tok.add_argument(
+        "--time-key",
+        help="time-course variant: obs column with time points (numbers or ordered categories); each cell's "
+        "previous profile is derived from its nearest training cells at the preceding time point",
+    )
+    tok.add_argument(
+        "--previous",
+        choices=("auto",),
+        help="'auto': derive the previous profile from --time-key (the default when --time-key is given)",
+    )
 
     qc = parser.add_argument_group("quality control (each step can be switched off)")
     qc.add_argument("--min-genes", type=int, default=_DEFAULTS.min_genes, help="min genes per cell; 0 = off (%(default)s)")
@@ -98,6 +108,10 @@ def config_from_args(args: argparse.Namespace) -> PrepareConfig:
 def run(args: argparse.Namespace) -> int:
     from cellformer.data.prepare import prepare_with_config
 
+    if getattr(args, "previous", None) == "auto" and not getattr(args, "time_key", None):
+        from cellformer.errors import ConfigError
+
+        raise ConfigError("--previous auto derives the previous profile from a time column: give --time-key")
     config = config_from_args(args)
     prepared = prepare_with_config(args.input, out=args.out, config=config, test=args.test, overwrite=args.overwrite)
     print(f"prepared {len(prepared.labels)} cells ({prepared.n_classes} classes) in {prepared.path}")

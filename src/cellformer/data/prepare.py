@@ -22,7 +22,7 @@ import numpy as np
 
 from cellformer.atomic import atomic_directory, write_json
 from cellformer.config import PrepareConfig
-from cellformer.data import qc
+from cellformer.data import ancestors, qc
 from cellformer.data.parallel import transform_chunks
 from cellformer.data.prepared import FORMAT, FORMAT_VERSION, PreparedData
 from cellformer.data.previous import make_previous_source
@@ -140,6 +140,16 @@ def prepare_with_config(
         labels = np.concatenate([item.labels[item.kept] for item in inputs])
         classes, unseen, label_ids = _classes(labels, splits["train"], train_in)
 
+        times = None  # --time-key: previous profiles from ancestor cells (cellformer.data.ancestors)
+        if config.time_key is not None:
+            times = [ancestors.read_times(item.reader, config.time_key, item.kept) for item in inputs]
+            ancestors.check_label_not_function_of_time(
+                labels[splits["train"]],
+                times[0].iloc[train_in.kept[splits["train"]]].to_numpy(),
+                config.label_key,
+                config.time_key,
+            )
+
         tokenizer = get_tokenizer_class(config.tokenizer).from_config(config)
         train_file_rows = train_in.kept[splits["train"]]
         log.info("fitting the %s tokenizer on %d training cells", config.tokenizer, len(train_file_rows))
@@ -153,7 +163,12 @@ def prepare_with_config(
             log.info(line)
 
         with atomic_directory(out, overwrite=overwrite) as tmp:
-            lengths = _write_tokens(tmp, tokenizer, views, config)
+            mapping = None
+            if times is not None:
+                mapping = ancestors.fit_mapping(
+                    config, views[0], train_file_rows, times[0].iloc[train_file_rows], tmp / ancestors.MAPPING_DIR
+                )
+            lengths = _write_tokens(tmp, tokenizer, views, config, mapping, times)
             np.save(tmp / "labels.npy", label_ids)
             np.savez(tmp / "splits.npz", **splits)
             write_json(tmp / "classes.json", {"classes": classes, "unseen": unseen})
@@ -377,17 +392,24 @@ def _classes(
 
 
 def _write_tokens(
-    directory: Path, tokenizer: Tokenizer, views: list[FileView], config: PrepareConfig
+    directory: Path,
+    tokenizer: Tokenizer,
+    views: list[FileView],
+    config: PrepareConfig,
+    mapping: Any = None,
+    times: list[Any] | None = None,
 ) -> np.ndarray:
-    """Tokenize every kept cell of every file into ``directory/tokens``; returns the lengths."""
+    """Tokenize every kept cell of every file into ``directory/tokens``; returns the lengths.
+
+    ``mapping`` and ``times`` (one time column per view) are the ancestor mapping for ``--time-key``."""
     from tqdm.auto import tqdm
 
     writer = TokenStoreWriter(directory, tokenizer.has_values)
     bar = tqdm(
         total=sum(len(v.rows) for v in views), desc="tokenizing", unit="cells", leave=False, disable=None
     )
-    for view in views:
-        previous = make_previous_source(config, view)
+    for i, view in enumerate(views):
+        previous = make_previous_source(config, view, mapping, None if times is None else times[i])
         try:
             chunks = (
                 (X, None if previous is None else previous(view, rows)) for rows, X in view.iter_chunks()

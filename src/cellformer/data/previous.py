@@ -3,13 +3,14 @@
 A source is any callable ``source(view, rows) -> csr_matrix``: given a file's :class:`FileView` and
 the file rows of one chunk, it returns those cells' previous-time-point profiles, aligned to the
 vocabulary (same rows, same columns as the current chunk). Today: a layer of the same file
-(``--previous-layer``). A new source (e.g. ancestors found from a time column) is one more class here
-and one more branch in :func:`make_previous_source`.
+(``--previous-layer``), or the mean profile of each cell's ancestor training cells at the preceding
+time point (``--time-key``, :mod:`cellformer.data.ancestors`). A new source is one more class here and
+one more branch in :func:`make_previous_source`.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -55,10 +56,19 @@ class LayerPrevious:
         self.reader.close()
 
 
-def make_previous_source(config: PrepareConfig, view: FileView) -> PreviousSource | None:
-    """The previous-profile source the config asks for, or ``None`` for the plain (one-profile) variant."""
+def make_previous_source(
+    config: PrepareConfig, view: FileView, mapping: Any = None, times: Any = None
+) -> PreviousSource | None:
+    """The previous-profile source the config asks for, or ``None`` for the plain (one-profile) variant.
+
+    With ``time_key``, ``mapping`` is the fitted :class:`~cellformer.tokenize.previous.AncestorMapping`
+    and ``times`` the view's file's time column (see :mod:`cellformer.data.ancestors`)."""
     if config.previous_layer is not None:
         return LayerPrevious(view, config.previous_layer)
     if config.time_key is not None:
-        raise InputError("--time-key (previous profiles from ancestor cells) is not available in this version yet")
+        from cellformer.data.ancestors import AncestorPrevious
+
+        if mapping is None or times is None:
+            raise ValueError("time_key needs the fitted ancestor mapping and the time column")
+        return AncestorPrevious(view, mapping, times, config.time_key)
     return None

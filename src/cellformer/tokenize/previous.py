@@ -162,9 +162,15 @@ def _log_columns(P: sp.csr_matrix, columns: np.ndarray | None, target_sum: float
     return sub
 
 
-def select_hvg(mean: np.ndarray, var: np.ndarray, n_hvg: int | None, n_bins: int = 20) -> np.ndarray:
-    """Seurat-style HVGs: log dispersion z-scored within mean bins; all expressed genes if fewer."""
-    expressed = np.flatnonzero(mean > 0)
+def select_hvg(
+    mean: np.ndarray, var: np.ndarray, n_hvg: int | None, n_bins: int = 20, min_mean: float = 1e-3
+) -> np.ndarray:
+    """Seurat-style HVGs: log dispersion z-scored within mean bins; all expressed genes if fewer.
+
+    Genes whose mean log-normalized value is below ``min_mean`` (e.g. one cell with a value of 1e-40 in
+    FPKM data) are never used: their tiny spread would dominate after standardization.
+    """
+    expressed = np.flatnonzero((mean >= min_mean) & (var > 0))
     if n_hvg is None or len(expressed) <= n_hvg:
         return expressed
     m, v = mean[expressed], var[expressed]
@@ -299,8 +305,7 @@ class AncestorMapping:
                 "the training cells express no genes; cannot build a previous-time-point mapping"
             )
         self.center = mean[self.hvg]
-        self.scale = np.sqrt(var[self.hvg])
-        self.scale[self.scale == 0] = 1.0
+        self.scale = np.maximum(np.sqrt(var[self.hvg]), 1e-6)
         gram = np.zeros((len(self.hvg), len(self.hvg)))
         for rows in self._row_chunks(n_cells):
             L = _log_columns(P[rows], self.hvg, self._factor).toarray()  # (chunk, H), dense for BLAS
