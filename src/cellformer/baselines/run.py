@@ -141,14 +141,9 @@ class BaselineRun:
 
     def input_options(self) -> dict[str, Any]:
         """How the training data was read (layer, gene_key, normalized input, minimum gene overlap)."""
-        prep = self.config.get("prepared", {}).get("meta", {}).get("config", {})
-        return {
-            "layer": prep.get("layer"),
-            "gene_key": prep.get("gene_key"),
-            "input_normalized": bool(prep.get("input_normalized", False)),
-            "input_transform": prep.get("input_transform", "auto"),
-            "min_overlap": float(prep.get("min_gene_overlap", 0.5)),
-        }
+        from cellformer.data.align import training_input_options
+
+        return training_input_options(self.config)
 
     def _check_prepared(self, prepared: PreparedData) -> None:
         if list(prepared.classes) != self.classes or prepared.genes != self.genes:

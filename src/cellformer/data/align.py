@@ -83,3 +83,19 @@ def aligned_matrix(
     transform = decide_transform(summary, input_normalized, input_transform)
     X = apply_transform(X.astype(np.float32) if X.dtype.kind != "f" else X, transform)
     return align_columns(X, column_map(names, list(genes)), len(genes)).astype(np.float32), overlap
+
+
+def training_input_options(run_config: dict[str, Any]) -> dict[str, Any]:
+    """How a run's training data was read (from ``config.json["prepared"]["meta"]["config"]``).
+
+    Keys match :func:`aligned_matrix`: ``layer``, ``gene_key``, ``input_normalized``,
+    ``input_transform``, ``min_overlap``.
+    """
+    prep = run_config.get("prepared", {}).get("meta", {}).get("config", {})
+    return {
+        "layer": prep.get("layer"),
+        "gene_key": prep.get("gene_key"),
+        "input_normalized": bool(prep.get("input_normalized", False)),
+        "input_transform": prep.get("input_transform", "auto"),
+        "min_overlap": float(prep.get("min_gene_overlap", 0.5)),
+    }
