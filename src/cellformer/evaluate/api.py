@@ -148,7 +148,13 @@ def _calibrate(
     if "val" not in prepared.splits or len(prepared.splits["val"]) == 0:
         log.warning("%s has no validation split: probabilities are left uncalibrated", prepared.path)
         return TemperatureFit(1.0, 0, float("nan"), float("nan")), None
-    rows, labels = _split_labels(prepared, "val")
+    try:
+        rows, labels = _split_labels(prepared, "val")
+    except InputError:
+        log.warning(
+            "the validation split of %s has no labels: probabilities are left uncalibrated", prepared.path
+        )
+        return TemperatureFit(1.0, 0, float("nan"), float("nan")), None
     preds = _predict(model, prepared, "val", rows)
     _write_predictions(Path(model.run_dir) / "predictions" / "val.npz", preds, labels)
     return fit_temperature(preds.logits, labels), "val"

@@ -24,6 +24,7 @@ h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; } 
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.88em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; vertical-align: top; }
 th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
+table.runs td:nth-child(2), table.runs th:nth-child(2) { text-align: left; }
 td.best { font-weight: bold; background: #eef7ee; }
 .verdict { background: #f7f9fc; border-left: 4px solid #3366aa; padding: 0.6em 1.2em; }
 .verdict li { margin: 0.35em 0; }
@@ -213,9 +214,16 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _html_table(
-    header: list[str], rows: list[list[str]], best: list[int | None] | None = None, offset: int = 0
+    header: list[str],
+    rows: list[list[str]],
+    best: list[int | None] | None = None,
+    offset: int = 0,
+    css_class: str = "",
 ) -> str:
-    parts = ["<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
+    parts = [
+        f'<table class="{css_class}">' if css_class else "<table>",
+        "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>",
+    ]
     for i, row in enumerate(rows):
         cells = []
         for j, cell in enumerate(row):
@@ -304,7 +312,11 @@ def render_html(
     body += [f"<p>{_bold_html(p).replace('`', '')}</p>" for p in _intro(results, analysis)]
     body += ['<h2 id="verdict">Verdict</h2>', '<div class="verdict"><ul>']
     body += [f"<li>{_bold_html(line)}</li>" for line in analysis["verdict"]]
-    body += ["</ul></div>", '<h2 id="runs">All runs side by side</h2>', _html_table(header, rows)]
+    body += [
+        "</ul></div>",
+        '<h2 id="runs">All runs side by side</h2>',
+        _html_table(header, rows, css_class="runs"),
+    ]
     for section, title in SECTIONS:
         present = any(f[0] == section for f in figures)
         if section != "per_class" and not present:

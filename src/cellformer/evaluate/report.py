@@ -212,6 +212,10 @@ def analyse(results: list[RunResult]) -> dict[str, Any]:
     }
 
 
+def _cells(n: int) -> str:
+    return f"{n} cell" if n == 1 else f"{n} cells"
+
+
 def _n_labels(r: RunResult) -> int:
     return len(r.metrics["data"]["classes"]) + len(r.metrics["data"]["unseen"])
 
@@ -309,7 +313,7 @@ def verdict(
     if weak:
         lines.append(
             f"{pick.name} is unreliable on: "
-            + ", ".join(f"{c['label']} (F1 {c['f1']:.2f}, {c['support']} cells)" for c in weak[:8])
+            + ", ".join(f"{c['label']} (F1 {c['f1']:.2f}, {_cells(c['support'])})" for c in weak[:8])
             + ("; …" if len(weak) > 8 else "")
             + "."
         )
@@ -328,7 +332,7 @@ def verdict(
             if gaps:
                 lines.append(
                     f"Largest per-class differences, {t.name} minus {reference.name}: "
-                    + ", ".join(f"{label} {gap:+.2f} ({support} cells)" for label, gap, support in gaps)
+                    + ", ".join(f"{label} {gap:+.2f} ({_cells(support)})" for label, gap, support in gaps)
                     + "."
                 )
 
@@ -357,7 +361,7 @@ def verdict(
     if unseen:
         total = sum(u["n_cells"] for u in unseen)
         lines.append(
-            f"{total} {split} cell(s) carry labels never seen in training "
+            f"{_cells(total)} of the {split} split carry labels never seen in training "
             f"({', '.join(u['label'] for u in unseen)}); every model necessarily mislabels them, and they "
             "count as errors above."
         )
