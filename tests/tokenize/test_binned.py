@@ -31,7 +31,7 @@ from cellformer.tokenize.binned import (
 from cellformer.tokenize.rank import RankTokenizer
 
 SETTINGS = settings(max_examples=50, deadline=None)
-N_BINS = st.sampled_from([3, 4, 7, 51])
+N_BINS = st.sampled_from([2, 3, 4, 7, 51])
 
 
 @SETTINGS
@@ -191,4 +191,4 @@ def test_refuses_unfitted_and_mismatched_input():
     with pytest.raises(ValueError):
         BinnedTokenizer(hvg=np.array([0, 5]), n_genes=6).transform(sp.csr_matrix((2, 3)))
     with pytest.raises(ValueError):
-        BinnedTokenizer(n_bins=2)
+        BinnedTokenizer(n_bins=1)

