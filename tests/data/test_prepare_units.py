@@ -27,7 +27,10 @@ def test_stratified_split_fractions_and_tiny_classes():
     assert report["per_class"]["a"] == {"train": 70, "val": 15, "test": 15}
     assert report["per_class"]["b"] == {"train": 14, "val": 3, "test": 3}
     assert report["per_class"]["e"] == {"train": 1, "val": 1, "test": 1}
-    assert report["small_classes"] == {"c": {"n_cells": 2, "all_in": "train"}, "d": {"n_cells": 1, "all_in": "train"}}
+    assert report["small_classes"] == {
+        "c": {"n_cells": 2, "all_in": "train"},
+        "d": {"n_cells": 1, "all_in": "train"},
+    }
     again, _ = stratified_split(labels, fractions, home="train", seed=3)
     other, _ = stratified_split(labels, fractions, home="train", seed=4)
     assert all(np.array_equal(splits[k], again[k]) for k in splits)
@@ -219,3 +222,21 @@ def test_reader_errors_name_the_file(write_h5ad):
         H5adReader(path, layer="nope")
     with pytest.raises(InputError, match="has no adata.raw"):
         H5adReader(path, layer="raw.X")
+
+
+@pytest.mark.parametrize("permuted", [False, True])
+def test_align_columns_matches_dense_reference(permuted):
+    rng = np.random.default_rng(0)
+    X = sp.random(60, 40, density=0.2, format="csr", random_state=1)
+    X.data[::5] = 0  # explicit zeros are dropped
+    col_map = np.where(rng.random(40) < 0.7, np.arange(40), -1)
+    if permuted:
+        col_map = rng.permutation(np.r_[np.arange(30), -np.ones(10, np.int64)])
+    n = int(col_map.max()) + 1
+    out = align_columns(X, col_map, n)
+    reference = np.zeros((60, n))
+    for j, c in enumerate(col_map):
+        if c >= 0:
+            reference[:, c] = X.toarray()[:, j]
+    np.testing.assert_array_equal(out.toarray(), reference)
+    assert out.has_sorted_indices and (out.data != 0).all()

@@ -27,9 +27,12 @@ def align_columns(X: sp.csr_matrix, col_map: np.ndarray, n_genes: int) -> sp.csr
     X = X.tocsr()
     new_cols = col_map[X.indices]
     keep = (new_cols >= 0) & (X.data != 0)
-    rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))[keep]
-    out = sp.csr_matrix((X.data[keep], (rows, new_cols[keep])), shape=(X.shape[0], n_genes))
-    out.sort_indices()
+    indptr = np.r_[0, np.cumsum(keep)][X.indptr]
+    out = sp.csr_matrix((X.data[keep], new_cols[keep].astype(np.int32), indptr), shape=(X.shape[0], n_genes))
+    mapped = col_map[col_map >= 0]
+    if np.any(mapped[1:] < mapped[:-1]):  # the vocabulary orders genes differently from this file
+        out.has_sorted_indices = False
+        out.sort_indices()
     return out
 
 
