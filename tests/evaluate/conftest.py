@@ -239,3 +239,9 @@ def report(tmp_path_factory, runs: list[FeatureRun]) -> Path:
     from cellformer.evaluate.report import compare
 
     return compare([r.run_dir for r in runs], out=tmp_path_factory.mktemp("report") / "report")
+
+
+@pytest.fixture(scope="session")
+def run_factory():
+    """``make_run(root, name, kind, prepared, features)``: fit and write one more run directory."""
+    return make_run

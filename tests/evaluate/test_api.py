@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import matplotlib.image
@@ -100,3 +101,26 @@ def test_public_api_is_callable_after_submodule_import():
 
     assert callable(cellformer.evaluate)
     assert callable(cellformer.compare)
+
+
+def test_unlabelled_validation_split_leaves_probabilities_uncalibrated(
+    tmp_path, prepared, bladder, run_factory
+):
+    from cellformer.evaluate.report import needs_evaluation
+
+    copy = tmp_path / "val_unlabelled"
+    shutil.copytree(prepared.path, copy)
+    labels = np.load(copy / "labels.npy")
+    labels[prepared.split_rows("val")] = -1
+    np.save(copy / "labels.npy", labels)
+    data = PreparedData(copy)
+    run = run_factory(tmp_path / "runs", "logreg", "logreg", data, bladder.features)
+    assert needs_evaluation(run.run_dir, "test")
+    metrics = evaluate_model(run, data, split="test")
+    assert metrics["calibration"]["fitted_on"] is None and metrics["calibration"]["temperature"] == 1.0
+    assert metrics["calibration"]["ece_after"] == pytest.approx(metrics["calibration"]["ece_before"])
+    assert not needs_evaluation(run.run_dir, "test")
+    model = run.run_dir / "model.safetensors"
+    stamp = (run.run_dir / "metrics" / "test.json").stat().st_mtime + 10
+    os.utime(model, (stamp, stamp))  # retrained after evaluation: compare must evaluate again
+    assert needs_evaluation(run.run_dir, "test")
