@@ -297,7 +297,8 @@ def verdict(
     if pick is best:
         lines.append(
             f"Best model: **{best.name}** (macro-F1 {best.metrics['macro_f1']:.3f}, 95% CI "
-            f"{_fmt_ci(best.metrics['ci']['macro_f1'])}; accuracy {best.metrics['accuracy']:.3f})" + "."
+            f"{_fmt_ci(best.metrics['ci']['macro_f1'])}; accuracy {best.metrics['accuracy']:.3f})"
+            + ("." if len(tied) == 1 else f"; statistically tied with {', '.join(r.name for r in tied[1:])}.")
         )
     else:
         others = ", ".join(r.name for r in tied if r is not pick)
