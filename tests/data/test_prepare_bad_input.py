@@ -220,3 +220,9 @@ def test_file_corrupt_in_the_middle(cli, tmp_path):
     raw[third : 2 * third] = b"\xff" * third
     path.write_bytes(bytes(raw))
     _fails(cli, path, tmp_path, expect=["corrupt"])
+
+
+def test_missing_previous_layer(cli, counts_h5ad, tmp_path):
+    _fails(
+        cli, counts_h5ad, tmp_path, "--previous-layer", "X_previous", expect=["layer 'X_previous' not found"]
+    )

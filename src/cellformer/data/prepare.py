@@ -25,7 +25,7 @@ from cellformer.config import PrepareConfig
 from cellformer.data import ancestors, qc
 from cellformer.data.parallel import transform_chunks
 from cellformer.data.prepared import FORMAT, FORMAT_VERSION, PreparedData
-from cellformer.data.previous import make_previous_source
+from cellformer.data.previous import make_previous_source, open_layer
 from cellformer.data.read import H5adReader
 from cellformer.data.splits import stratified_split
 from cellformer.data.store import TokenStoreWriter
@@ -166,7 +166,11 @@ def prepare_with_config(
             mapping = None
             if times is not None:
                 mapping = ancestors.fit_mapping(
-                    config, views[0], train_file_rows, times[0].iloc[train_file_rows], tmp / ancestors.MAPPING_DIR
+                    config,
+                    views[0],
+                    train_file_rows,
+                    times[0].iloc[train_file_rows],
+                    tmp / ancestors.MAPPING_DIR,
                 )
             lengths = _write_tokens(tmp, tokenizer, views, config, mapping, times)
             np.save(tmp / "labels.npy", label_ids)
@@ -239,6 +243,8 @@ def _load_input(path: Path, role: str, config: PrepareConfig, stack: contextlib.
     labels = labels_as_strings(reader.obs_column(config.label_key), path, config.label_key)
     genes = reader.gene_names()
     check_gene_names(genes, path, config.gene_key)
+    if config.previous_layer is not None:  # fail before any work if the layer is missing or misshapen
+        open_layer(reader, config.previous_layer).close()
     sha256 = file_fingerprint(path)
 
     count_qc = not config.input_normalized
@@ -306,7 +312,9 @@ def _load_input(path: Path, role: str, config: PrepareConfig, stack: contextlib.
         doublet, details = qc.detect_doublets(reader, rows, config.seed)
         keep[rows[doublet]] = False
         steps.append(
-            qc.step("doublets", True, method="scanpy.pp.scrublet", removed_cells=int(doublet.sum()), **details)
+            qc.step(
+                "doublets", True, method="scanpy.pp.scrublet", removed_cells=int(doublet.sum()), **details
+            )
         )
     else:
         reason = (

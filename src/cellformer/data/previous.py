@@ -30,26 +30,33 @@ class PreviousSource(Protocol):
         """Release files."""
 
 
+def open_layer(reader: H5adReader, layer: str) -> H5adReader:
+    """A second reader on ``layer`` of ``reader``'s file; refuses a missing layer or another shape."""
+    other = H5adReader(reader.path, layer=layer, gene_key=reader.gene_key)
+    if other.shape != reader.shape:
+        other.close()
+        raise InputError(
+            f"previous layer '{layer}' of {reader.path} has shape {other.shape}, "
+            f"but {reader.matrix_name} has {reader.shape}"
+        )
+    return other
+
+
 class LayerPrevious:
     """The previous profile stored in a layer of the same file (same genes, same value kind as X)."""
 
     def __init__(self, view: FileView, layer: str) -> None:
         self.layer = layer
-        self.reader = H5adReader(view.reader.path, layer=layer, gene_key=view.reader.gene_key)
-        if self.reader.shape != view.reader.shape:
-            shape = self.reader.shape
-            self.reader.close()
-            raise InputError(
-                f"previous layer '{layer}' of {view.reader.path} has shape {shape}, "
-                f"but {view.reader.matrix_name} has {view.reader.shape}"
-            )
+        self.reader = open_layer(view.reader, layer)
         self.values = ValueSummary(self.reader.path, self.reader.matrix_name)
 
     def __call__(self, view: FileView, rows: np.ndarray) -> sp.csr_matrix:
         X = read_selected(self.reader, rows)
         self.values.update(X.data, int(rows[0]) if len(rows) else 0)
         if self.values.n_negative:
-            raise InputError(f"{self.values.matrix} of {self.values.path} has negative values; it cannot be a profile")
+            raise InputError(
+                f"{self.values.matrix} of {self.values.path} has negative values; it cannot be a profile"
+            )
         return align_columns(apply_transform(X, view.transform), view.col_map, view.n_genes)
 
     def close(self) -> None:
