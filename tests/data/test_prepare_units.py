@@ -240,3 +240,20 @@ def test_align_columns_matches_dense_reference(permuted):
             reference[:, c] = X.toarray()[:, j]
     np.testing.assert_array_equal(out.toarray(), reference)
     assert out.has_sorted_indices and (out.data != 0).all()
+
+
+def test_train_and_test_files_with_the_same_name(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    make_adata(seed=0).write_h5ad(tmp_path / "a" / "cells.h5ad")
+    make_adata(n_cells=30, seed=1).write_h5ad(tmp_path / "b" / "cells.h5ad")
+    prepared = prepare(
+        tmp_path / "a" / "cells.h5ad",
+        out=tmp_path / "out",
+        test=tmp_path / "b" / "cells.h5ad",
+        **SMALL_OPTIONS,
+    )
+    assert len(prepared.meta["qc"]["files"]) == 2
+    cells = pd.read_csv(prepared.path / "cells.csv.gz")
+    assert cells["source"].iloc[-1] == str(tmp_path / "b" / "cells.h5ad")
+    assert (cells["source"] == str(tmp_path / "a" / "cells.h5ad")).sum() == 90

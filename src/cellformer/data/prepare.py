@@ -88,6 +88,7 @@ class _Input:
     kept: np.ndarray  # file rows passing QC, sorted
     scan: qc.FileScan
     qc_report: dict[str, Any]
+    source: str = ""  # the name cells.csv.gz and qc.json use for this file
 
 
 def prepare_with_config(
@@ -107,34 +108,11 @@ def prepare_with_config(
         inputs = [_load_input(Path(input), "train", config, stack)]
         if test is not None:
             inputs.append(_load_input(Path(test), "test", config, stack))
+        _name_sources(inputs)
         train_in = inputs[0]
 
         vocab, gene_report = _vocabulary(train_in, config)
-        views, overlap = [], None
-        for item in inputs:
-            col_map = column_map(item.genes, vocab)
-            if item.role == "test":
-                overlap = gene_overlap(
-                    vocab, item.genes, path=item.reader.path, min_overlap=config.min_gene_overlap
-                )
-                log.info(
-                    "test file %s: %d of %d training genes present (%.1f%%)",
-                    item.reader.path.name,
-                    overlap["shared"],
-                    len(vocab),
-                    100 * overlap["fraction"],
-                )
-            views.append(
-                FileView(
-                    item.reader,
-                    item.reader.path.name,
-                    item.kept,
-                    col_map,
-                    len(vocab),
-                    item.transform,
-                    config.chunk_size,
-                )
-            )
+        views, overlap = _views(inputs, vocab, config)
 
         splits, split_report = _split(inputs, config)
         labels = np.concatenate([item.labels[item.kept] for item in inputs])
@@ -155,10 +133,7 @@ def prepare_with_config(
         log.info("fitting the %s tokenizer on %d training cells", config.tokenizer, len(train_file_rows))
         tokenizer.fit(views[0].matrices(train_file_rows))
 
-        qc_report = {
-            "files": {item.reader.path.name: item.qc_report for item in inputs},
-            "genes": gene_report,
-        }
+        qc_report = {"files": {item.source: item.qc_report for item in inputs}, "genes": gene_report}
         for line in qc.summary_lines(qc_report):
             log.info(line)
 
@@ -187,19 +162,7 @@ def prepare_with_config(
                 "config": config.to_dict(),
                 "seed": config.seed,
                 "versions": package_versions(),
-                "inputs": [
-                    {
-                        "path": str(item.reader.path.resolve()),
-                        "role": item.role,
-                        "sha256": item.sha256,
-                        "n_obs": item.reader.n_obs,
-                        "n_vars": item.reader.n_vars,
-                        "matrix": item.reader.matrix_name,
-                        "value_transform": item.transform,
-                        "n_cells_kept": int(len(item.kept)),
-                    }
-                    for item in inputs
-                ],
+                "inputs": [_input_record(item) for item in inputs],
                 "n_cells": int(len(labels)),
                 "n_genes": len(vocab),
                 "max_length": int(lengths.max(initial=0)),
@@ -331,6 +294,56 @@ def _load_input(path: Path, role: str, config: PrepareConfig, stack: contextlib.
     return _Input(role, reader, sha256, labels, genes, transform, kept, scan, report)
 
 
+def _name_sources(inputs: list[_Input]) -> None:
+    """File names, or whole paths when two inputs share a name."""
+    names = [item.reader.path.name for item in inputs]
+    for item in inputs:
+        unique = names.count(item.reader.path.name) == 1
+        item.source = item.reader.path.name if unique else str(item.reader.path)
+
+
+def _views(
+    inputs: list[_Input], vocab: list[str], config: PrepareConfig
+) -> tuple[list[FileView], dict[str, Any] | None]:
+    """Each file's kept cells aligned to ``vocab``; a test file must share enough genes."""
+    views, overlap = [], None
+    for item in inputs:
+        if item.role == "test":
+            overlap = gene_overlap(
+                vocab, item.genes, path=item.reader.path, min_overlap=config.min_gene_overlap
+            )
+            share = 100 * overlap["fraction"]
+            log.info(
+                "test file %s: %d of %d training genes present (%.1f%%)",
+                item.source,
+                overlap["shared"],
+                len(vocab),
+                share,
+            )
+        col_map = column_map(item.genes, vocab)
+        views.append(
+            FileView(
+                item.reader, item.source, item.kept, col_map, len(vocab), item.transform, config.chunk_size
+            )
+        )
+    return views, overlap
+
+
+def _input_record(item: _Input) -> dict[str, Any]:
+    """What meta.json records of an input file (its sha256 identifies it)."""
+    return {
+        "path": str(item.reader.path.resolve()),
+        "source": item.source,
+        "role": item.role,
+        "sha256": item.sha256,
+        "n_obs": item.reader.n_obs,
+        "n_vars": item.reader.n_vars,
+        "matrix": item.reader.matrix_name,
+        "value_transform": item.transform,
+        "n_cells_kept": int(len(item.kept)),
+    }
+
+
 def _vocabulary(train: _Input, config: PrepareConfig) -> tuple[list[str], dict[str, Any]]:
     """Training-file genes expressed in at least ``min_cells`` QC-passing cells, in file order."""
     keep = train.scan.gene_cells >= config.min_cells  # min_cells=0 keeps every gene
@@ -436,9 +449,7 @@ def _write_cells(path: Path, inputs: list[_Input], splits: dict[str, np.ndarray]
     import pandas as pd
 
     names = np.concatenate([item.reader.obs_names()[item.kept] for item in inputs])
-    sources = np.concatenate(
-        [np.full(len(item.kept), item.reader.path.name, dtype=object) for item in inputs]
-    )
+    sources = np.concatenate([np.full(len(item.kept), item.source, dtype=object) for item in inputs])
     split = np.empty(len(labels), dtype=object)
     for name, rows in splits.items():
         split[rows] = name
