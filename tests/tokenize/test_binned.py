@@ -192,3 +192,16 @@ def test_refuses_unfitted_and_mismatched_input():
         BinnedTokenizer(hvg=np.array([0, 5]), n_genes=6).transform(sp.csr_matrix((2, 3)))
     with pytest.raises(ValueError):
         BinnedTokenizer(n_bins=1)
+
+
+@settings(max_examples=25, deadline=None)
+@given(X=count_matrices(), n_bins=N_BINS, seed=st.integers(0, 2**32 - 1))
+def test_quantile_bins_do_not_depend_on_entry_order(X, n_bins, seed):
+    from cellformer.tokenize.binned import log_normalized_entries
+
+    rows, _, values = log_normalized_entries(sp.csr_matrix(X))
+    expected = quantile_bins(rows, values, X.shape[0], n_bins)
+    shuffle = np.random.default_rng(seed).permutation(len(rows))
+    np.testing.assert_array_equal(
+        quantile_bins(rows[shuffle], values[shuffle], X.shape[0], n_bins), expected[shuffle]
+    )
