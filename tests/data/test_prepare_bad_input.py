@@ -210,6 +210,13 @@ def test_unseen_test_labels_are_kept_and_reported(cli, counts_h5ad, write_h5ad, 
     assert (cells["label"] == "neuron").sum() == 6
     assert set(labels[(cells["label"] == "neuron").to_numpy()]) == {3}
     assert set(cells.loc[cells["label"] == "platelet", "split"]) <= {"val", "test"}
+    assert json.loads((out / "meta.json").read_text())["unseen_labels"] == {"neuron": 6, "platelet": 6}
+
+
+def test_directory_as_input(cli, tmp_path):
+    (tmp_path / "cells.zarr").mkdir()
+    code, err = cli("prepare", tmp_path / "cells.zarr", "--out", tmp_path / "out")
+    assert code == 2 and "is a directory" in err
 
 
 def test_file_corrupt_in_the_middle(cli, tmp_path):

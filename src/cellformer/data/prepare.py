@@ -170,6 +170,7 @@ def prepare_with_config(
                 "tokenizer": tokenizer.name,
                 "label_key": config.label_key,
                 "n_classes": len(classes),
+                "unseen_labels": {label: int((labels == label).sum()) for label in unseen},
                 "splits": split_report,
                 "gene_overlap": overlap,
                 "qc": qc_report,

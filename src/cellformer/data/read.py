@@ -42,6 +42,10 @@ class H5adReader:
         self.path = Path(path)
         self.layer = layer
         self.gene_key = gene_key
+        if self.path.is_dir():
+            raise InputError(
+                f"input {self.path} is a directory; give an .h5ad file (zarr stores are not supported)"
+            )
         if not self.path.is_file():
             raise InputError(f"input file {self.path} does not exist")
         if self.path.stat().st_size == 0:
