@@ -30,7 +30,7 @@ from cellformer.tokenize.binned import (
 )
 from cellformer.tokenize.rank import RankTokenizer
 
-SETTINGS = settings(max_examples=50, deadline=None)
+SETTINGS = settings(max_examples=100, deadline=None)
 N_BINS = st.sampled_from([2, 3, 4, 7, 51])
 
 
@@ -205,3 +205,11 @@ def test_quantile_bins_do_not_depend_on_entry_order(X, n_bins, seed):
     np.testing.assert_array_equal(
         quantile_bins(rows[shuffle], values[shuffle], X.shape[0], n_bins), expected[shuffle]
     )
+
+
+def test_too_few_training_cells_for_seurat_v3_is_an_input_error():
+    from cellformer.errors import InputError
+
+    X = sp.csr_matrix(np.random.default_rng(0).poisson(1, (5, 10)).astype(np.float32))
+    with pytest.raises(InputError, match="training cells"):
+        BinnedTokenizer(n_hvg=3).fit([X])

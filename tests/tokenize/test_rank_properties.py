@@ -11,7 +11,7 @@ from reference_tokenizers import as_lists, count_matrices, dense_medians, dense_
 from cellformer.tokenize.base import TokenizedCells
 from cellformer.tokenize.rank import RankTokenizer, nonzero_medians
 
-SETTINGS = settings(max_examples=60, deadline=None)
+SETTINGS = settings(max_examples=100, deadline=None)
 
 
 def _chunks(X: sp.csr_matrix, cuts: list[int]) -> list[sp.csr_matrix]:
