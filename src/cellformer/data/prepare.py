@@ -388,6 +388,9 @@ def _split(inputs: list[_Input], config: PrepareConfig) -> tuple[dict[str, np.nd
         }
         report["strategy"] = "test file: all of the input is train; the test file is split val/test"
         report["sizes"] = {name: int(len(rows)) for name, rows in splits.items()}
+    for name, rows in splits.items():
+        if len(rows) == 0:
+            log.warning("the %s split is empty", name)
     for label, info in report["small_classes"].items():
         log.warning(
             "class %r has only %d cells: too few to stratify, all in %s",
