@@ -17,6 +17,8 @@ value gets ``(left + right + 1) // 2`` where ``left = np.digitize(v, edges)`` an
 ``left`` when a value sits on several equal edges (many tied values); we take the middle of that
 range instead, so tied values always share one bin and no random generator is involved. A value
 on exactly one edge gets ``left`` in both (scGPT's random draw picks it with probability 1).
+With UMI counts many of a cell's nonzero values tie at the lowest counts (1, 2, ...): each such
+group shares one middle bin here, where scGPT would spread it at random over its bins.
 """
 
 from __future__ import annotations
