@@ -154,6 +154,9 @@ class ModelConfig(_Config):
     vocab_size: int | None = None  # from the prepared dataset: specials + genes (+ context tokens)
     n_classes: int | None = None  # from the prepared dataset
     n_values: int | None = None  # value ids (binned tokenizer); None: from the data, 0: no value embedding
+    # time course: a learned embedding added to the tokens after <SEP> (the previous-time-point block), so
+    # a gene now and the same gene at the previous time point differ; None: on when the data has <SEP>
+    segment_embedding: bool | None = None
 
     def __post_init__(self) -> None:
         _check_types(self)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cellformer.config import ModelConfig
-from cellformer.tokenize.base import PAD
+from cellformer.tokenize.base import PAD, SEP
 
 
 class SelfAttention(nn.Module):
@@ -107,6 +107,8 @@ class CellTransformer(nn.Module):
         self.gene_embedding = nn.Embedding(config.vocab_size, config.d_model, padding_idx=PAD)
         n_values = config.n_values or 0
         self.value_embedding = nn.Embedding(n_values, config.d_model) if n_values > 0 else None
+        # tokens after <SEP> (the previous-time-point block) get segment 1; there are no positions
+        self.segment_embedding = nn.Embedding(2, config.d_model) if config.segment_embedding else None
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.ln_f = nn.LayerNorm(config.d_model) if config.norm == "pre" else nn.Identity()
@@ -135,6 +137,9 @@ class CellTransformer(nn.Module):
             if values is None:
                 raise ValueError("this model has a value embedding: pass the value ids (`values`)")
             x = x + self.value_embedding(values)  # (B, T, C)
+        if self.segment_embedding is not None:
+            segment = (torch.cumsum(ids == SEP, dim=1) > 0).long()  # (B, T): 1 from <SEP> on
+            x = x + self.segment_embedding(segment)  # (B, T, C)
         x = self.dropout(x)
         attn_mask = None
         if padding_mask is not None and bool(padding_mask.any()):

@@ -200,7 +200,13 @@ def fit_to_data(config: ModelConfig, prepared: PreparedData) -> ModelConfig:
         raise ConfigError(
             f"model n_values={n_values} is smaller than the {needed} value ids in {prepared.path}"
         )
-    return config.replace(vocab_size=prepared.vocab_size, n_classes=prepared.n_classes, n_values=n_values)
+    segments = config.segment_embedding
+    if segments is None:  # the time-course variant's tokens have a <SEP> block
+        prepare_config = prepared.meta.get("config", {})
+        segments = bool(prepare_config.get("previous_layer") or prepare_config.get("time_key"))
+    return config.replace(
+        vocab_size=prepared.vocab_size, n_classes=prepared.n_classes, n_values=n_values, segment_embedding=segments
+    )
 
 
 def _n_values(prepared: PreparedData) -> int:
