@@ -233,3 +233,11 @@ def test_missing_previous_layer(cli, counts_h5ad, tmp_path):
     _fails(
         cli, counts_h5ad, tmp_path, "--previous-layer", "X_previous", expect=["layer 'X_previous' not found"]
     )
+
+
+def test_output_over_the_input_is_refused(cli, counts_h5ad, tmp_path):
+    before = sha256(counts_h5ad)
+    for out in (counts_h5ad, tmp_path):
+        code, err = cli("prepare", counts_h5ad, "--out", out, "--overwrite", *SMALL)
+        assert code == 2 and "would contain or replace the input" in err
+    assert sha256(counts_h5ad) == before

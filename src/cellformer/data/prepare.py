@@ -101,6 +101,9 @@ def prepare_with_config(
 ) -> PreparedData:
     """:func:`prepare` with a ready :class:`PrepareConfig`."""
     out = Path(out)
+    for path in (input, test):
+        if path is not None and Path(path).resolve().is_relative_to(out.resolve()):
+            raise ConfigError(f"--out {out} would contain or replace the input {path}; choose another --out")
     if out.exists() and not overwrite:
         raise ConfigError(f"output directory {out} already exists; choose another --out or pass --overwrite")
     get_tokenizer_class(config.tokenizer)  # unknown names fail before any reading
