@@ -14,6 +14,8 @@ Works for every kind of run (transformer or baseline). Keys written (``key_added
 from __future__ import annotations
 
 import logging
+import sys
+import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -397,3 +399,13 @@ def plot_umap(
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return path
+
+
+class _CallableModule(types.ModuleType):
+    """``cellformer.predict(...)`` calls :func:`predict` even once this module is imported as an attribute."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return predict(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

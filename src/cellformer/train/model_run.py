@@ -101,11 +101,15 @@ class TransformerRun:
         logits, embeddings = self._run(_TokenizedDataset(tokenized, self.model_config.max_length), batch_size)
         return Predictions(logits=logits, embeddings=embeddings, rows=None)
 
-    def predict_adata(self, adata: ad.AnnData, *, batch_size: int = 256) -> Predictions:
-        raise NotImplementedError(
-            "TransformerRun.predict_adata: tokenize the AnnData with the run's tokenizer and vocabulary "
-            "(cellformer.predict), then call predict_tokens"
-        )
+    def predict_adata(self, adata: ad.AnnData, *, batch_size: int = 256, **options: Any) -> Predictions:
+        """Outputs for new cells: genes aligned to the vocabulary, tokenized with the saved tokenizer.
+
+        ``options`` override how the input is read (``layer``, ``gene_key``, ``min_overlap``).
+        """
+        from cellformer.predict import tokenize_adata
+
+        tokenized, _ = tokenize_adata(self, adata, **options)
+        return self.predict_tokens(tokenized, batch_size=batch_size)
 
     @torch.no_grad()
     def _run(self, dataset, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
