@@ -241,3 +241,12 @@ def test_output_over_the_input_is_refused(cli, counts_h5ad, tmp_path):
         code, err = cli("prepare", counts_h5ad, "--out", out, "--overwrite", *SMALL)
         assert code == 2 and "would contain or replace the input" in err
     assert sha256(counts_h5ad) == before
+
+
+def test_previous_layer_that_is_not_counts(cli, write_h5ad, tmp_path):
+    adata = make_adata()
+    adata.layers["X_previous"] = sp.csr_matrix(np.log1p(adata.X.toarray().astype(np.float32)))
+    path = write_h5ad(adata)
+    _fails(
+        cli, path, tmp_path, "--previous-layer", "X_previous", expect=["layer 'X_previous'", "non-integer"]
+    )

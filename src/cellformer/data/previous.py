@@ -45,8 +45,9 @@ def open_layer(reader: H5adReader, layer: str) -> H5adReader:
 class LayerPrevious:
     """The previous profile stored in a layer of the same file (same genes, same value kind as X)."""
 
-    def __init__(self, view: FileView, layer: str) -> None:
+    def __init__(self, view: FileView, layer: str, counts: bool = True) -> None:
         self.layer = layer
+        self.counts = counts  # raw counts expected (no --input-normalized), like X
         self.reader = open_layer(view.reader, layer)
         self.values = ValueSummary(self.reader.path, self.reader.matrix_name)
 
@@ -56,6 +57,11 @@ class LayerPrevious:
         if self.values.n_negative:
             raise InputError(
                 f"{self.values.matrix} of {self.values.path} has negative values; it cannot be a profile"
+            )
+        if self.counts and self.values.n_fractional:
+            raise InputError(
+                f"{self.values.matrix} of {self.values.path} holds non-integer values while the current profile "
+                "holds counts; store counts in it too, or pass --input-normalized if both are normalized"
             )
         return align_columns(apply_transform(X, view.transform), view.col_map, view.n_genes)
 
@@ -71,7 +77,7 @@ def make_previous_source(
     With ``time_key``, ``mapping`` is the fitted :class:`~cellformer.tokenize.previous.AncestorMapping`
     and ``times`` the view's file's time column (see :mod:`cellformer.data.ancestors`)."""
     if config.previous_layer is not None:
-        return LayerPrevious(view, config.previous_layer)
+        return LayerPrevious(view, config.previous_layer, counts=not config.input_normalized)
     if config.time_key is not None:
         from cellformer.data.ancestors import AncestorPrevious
 
