@@ -26,7 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("input", help="training .h5ad (split train/val/test unless --test is given)")
     parser.add_argument("--out", required=True, help="output directory (must not exist unless --overwrite)")
-    parser.add_argument("--label-key", default=_DEFAULTS.label_key, help="obs column with the labels (%(default)s)")
+    parser.add_argument(
+        "--label-key", default=_DEFAULTS.label_key, help="obs column with the labels (%(default)s)"
+    )
     parser.add_argument("--test", help="separate .h5ad split into validation/test (60/40 by default)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
@@ -47,8 +49,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     tok = parser.add_argument_group("tokens")
     tok.add_argument("--tokenizer", default=_DEFAULTS.tokenizer, help="rank (default) or binned")
-    tok.add_argument("--max-genes", type=int, default=_DEFAULTS.max_genes, help="genes per cell (%(default)s)")
-    tok.add_argument("--n-hvg", type=int, default=_DEFAULTS.n_hvg, help="binned: highly variable genes (%(default)s)")
+    tok.add_argument(
+        "--max-genes", type=int, default=_DEFAULTS.max_genes, help="genes per cell (%(default)s)"
+    )
+    tok.add_argument(
+        "--n-hvg", type=int, default=_DEFAULTS.n_hvg, help="binned: highly variable genes (%(default)s)"
+    )
     tok.add_argument("--n-bins", type=int, default=_DEFAULTS.n_bins, help="binned: value bins (%(default)s)")
     tok.add_argument(
         "--previous-layer", help="time-course variant: layer holding each cell's previous-time-point profile"
@@ -65,8 +71,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
 
     qc = parser.add_argument_group("quality control (each step can be switched off)")
-    qc.add_argument("--min-genes", type=int, default=_DEFAULTS.min_genes, help="min genes per cell; 0 = off (%(default)s)")
-    qc.add_argument("--min-cells", type=int, default=_DEFAULTS.min_cells, help="min cells per gene; 0 = off (%(default)s)")
+    qc.add_argument(
+        "--min-genes", type=int, default=_DEFAULTS.min_genes, help="min genes per cell; 0 = off (%(default)s)"
+    )
+    qc.add_argument(
+        "--min-cells", type=int, default=_DEFAULTS.min_cells, help="min cells per gene; 0 = off (%(default)s)"
+    )
     qc.add_argument(
         "--max-mito-fraction",
         type=_fraction_or_off,
@@ -113,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
 
         raise ConfigError("--previous auto derives the previous profile from a time column: give --time-key")
     config = config_from_args(args)
-    prepared = prepare_with_config(args.input, out=args.out, config=config, test=args.test, overwrite=args.overwrite)
+    prepared = prepare_with_config(
+        args.input, out=args.out, config=config, test=args.test, overwrite=args.overwrite
+    )
     print(f"prepared {len(prepared.labels)} cells ({prepared.n_classes} classes) in {prepared.path}")
     return 0

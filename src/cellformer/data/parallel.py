@@ -40,7 +40,9 @@ def transform_chunks(
             yield tokenizer.transform(X, previous=previous)
         return
     context = multiprocessing.get_context("spawn")  # safe with threads (torch, BLAS) in the parent
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(tokenizer,)) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(tokenizer,)
+    ) as pool:
         pending: deque[Future] = deque()
         for X, previous in chunks:
             pending.append(pool.submit(_transform, X, previous))

@@ -26,7 +26,9 @@ def labels_as_strings(values: np.ndarray | pd.Categorical, path: Path, key: str)
         finite = series[~missing]
         if len(finite) and np.all(finite == np.round(finite)):
             series = series.astype("Int64")
-    out = np.array([None if m else str(v) for v, m in zip(series.tolist(), missing, strict=True)], dtype=object)
+    out = np.array(
+        [None if m else str(v) for v, m in zip(series.tolist(), missing, strict=True)], dtype=object
+    )
     if missing.all():
         raise InputError(f"label column '{key}' in {path} is empty (every value is missing)")
     return out
@@ -46,7 +48,9 @@ def check_gene_names(names: np.ndarray, path: Path, gene_key: str | None) -> Non
     if duplicated:
         examples = ", ".join(repr(n) for n in duplicated[:5])
         hint = "make them unique (adata.var_names_make_unique()) or choose a unique column with --gene-key"
-        raise InputError(f"{len(duplicated)} duplicated gene name(s) in {where} of {path} (e.g. {examples}); {hint}")
+        raise InputError(
+            f"{len(duplicated)} duplicated gene name(s) in {where} of {path} (e.g. {examples}); {hint}"
+        )
 
 
 @dataclasses.dataclass

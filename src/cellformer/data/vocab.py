@@ -34,7 +34,12 @@ def gene_overlap(
     present = set(file_genes.tolist())
     shared = sum(1 for g in vocab_genes if g in present)
     fraction = shared / len(vocab_genes) if vocab_genes else 0.0
-    report = {"vocab_genes": len(vocab_genes), "file_genes": int(len(file_genes)), "shared": shared, "fraction": fraction}
+    report = {
+        "vocab_genes": len(vocab_genes),
+        "file_genes": int(len(file_genes)),
+        "shared": shared,
+        "fraction": fraction,
+    }
     if shared == 0 or fraction < min_overlap:
         examples = ", ".join(list(map(str, file_genes[:3])))
         raise InputError(
