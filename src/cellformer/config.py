@@ -60,6 +60,9 @@ class PrepareConfig(_Config):
     # time-course variant: the previous profile comes from a layer, or (later) from a time column
     previous_layer: str | None = None
     time_key: str | None = None
+    # context tokens (cellformer.tokenize.context): one token per covariate after <CLS>, batch_key first
+    batch_key: str | None = None
+    context_keys: tuple[str, ...] = ()
     # QC
     min_genes: int = 200
     min_cells: int = 3
@@ -106,6 +109,28 @@ class PrepareConfig(_Config):
             "classify another column or drop time_key (see docs/timecourse.md)",
         )
         _require(bool(self.label_key), "label_key must name an obs column")
+        if isinstance(self.context_keys, str):  # one key given as a plain string (YAML, API)
+            object.__setattr__(self, "context_keys", (self.context_keys,))
+        object.__setattr__(self, "context_keys", tuple(self.context_keys or ()))
+        covariates = self.covariate_keys
+        _require(
+            all(isinstance(key, str) and key for key in covariates),
+            f"batch_key and context_keys must name obs columns, got {list(covariates)}",
+        )
+        _require(
+            len(set(covariates)) == len(covariates),
+            f"a covariate is given twice in batch_key / context_keys: {', '.join(covariates)}",
+        )
+        _require(
+            self.label_key not in covariates,
+            f"label_key {self.label_key!r} is also a context covariate: the label would be part of the input; "
+            "drop it from --batch-key / --context-key",
+        )
+
+    @property
+    def covariate_keys(self) -> tuple[str, ...]:
+        """The obs columns that become context tokens, in token order (``batch_key`` first)."""
+        return ((self.batch_key,) if self.batch_key else ()) + tuple(self.context_keys)
 
 
 def _check_types(config: _Config) -> None:
@@ -151,9 +176,12 @@ class ModelConfig(_Config):
     dropout: float = 0.1
     norm: str = "pre"  # "pre" (LayerNorm before attention / feed-forward) or "post"
     max_length: int = 256  # tokens per cell including <CLS>; longer cells keep their top-ranked genes
-    vocab_size: int | None = None  # from the prepared dataset: specials + genes (+ context tokens)
+    vocab_size: int | None = None  # from the prepared dataset: specials + genes
     n_classes: int | None = None  # from the prepared dataset
     n_values: int | None = None  # value ids (binned tokenizer); None: from the data, 0: no value embedding
+    # context tokens (batch, assay, ...; ids from vocab_size on) have their own embedding table of this
+    # many rows; None: from the prepared data, 0: none
+    n_context: int | None = None
     # time course: a learned embedding added to the tokens after <SEP> (the previous-time-point block), so
     # a gene now and the same gene at the previous time point differ; None: on when the data has <SEP>
     segment_embedding: bool | None = None
@@ -166,6 +194,9 @@ class ModelConfig(_Config):
             value = getattr(self, name)
             _require(value is None or value > 0, f"model {name} must be positive, got {value}")
         _require(self.n_values is None or self.n_values >= 0, f"model n_values must be >= 0, got {self.n_values}")
+        _require(
+            self.n_context is None or self.n_context >= 0, f"model n_context must be >= 0, got {self.n_context}"
+        )
         _require(0 <= self.dropout < 1, f"model dropout must be in [0, 1), got {self.dropout}")
         _require(self.norm in ("pre", "post"), f"model norm must be 'pre' or 'post', got {self.norm!r}")
         _require(self.max_length >= 2, f"model max_length must be at least 2 (<CLS> + one gene), got {self.max_length}")

@@ -112,7 +112,8 @@ def tokenize_adata(
 
     from cellformer.atomic import read_json
     from cellformer.data.align import aligned_matrix, training_input_options
-    from cellformer.tokenize.base import TokenizedCells, get_tokenizer_class
+    from cellformer.tokenize.base import N_SPECIAL, TokenizedCells, get_tokenizer_class
+    from cellformer.tokenize.context import ContextVocab, context_value_id
 
     run_dir = Path(model.run_dir)
     meta = model.config.get("prepared", {}).get("meta", {})
@@ -126,15 +127,22 @@ def tokenize_adata(
             raise RunDirError(
                 f"run directory {run_dir} has no {name}; it cannot tokenize new cells (train it again)"
             )
-    genes = list(read_json(run_dir / "vocab.json")["genes"])
+    vocab = read_json(run_dir / "vocab.json")
+    genes = list(vocab["genes"])
     tokenizer = get_tokenizer_class(meta.get("tokenizer", "rank")).load(run_dir / "tokenizer")
+    context = ContextVocab.from_vocab(vocab, N_SPECIAL)  # --batch-key / --context-key tokens, if any
+    context_ids = None if context is None else context.encode_obs(adata.obs, where="the input AnnData")
     settings = {**training_input_options(model.config), **options}
     parts, overlap = [], None
     n = adata.n_obs
     with tqdm(total=n, desc="tokenizing", unit="cells", leave=False, disable=n < 4 * TOKENIZE_CHUNK) as bar:
         for start in range(0, max(n, 1), TOKENIZE_CHUNK):
             X, overlap = aligned_matrix(adata[start : start + TOKENIZE_CHUNK], genes, **settings)
-            parts.append(tokenizer.transform(X))
+            cells = tokenizer.transform(X)
+            if context is not None:
+                chunk_ids = context_ids[start : start + TOKENIZE_CHUNK]
+                cells = context.insert(cells, chunk_ids, context_value_id(tokenizer))
+            parts.append(cells)
             bar.update(X.shape[0])
     _log_overlap(overlap, model)
     return TokenizedCells.concatenate(parts), overlap

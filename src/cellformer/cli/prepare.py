@@ -48,7 +48,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
 
     tok = parser.add_argument_group("tokens")
-    tok.add_argument("--tokenizer", default=_DEFAULTS.tokenizer, help="rank (default) or binned")
+    tok.add_argument(
+        "--tokenizer", default=_DEFAULTS.tokenizer, help="rank (default), binned (scGPT) or hybrid"
+    )
     tok.add_argument(
         "--max-genes", type=int, default=_DEFAULTS.max_genes, help="genes per cell (%(default)s)"
     )
@@ -56,6 +58,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--n-hvg", type=int, default=_DEFAULTS.n_hvg, help="binned: highly variable genes (%(default)s)"
     )
     tok.add_argument("--n-bins", type=int, default=_DEFAULTS.n_bins, help="binned: value bins (%(default)s)")
+    tok.add_argument(
+        "--batch-key",
+        help="obs column with the batch: one context token per cell after <CLS>, with its own embedding",
+    )
+    tok.add_argument(
+        "--context-key",
+        dest="context_keys",
+        action="append",
+        default=[],
+        metavar="COL",
+        help="another categorical obs column (assay, modality, ...) as a context token; repeatable",
+    )
     tok.add_argument(
         "--previous-layer", help="time-course variant: layer holding each cell's previous-time-point profile"
     )

@@ -47,7 +47,7 @@ def _add_field(group, field: dataclasses.Field) -> None:
     is_bool = field.type in ("bool", bool)
     default = (
         "data"
-        if field.name in ("vocab_size", "n_classes", "n_values") and field.default is None
+        if field.name in ("vocab_size", "n_classes", "n_values", "n_context") and field.default is None
         else field.default
     )
     group.add_argument(

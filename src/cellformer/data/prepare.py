@@ -34,7 +34,8 @@ from cellformer.data.view import FileView, column_map
 from cellformer.data.vocab import gene_overlap, write_vocab
 from cellformer.errors import ConfigError, InputError
 from cellformer.provenance import cellformer_version, file_fingerprint, now_iso, package_versions
-from cellformer.tokenize.base import Tokenizer, get_tokenizer_class
+from cellformer.tokenize.base import N_SPECIAL, Tokenizer, get_tokenizer_class
+from cellformer.tokenize.context import ContextVocab, context_value_id, covariate_strings
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class _Input:
     scan: qc.FileScan
     qc_report: dict[str, Any]
     source: str = ""  # the name cells.csv.gz and qc.json use for this file
+    covariates: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # kept cells, str values
 
 
 def prepare_with_config(
@@ -131,6 +133,7 @@ def prepare_with_config(
                 config.time_key,
             )
 
+        context, context_ids = _context(inputs, splits, len(vocab))
         tokenizer = get_tokenizer_class(config.tokenizer).from_config(config)
         train_file_rows = train_in.kept[splits["train"]]
         log.info("fitting the %s tokenizer on %d training cells", config.tokenizer, len(train_file_rows))
@@ -150,11 +153,11 @@ def prepare_with_config(
                     times[0].iloc[train_file_rows],
                     tmp / ancestors.MAPPING_DIR,
                 )
-            lengths = _write_tokens(tmp, tokenizer, views, config, mapping, times)
+            lengths = _write_tokens(tmp, tokenizer, views, config, mapping, times, context, context_ids)
             np.save(tmp / "labels.npy", label_ids)
             np.savez(tmp / "splits.npz", **splits)
             write_json(tmp / "classes.json", {"classes": classes, "unseen": unseen})
-            write_vocab(tmp / "vocab.json", vocab)
+            write_vocab(tmp / "vocab.json", vocab, context=None if context is None else context.to_json())
             tokenizer.save(tmp / "tokenizer")
             _write_cells(tmp / "cells.csv.gz", inputs, splits, labels)
             write_json(tmp / "qc.json", qc_report)
@@ -170,6 +173,16 @@ def prepare_with_config(
                 "n_genes": len(vocab),
                 "max_length": int(lengths.max(initial=0)),
                 "has_values": bool(tokenizer.has_values),
+                # value ids the model's value embedding needs (context tokens take one past the tokenizer's)
+                "n_values": _n_values(tokenizer, context),
+                "context": None
+                if context is None
+                else {
+                    "keys": context.keys,
+                    "n_tokens": context.n_tokens,
+                    "first_id": context.first_id,
+                    "value_id": context_value_id(tokenizer),
+                },
                 "tokenizer": tokenizer.name,
                 "label_key": config.label_key,
                 "n_classes": len(classes),
@@ -208,6 +221,7 @@ def _load_input(path: Path, role: str, config: PrepareConfig, stack: contextlib.
     if reader.n_obs == 0 or reader.n_vars == 0:
         raise InputError(f"{path} is empty ({reader.n_obs} cells x {reader.n_vars} genes)")
     labels = labels_as_strings(reader.obs_column(config.label_key), path, config.label_key)
+    covariates = {key: reader.obs_column(key) for key in config.covariate_keys}  # missing: fail now
     genes = reader.gene_names()
     check_gene_names(genes, path, config.gene_key)
     if config.previous_layer is not None:  # fail before any work if the layer is missing or misshapen
@@ -295,7 +309,12 @@ def _load_input(path: Path, role: str, config: PrepareConfig, stack: contextlib.
             f"{config.max_mito_fraction}); lower --min-genes or switch the mitochondrial filter off"
         )
     report = {"n_cells": n, "kept_cells": int(len(kept)), "steps": steps, "value_transform": transform}
-    return _Input(role, reader, sha256, labels, genes, transform, kept, scan, report)
+    names = reader.obs_names()[kept] if covariates else None
+    covariates = {
+        key: covariate_strings(np.asarray(values)[kept], key=key, where=str(path), names=names)
+        for key, values in covariates.items()
+    }
+    return _Input(role, reader, sha256, labels, genes, transform, kept, scan, report, covariates=covariates)
 
 
 def _name_sources(inputs: list[_Input]) -> None:
@@ -404,6 +423,31 @@ def _split(inputs: list[_Input], config: PrepareConfig) -> tuple[dict[str, np.nd
     return splits, report
 
 
+def _context(
+    inputs: list[_Input], splits: dict[str, np.ndarray], n_genes: int
+) -> tuple[ContextVocab | None, list[np.ndarray] | None]:
+    """Context-token vocabulary from the training cells' covariate values, and each input's token ids."""
+    if not inputs[0].covariates:
+        return None, None
+    keys = list(inputs[0].covariates)
+    values = {key: np.concatenate([item.covariates[key] for item in inputs]) for key in keys}
+    context = ContextVocab.fit({key: values[key][splits["train"]] for key in keys}, N_SPECIAL + n_genes)
+    for covariate in context.covariates:
+        log.info("context tokens for '%s': %d categories", covariate.key, len(covariate.categories))
+    ids = [
+        context.encode(item.covariates, where=f"{item.source} (cells outside the training split)")
+        for item in inputs
+    ]
+    return context, ids
+
+
+def _n_values(tokenizer: Tokenizer, context: ContextVocab | None) -> int:
+    """Rows of the value embedding: the tokenizer's value ids, plus one for context tokens; 0 without values."""
+    if not tokenizer.has_values:
+        return 0
+    return int(tokenizer.value_vocab_size) + (1 if context is not None else 0)
+
+
 def _classes(
     labels: np.ndarray, train_rows: np.ndarray, train: _Input
 ) -> tuple[list[str], list[str], np.ndarray]:
@@ -426,10 +470,13 @@ def _write_tokens(
     config: PrepareConfig,
     mapping: Any = None,
     times: list[Any] | None = None,
+    context: ContextVocab | None = None,
+    context_ids: list[np.ndarray] | None = None,
 ) -> np.ndarray:
     """Tokenize every kept cell of every file into ``directory/tokens``; returns the lengths.
 
-    ``mapping`` and ``times`` (one time column per view) are the ancestor mapping for ``--time-key``."""
+    ``mapping`` and ``times`` (one time column per view) are the ancestor mapping for ``--time-key``;
+    ``context`` and ``context_ids`` (one ``(cells, covariates)`` array per view) add context tokens."""
     from tqdm.auto import tqdm
 
     writer = TokenStoreWriter(directory, tokenizer.has_values)
@@ -442,7 +489,12 @@ def _write_tokens(
             chunks = (
                 (X, None if previous is None else previous(view, rows)) for rows, X in view.iter_chunks()
             )
+            done = 0
             for cells in transform_chunks(tokenizer, chunks, config.workers):
+                if context is not None:
+                    ids = context_ids[i][done : done + len(cells)]
+                    cells = context.insert(cells, ids, context_value_id(tokenizer))
+                done += len(cells)
                 writer.append(cells)
                 bar.update(len(cells))
         finally:

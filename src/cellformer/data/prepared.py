@@ -37,7 +37,9 @@ class PreparedData:
             )
         self.meta: dict[str, Any] = read_json(meta_path)
         if self.meta.get("format") != FORMAT:
-            raise RunDirError(f"{self.path} is not a cellformer prepared dataset (meta.json format={self.meta.get('format')!r})")
+            raise RunDirError(
+                f"{self.path} is not a cellformer prepared dataset (meta.json format={self.meta.get('format')!r})"
+            )
         if self.meta.get("format_version") != FORMAT_VERSION:
             raise RunDirError(
                 f"{self.path} was prepared with format version {self.meta.get('format_version')} "
@@ -46,7 +48,9 @@ class PreparedData:
             )
         for name in ("vocab.json", "classes.json", "labels.npy", "splits.npz", "tokens/offsets.npy"):
             if not (self.path / name).exists():
-                raise RunDirError(f"prepared dataset {self.path} is incomplete: {name} is missing; prepare it again")
+                raise RunDirError(
+                    f"prepared dataset {self.path} is incomplete: {name} is missing; prepare it again"
+                )
 
     @cached_property
     def vocab(self) -> dict[str, Any]:
@@ -59,6 +63,19 @@ class PreparedData:
     @property
     def vocab_size(self) -> int:
         return N_SPECIAL + len(self.vocab["genes"])
+
+    @property
+    def context(self):
+        """The context-token vocabulary (:class:`~cellformer.tokenize.context.ContextVocab`), or ``None``."""
+        from cellformer.tokenize.context import ContextVocab
+
+        return ContextVocab.from_vocab(self.vocab, N_SPECIAL)
+
+    @property
+    def n_context(self) -> int:
+        """Context tokens after the genes (rows of the model's context embedding); 0 without covariates."""
+        context = self.context
+        return 0 if context is None else context.n_tokens
 
     @cached_property
     def _classes(self) -> dict[str, list[str]]:
@@ -102,5 +119,7 @@ class PreparedData:
 
     def split_rows(self, split: str) -> np.ndarray:
         if split not in self.splits:
-            raise RunDirError(f"prepared dataset {self.path} has no {split!r} split; available: {', '.join(self.splits)}")
+            raise RunDirError(
+                f"prepared dataset {self.path} has no {split!r} split; available: {', '.join(self.splits)}"
+            )
         return self.splits[split]

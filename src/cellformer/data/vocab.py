@@ -12,8 +12,12 @@ from cellformer.errors import InputError
 from cellformer.tokenize.base import N_SPECIAL, SPECIAL_TOKENS
 
 
-def write_vocab(path: str | Path, genes: list[str]) -> None:
-    write_json(path, {"special": list(SPECIAL_TOKENS), "genes": list(genes)})
+def write_vocab(path: str | Path, genes: list[str], context: list[dict[str, Any]] | None = None) -> None:
+    """``vocab.json``: special tokens, genes, and the context tokens (``ContextVocab.to_json``) if any."""
+    vocab: dict[str, Any] = {"special": list(SPECIAL_TOKENS), "genes": list(genes)}
+    if context:
+        vocab["context"] = context
+    write_json(path, vocab)
 
 
 def read_vocab(path: str | Path) -> list[str]:

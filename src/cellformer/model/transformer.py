@@ -92,9 +92,10 @@ class ClassifierHead(nn.Module):
 class CellTransformer(nn.Module):
     """Encoder + classifier. ``config`` must have ``vocab_size`` and ``n_classes`` filled in.
 
-    Token ids cover ``<PAD> <CLS> <SEP> <MASK>``, the genes, then any context tokens (batch, ...),
-    all in the one gene-embedding table. With ``n_values > 0`` a value embedding (binned expression)
-    is added to each token's gene embedding.
+    Token ids cover ``<PAD> <CLS> <SEP> <MASK>`` and the genes (``vocab_size`` of them, one
+    gene-embedding table), then any context tokens (batch, assay, ...: ids ``vocab_size`` to
+    ``vocab_size + n_context - 1``), which have their own table. With ``n_values > 0`` a value
+    embedding (binned expression) is added to each token's gene embedding.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -107,6 +108,8 @@ class CellTransformer(nn.Module):
         self.gene_embedding = nn.Embedding(config.vocab_size, config.d_model, padding_idx=PAD)
         n_values = config.n_values or 0
         self.value_embedding = nn.Embedding(n_values, config.d_model) if n_values > 0 else None
+        n_context = config.n_context or 0
+        self.context_embedding = nn.Embedding(n_context, config.d_model) if n_context > 0 else None
         # tokens after <SEP> (the previous-time-point block) get segment 1; there are no positions
         self.segment_embedding = nn.Embedding(2, config.d_model) if config.segment_embedding else None
         self.dropout = nn.Dropout(config.dropout)
@@ -128,11 +131,20 @@ class CellTransformer(nn.Module):
             if module.padding_idx is not None:
                 nn.init.zeros_(module.weight[module.padding_idx])
 
+    def token_embedding(self, ids: torch.Tensor) -> torch.Tensor:
+        """Gene (and special-token) embeddings; ids from ``vocab_size`` on use the context table."""
+        if self.context_embedding is None:
+            return self.gene_embedding(ids)  # (B, T, C)
+        is_context = ids >= self.config.vocab_size  # (B, T)
+        genes = self.gene_embedding(ids.masked_fill(is_context, PAD))  # (B, T, C)
+        context = self.context_embedding((ids - self.config.vocab_size).clamp(min=0))  # (B, T, C)
+        return torch.where(is_context.unsqueeze(-1), context, genes)  # (B, T, C)
+
     def encode(
         self, ids: torch.Tensor, padding_mask: torch.Tensor | None = None, values: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Token states ``(B, T, C)``; ``padding_mask`` is True at ``<PAD>`` positions."""
-        x = self.gene_embedding(ids)  # (B, T, C)
+        x = self.token_embedding(ids)  # (B, T, C)
         if self.value_embedding is not None:
             if values is None:
                 raise ValueError("this model has a value embedding: pass the value ids (`values`)")

@@ -176,7 +176,11 @@ def _fit(out, prepared, datamodule, model_config, train_config, run_config, resu
 
 def fit_to_data(config: ModelConfig, prepared: PreparedData) -> ModelConfig:
     """Fill vocab_size / n_classes / n_values from the prepared data; refuse ones that contradict it."""
-    for name, actual in (("vocab_size", prepared.vocab_size), ("n_classes", prepared.n_classes)):
+    for name, actual in (
+        ("vocab_size", prepared.vocab_size),
+        ("n_classes", prepared.n_classes),
+        ("n_context", prepared.n_context),  # context tokens (--batch-key / --context-key)
+    ):
         given = getattr(config, name)
         if given is not None and given != actual:
             raise ConfigError(
@@ -205,7 +209,11 @@ def fit_to_data(config: ModelConfig, prepared: PreparedData) -> ModelConfig:
         prepare_config = prepared.meta.get("config", {})
         segments = bool(prepare_config.get("previous_layer") or prepare_config.get("time_key"))
     return config.replace(
-        vocab_size=prepared.vocab_size, n_classes=prepared.n_classes, n_values=n_values, segment_embedding=segments
+        vocab_size=prepared.vocab_size,
+        n_classes=prepared.n_classes,
+        n_values=n_values,
+        n_context=prepared.n_context,
+        segment_embedding=segments,
     )
 
 
