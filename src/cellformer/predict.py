@@ -117,11 +117,13 @@ def tokenize_adata(
 
     run_dir = Path(model.run_dir)
     meta = model.config.get("prepared", {}).get("meta", {})
-    if meta.get("config", {}).get("previous_layer") or meta.get("config", {}).get("time_key"):
+    if meta.get("config", {}).get("previous_layer"):
         raise ConfigError(
-            f"run {run_dir} was trained with previous-time-point tokens; predicting new files needs the "
-            "previous profiles, which `cellformer predict` does not build yet: prepare the file as a --test set instead"
+            f"run {run_dir} was trained with previous-time-point tokens from a layer; predicting new files "
+            "needs the previous profiles, which `cellformer predict` does not build yet: prepare the file "
+            "as a --test set instead"
         )
+    ancestors = _ancestor_source(run_dir, adata, meta.get("config", {}).get("time_key"))
     for name in ("vocab.json", "tokenizer"):
         if not (run_dir / name).exists():
             raise RunDirError(
@@ -138,7 +140,8 @@ def tokenize_adata(
     with tqdm(total=n, desc="tokenizing", unit="cells", leave=False, disable=n < 4 * TOKENIZE_CHUNK) as bar:
         for start in range(0, max(n, 1), TOKENIZE_CHUNK):
             X, overlap = aligned_matrix(adata[start : start + TOKENIZE_CHUNK], genes, **settings)
-            cells = tokenizer.transform(X)
+            previous = None if ancestors is None else ancestors(X, start)
+            cells = tokenizer.transform(X, previous)
             if context is not None:
                 chunk_ids = context_ids[start : start + TOKENIZE_CHUNK]
                 cells = context.insert(cells, chunk_ids, context_value_id(tokenizer))
@@ -146,6 +149,28 @@ def tokenize_adata(
             bar.update(X.shape[0])
     _log_overlap(overlap, model)
     return TokenizedCells.concatenate(parts), overlap
+
+
+def _ancestor_source(run_dir: Path, adata: ad.AnnData, time_key: str | None):
+    """For a run prepared with ``--time-key``: ``(X chunk, start) -> previous profiles`` from the run's
+    saved ancestor mapping (``tokenizer/previous``) and ``adata.obs[time_key]``; else ``None``."""
+    if not time_key:
+        return None
+    from cellformer.data.ancestors import MAPPING_DIR
+    from cellformer.tokenize.previous import AncestorMapping
+
+    if time_key not in adata.obs.columns:
+        raise InputError(
+            f"run {run_dir} builds each cell's previous-time-point profile from obs[{time_key!r}], which the "
+            f"input AnnData lacks; add that column (time points on the training axis)"
+        )
+    mapping = AncestorMapping.load(run_dir / MAPPING_DIR)
+    times = adata.obs[time_key]
+
+    def previous(X, start: int):
+        return mapping.transform(X, times.iloc[start : start + X.shape[0]], time_key=time_key)
+
+    return previous
 
 
 def _log_overlap(overlap: dict[str, Any], model: TrainedModel) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from timecourse_helpers import SMALL
 
 from cellformer.config import ModelConfig
+from cellformer.errors import InputError
 from cellformer.model import CellTransformer
 from cellformer.tokenize.base import CLS, N_SPECIAL, SEP
 
@@ -25,7 +27,7 @@ def test_segment_embedding_tells_a_gene_now_from_the_same_gene_before():
         assert torch.allclose(states[0, 1], states[0, 3]) == same
 
 
-def test_training_on_derived_previous_profiles(cli, course_path, tmp_path):
+def test_training_on_derived_previous_profiles(cli, course_adata, course_path, tmp_path):
     import cellformer
     from cellformer.data.prepared import PreparedData
 
@@ -58,3 +60,21 @@ def test_training_on_derived_previous_profiles(cli, course_path, tmp_path):
     out = model.predict_split(prepared, "test")
     assert out.logits.shape == (len(prepared.split_rows("test")), prepared.n_classes)
     assert np.isfinite(out.logits).all()
+
+    # predict on new cells: the same tokens (hence outputs) as the prepared test split
+    import anndata as ad
+    import pandas as pd
+
+    from cellformer.predict import predict, tokenize_adata
+
+    cells = pd.read_csv(prepared.path / "cells.csv.gz")
+    test_rows = prepared.split_rows("test")
+    new = course_adata[cells["obs_name"].astype(str).to_numpy()[test_rows]].copy()
+    tokens, _ = tokenize_adata(model, new)
+    for i, row in enumerate(test_rows):
+        np.testing.assert_array_equal(tokens.cell(i), prepared.store.cell(int(row))[0])
+    np.testing.assert_allclose(model.predict_tokens(tokens).logits, out.logits, rtol=1e-4, atol=1e-5)
+    annotated = predict(new, run)
+    assert annotated.obs["cellformer_prediction"].notna().all()
+    with pytest.raises(InputError, match="obs\\['time'\\]"):
+        tokenize_adata(model, ad.AnnData(X=new.X, var=new.var))  # no time column
