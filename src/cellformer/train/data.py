@@ -23,11 +23,12 @@ class ShardedBatchSampler(Sampler[list[int]]):
         self, batches: LengthBucketSampler, rank: int = 0, world_size: int = 1, even: bool = True
     ) -> None:
         self.batches = batches
+        self.sampler = batches  # Lightning calls ``batch_sampler.sampler.set_epoch`` at each epoch start
         self.rank = rank
         self.world_size = world_size
         self.even = even
 
-    def set_epoch(self, epoch: int) -> None:  # called by Lightning at each epoch start
+    def set_epoch(self, epoch: int) -> None:
         self.batches.set_epoch(epoch)
 
     def _all(self) -> list[list[int]]:

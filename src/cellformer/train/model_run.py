@@ -118,11 +118,11 @@ class TransformerRun:
         n = len(dataset)
         logits = np.zeros((n, self.model_config.n_classes), np.float32)
         embeddings = np.zeros((n, self.model_config.d_model), np.float32)
-        sampler = LengthBucketSampler(dataset.lengths(), batch_size, shuffle=False)
-        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_tokens)
+        batches = list(LengthBucketSampler(dataset.lengths(), batch_size, shuffle=False))
+        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_tokens)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
         with tqdm(total=n, desc="predicting", unit="cells", leave=False, disable=n < 10 * batch_size) as bar:
-            for indices, batch in zip(sampler, loader):
+            for indices, batch in zip(batches, loader, strict=True):
                 values = batch.get("values") if self.model.value_embedding is not None else None
                 with autocast:
                     out, cls = self.model(

@@ -104,10 +104,13 @@ class CellClassifierModule(pl.LightningModule):
         self._step(batch, self.val_metrics)
 
     def on_train_epoch_start(self) -> None:
-        # Randomness (dropout) depends only on seed, epoch and process: a run resumed from an epoch's
-        # checkpoint continues exactly as the uninterrupted run would have.
-        torch.manual_seed(hash((self.train_config.seed, self.current_epoch, self.global_rank)) % (2**63))
         self._epoch_start = time.perf_counter()
+
+    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        # Randomness (dropout) depends only on seed, step and process, not on what drew random numbers
+        # before: a run resumed from a checkpoint continues exactly as the uninterrupted run would have.
+        seed = (self.train_config.seed, self.global_step, self.global_rank)
+        torch.manual_seed(hash(seed) % (2**63))
 
     def on_train_epoch_end(self) -> None:
         # Runs after this epoch's validation and before the checkpoint / early-stopping callbacks.
