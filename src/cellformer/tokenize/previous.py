@@ -313,10 +313,7 @@ class AncestorMapping:
         cov = (gram - n_cells * np.outer(self.center, self.center)) / max(n_cells - 1, 1)
         corr = cov / np.outer(self.scale, self.scale)
         n_comp = max(1, min(self.n_components, len(self.hvg), max(n_cells - 1, 1)))
-        from scipy.linalg import eigh
-
-        h = len(self.hvg)
-        eigval, eigvec = eigh(corr, subset_by_index=[h - n_comp, h - 1])  # ascending
+        eigval, eigvec = _top_eigenvectors(corr, n_comp)
         components = eigvec[:, ::-1]
         # deterministic sign: largest-magnitude loading positive
         signs = np.sign(components[np.abs(components).argmax(axis=0), np.arange(n_comp)])
@@ -471,6 +468,21 @@ class AncestorMapping:
         self.hvg, self.center, self.scale = arr("hvg"), arr("center"), arr("scale")
         self.components, self.embedding, self.ref_time = arr("components"), arr("embedding"), arr("ref_time")
         return self
+
+
+def _top_eigenvectors(matrix: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest eigenpairs of a symmetric matrix, ascending: Lanczos (ARPACK, fixed start
+    vector, so deterministic) when ``k`` is small against the size, else a dense solver."""
+    from scipy.linalg import eigh
+    from scipy.sparse.linalg import eigsh
+
+    h = matrix.shape[0]
+    if h > 200 and 3 * k < h:
+        start = np.ones(h) / np.sqrt(h)
+        eigval, eigvec = eigsh(matrix, k=k, which="LA", v0=start, tol=0)
+        order = np.argsort(eigval)
+        return eigval[order], eigvec[:, order]
+    return eigh(matrix, subset_by_index=[h - k, h - 1])
 
 
 class _ProfileWriter:
