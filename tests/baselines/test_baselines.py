@@ -130,3 +130,17 @@ def test_cli_baseline_refuses_existing_output(baseline_runs, baseline_prepared, 
     code = main(["baseline", str(baseline_prepared), "--method", "knn", "--out", str(baseline_runs["knn"])])
     assert code == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_changed_or_missing_input_files_are_refused(baseline_prepared, tmp_path):
+    from cellformer.baselines.data import PreparedExpression
+    from cellformer.errors import InputError
+
+    prepared = PreparedData(baseline_prepared)
+    prepared.meta = json.loads(json.dumps(prepared.meta))  # a private copy to tamper with
+    prepared.meta["inputs"][0]["sha256"] = "0" * 64
+    with pytest.raises(InputError, match="changed since `cellformer prepare`.*prepare again"):
+        PreparedExpression(prepared).read(prepared.split_rows("val"))
+    prepared.meta["inputs"][0]["path"] = str(tmp_path / "gone.h5ad")
+    with pytest.raises(InputError, match="no longer exists"):
+        PreparedExpression(prepared).read(prepared.split_rows("val"))

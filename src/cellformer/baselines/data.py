@@ -22,6 +22,20 @@ from cellformer.errors import InputError, RunDirError
 log = logging.getLogger(__name__)
 
 
+_FINGERPRINTS: dict[tuple[str, int, int], str] = {}
+
+
+def _fingerprint(path: Path) -> str:
+    """SHA-256 of a file, remembered per (path, size, mtime) so evaluating val and test hashes once."""
+    from cellformer.provenance import file_fingerprint
+
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = file_fingerprint(path)
+    return _FINGERPRINTS[key]
+
+
 class PreparedExpression:
     """Count-like expression (log1p undone as in ``prepare``) of store rows, aligned to the vocabulary."""
 
@@ -67,7 +81,6 @@ class PreparedExpression:
         """Expression of store ``rows`` (any order), ``(len(rows), n_genes)`` float32 CSR."""
         from cellformer.data.read import H5adReader
         from cellformer.data.view import FileView, column_map
-        from cellformer.provenance import file_fingerprint
 
         rows = np.asarray(rows, dtype=np.int64)
         config = self.prepared.meta.get("config", {})
@@ -82,7 +95,7 @@ class PreparedExpression:
                     f"input file {path} of prepared dataset {self.prepared.path} no longer exists; the baselines "
                     "read expression from it: put it back or prepare again"
                 )
-            if self.check_files and item.get("sha256") and file_fingerprint(path) != item["sha256"]:
+            if self.check_files and item.get("sha256") and _fingerprint(path) != item["sha256"]:
                 raise InputError(
                     f"input file {path} changed since `cellformer prepare` (SHA-256 differs from "
                     f"{self.prepared.path}/meta.json); prepare again"
