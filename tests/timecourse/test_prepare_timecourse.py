@@ -210,3 +210,24 @@ def test_real_time_course_normalized_input(cli, hsmm_path, tmp_path):
     for i in range(len(prepared.store)):
         ids = prepared.store.cell(i)[0]
         assert (ids[-1] == SEP) == (hours[i] == 0)
+
+
+def test_separate_test_file_maps_onto_the_training_file(cli, course_adata, tmp_path):
+    train_part, test_part = course_adata[::2].copy(), course_adata[1::2].copy()
+    train_path, test_path = tmp_path / "train.h5ad", tmp_path / "test.h5ad"
+    train_part.write_h5ad(train_path)
+    test_part.write_h5ad(test_path)
+    prepared = _prepare(cli, train_path, tmp_path / "p", "--test", test_path, "--time-key", "time")
+    mapping = AncestorMapping.load(prepared.path / MAPPING_DIR)
+    assert mapping.profiles.shape[0] == train_part.n_obs  # all of the training file, none of the test file
+    test_rows = np.sort(np.r_[prepared.split_rows("val"), prepared.split_rows("test")])
+    X = sp.csr_matrix(test_part.X, dtype=np.float32)
+    expected = prepared.tokenizer().transform(X, mapping.transform(X, test_part.obs["time"]))
+    for i, row in enumerate(test_rows):
+        np.testing.assert_array_equal(prepared.store.cell(int(row))[0], expected.cell(i))
+    del test_part.obs["time"]
+    test_part.write_h5ad(test_path)
+    code, err = cli(
+        "prepare", train_path, "--out", tmp_path / "q", *SMALL, "--test", test_path, "--time-key", "time"
+    )
+    assert code == 2 and "column 'time' not found in obs of" in err and "test.h5ad" in err
