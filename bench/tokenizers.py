@@ -10,9 +10,11 @@ For every labelled dataset in ``../shared/data`` this script
 3. trains the same small transformer on each, once per training seed (``--seeds``; fixed number of
    epochs, no early stopping; the checkpoint with the lowest validation loss is kept, as
    ``cellformer train`` does), so the spread over seeds shows how much of a difference is noise,
-4. fits the logistic-regression baseline (``cellformer.baseline(..., method="logreg")``) on the same
+4. trains the binned model once more without its value embedding (``binned-no-values``: the same HVG
+   gene tokens, ``n_values=0``), to separate what the values add from what the choice of genes does,
+5. fits the logistic-regression baseline (``cellformer.baseline(..., method="logreg")``) on the same
    cells, and
-5. evaluates everything on the test split (``cellformer.evaluate``: macro-F1 with a 95 % percentile
+6. evaluates everything on the test split (``cellformer.evaluate``: macro-F1 with a 95 % percentile
    bootstrap CI over test cells) and prints one table; ``--reports DIR`` also writes a
    ``cellformer compare`` report per dataset (paired tests between the runs).
 
@@ -37,6 +39,7 @@ import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import re  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -46,6 +49,15 @@ import numpy as np  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TOKENIZERS = ("rank", "binned", "hybrid")
+# model name -> (tokenizer, model options): "binned-no-values" trains on the binned dataset's gene
+# tokens with the value embedding switched off (n_values=0), which separates what the values add
+# from what the choice of genes (HVGs, in gene order) does
+MODELS = {
+    "rank": ("rank", {}),
+    "binned": ("binned", {}),
+    "hybrid": ("hybrid", {}),
+    "binned-no-values": ("binned", {"n_values": 0}),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,10 +67,13 @@ class Dataset:
     label_key: str
     options: dict[str, Any]
     note: str
+    symbols: str | None = "var_names"  # where gene symbols are (None: no names, e.g. bladder's gene_0...)
 
 
 DATASETS = (
-    Dataset("bladder", "mouse_bladder_2100.h5ad", "cell_type", {}, "2100 cells, UMI counts, 16 classes"),
+    Dataset(
+        "bladder", "mouse_bladder_2100.h5ad", "cell_type", {}, "2100 cells, UMI counts, 16 classes", None
+    ),
     Dataset(
         "pbmc68k",
         "pbmc68k_reduced.h5ad",
@@ -72,6 +87,7 @@ DATASETS = (
         "State",
         {"input_normalized": True},
         "271 cells, FPKM, label = Monocle State 1-3 (computed from expression, not a cell type)",
+        "gene_short_name",
     ),
 )
 
@@ -94,6 +110,50 @@ def model_options(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         seed=seed,
         progress_bar=False,
     )
+
+
+# "Housekeeping" for the token-share measurement: ribosomal-protein and mitochondrially encoded genes and
+# a fixed list of ubiquitously high genes (cytoskeleton, translation, ferritin, ubiquitin, MALAT1)
+HOUSEKEEPING = re.compile(r"^(RP[LS]P?\d+[A-Z]{0,2}\d?|MT-.*)$")
+HOUSEKEEPING_LIST = {
+    "ACTB", "ACTG1", "GAPDH", "B2M", "EEF1A1", "EEF1G", "EEF2", "TPT1", "FTL", "FTH1", "TMSB4X",
+    "TMSB10", "MALAT1", "UBC", "UBB", "PPIA", "PFN1", "CFL1", "MYL6", "NACA", "EIF1", "HSP90AB1",
+}  # fmt: skip
+
+
+def housekeeping_mask(dataset: Dataset, genes: list[str]) -> np.ndarray | None:
+    """Which vocabulary genes count as housekeeping (``None`` when the file has no gene symbols)."""
+    if dataset.symbols is None:
+        return None
+    import anndata as ad
+
+    adata = ad.read_h5ad(DATA / dataset.file, backed="r")
+    names = adata.var_names if dataset.symbols == "var_names" else adata.var[dataset.symbols]
+    symbol = dict(zip(map(str, adata.var_names), map(str, names), strict=True))
+    adata.file.close()
+    return np.array(
+        [bool(HOUSEKEEPING.match(symbol[g])) or symbol[g] in HOUSEKEEPING_LIST for g in genes], dtype=bool
+    )
+
+
+def housekeeping_share(prepared, mask: np.ndarray) -> float:
+    """Fraction of the stored gene tokens (specials and context tokens left out) that are housekeeping."""
+    from cellformer.tokenize.base import N_SPECIAL
+
+    ids = np.asarray(prepared.store.ids).astype(np.int64) - N_SPECIAL
+    genes = ids[(ids >= 0) & (ids < len(mask))]
+    return float(mask[genes].mean())
+
+
+def top_expressed_share(X, mask: np.ndarray, k: int) -> float:
+    """The same share for the plain top-``k`` genes of each cell by expression (no median, no HVGs)."""
+    hits = total = 0
+    for i in range(X.shape[0]):
+        start, stop = X.indptr[i], X.indptr[i + 1]
+        top = X.indices[start:stop][np.argsort(-X.data[start:stop], kind="stable")[:k]]
+        hits += int(mask[top].sum())
+        total += len(top)
+    return hits / max(total, 1)
 
 
 def tokenization_speed(prepared, repeats: int, chunk_size: int = 2048) -> float:
@@ -129,6 +189,8 @@ def run_dataset(dataset: Dataset, args: argparse.Namespace, work: Path) -> list[
     log = logging.getLogger("bench")
     path = DATA / dataset.file
     rows, runs = [], []
+    shares: dict[str, float] = {}  # housekeeping share of gene tokens
+    mask = None
     for name in TOKENIZERS:
         prepared_dir = work / dataset.name / f"prepared-{name}"
         cellformer.prepare(
@@ -143,16 +205,32 @@ def run_dataset(dataset: Dataset, args: argparse.Namespace, work: Path) -> list[
         )
         prepared = PreparedData(prepared_dir)
         tok_speed = tokenization_speed(prepared, args.repeats)
+        if name == TOKENIZERS[0]:
+            mask = housekeeping_mask(dataset, prepared.genes)
+            if mask is not None:
+                from cellformer.baselines.data import PreparedExpression
+
+                X = PreparedExpression(prepared).read(np.arange(len(prepared.labels)))
+                shares["top-expressed"] = top_expressed_share(X, mask, args.max_genes)
+                shares["vocabulary"] = float(mask.mean())
+        if mask is not None:
+            shares[name] = housekeeping_share(prepared, mask)
         n_train = len(prepared.splits["train"])
-        for seed in args.seeds:
-            run = cellformer.train(
-                prepared_dir, out=work / dataset.name / f"{name}-seed{seed}", **model_options(args, seed)
-            )
-            metrics = cellformer.evaluate(run)
-            speed = n_train * metrics["model"]["epochs"] / metrics["model"]["train_seconds"]
-            rows.append(_row(dataset, name, seed, metrics, speed, tok_speed))
-            runs.append(run)
-            log.info("%s %s seed %d: macro-F1 %.3f", dataset.name, name, seed, metrics["macro_f1"])
+        for model, (tokenizer, options) in MODELS.items():
+            if tokenizer != name or model not in args.models:
+                continue
+            for seed in args.seeds:
+                run = cellformer.train(
+                    prepared_dir,
+                    out=work / dataset.name / f"{model}-seed{seed}",
+                    **model_options(args, seed),
+                    **options,
+                )
+                metrics = cellformer.evaluate(run)
+                speed = n_train * metrics["model"]["epochs"] / metrics["model"]["train_seconds"]
+                rows.append(_row(dataset, model, seed, metrics, speed, tok_speed))
+                runs.append(run)
+                log.info("%s %s seed %d: macro-F1 %.3f", dataset.name, model, seed, metrics["macro_f1"])
     baseline = cellformer.baseline(
         work / dataset.name / "prepared-rank",
         method="logreg",
@@ -166,6 +244,8 @@ def run_dataset(dataset: Dataset, args: argparse.Namespace, work: Path) -> list[
     runs.append(baseline)
     if args.reports is not None:
         cellformer.compare(runs, out=Path(args.reports) / dataset.name, overwrite=True)
+    for row in rows:
+        row["housekeeping"] = shares
     return rows
 
 
@@ -207,15 +287,27 @@ def print_tables(rows: list[dict[str, Any]]) -> None:
             f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['accuracy']:.3f} | {r['train_cells_s']:,.0f} | {tok} |"
         )
     print("\nmacro-F1 per training seed (mean; the CI above is over test cells, this spread is over seeds)\n")
-    print("| dataset | rank | binned | hybrid | logreg |")
-    print("| --- | --- | --- | --- | --- |")
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    print(f"| dataset | {' | '.join(models)} |")
+    print("| --- |" + " --- |" * len(models))
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         cells = []
-        for model in (*TOKENIZERS, "logreg"):
+        for model in models:
             scores = [r["macro_f1"] for r in rows if r["dataset"] == dataset and r["model"] == model]
             listed = ", ".join(f"{x:.3f}" for x in scores)
             cells.append(f"{np.mean(scores):.3f} ({listed})" if len(scores) > 1 else listed)
         print(f"| {dataset} | {' | '.join(cells)} |")
+    print(
+        "\nshare of gene tokens that are housekeeping genes (ribosomal RPL/RPS, MT-, ACTB, GAPDH, B2M, EEF1A1, "
+        "TPT1, FTL/FTH1, TMSB4X, MALAT1, ...; datasets with gene symbols)\n"
+    )
+    print("| dataset | in the vocabulary | top expressed per cell | rank | binned | hybrid |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        shares = next(r["housekeeping"] for r in rows if r["dataset"] == dataset)
+        if shares:
+            keys = ("vocabulary", "top-expressed", *TOKENIZERS)
+            print(f"| {dataset} | " + " | ".join(f"{100 * shares[k]:.1f}%" for k in keys) + " |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeats", type=int, default=3, help="tokenizer timings: best of this many")
     parser.add_argument("--datasets", nargs="+", default=[d.name for d in DATASETS])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--work", type=Path, help="keep prepared data and runs here (default: a temp dir)")
     parser.add_argument("--reports", type=Path, help="write a `cellformer compare` report per dataset here")
     parser.add_argument("--json", type=Path, help="also write the table rows as JSON")
