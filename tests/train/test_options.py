@@ -96,3 +96,16 @@ def test_warmup_then_cosine() -> None:
     assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
     assert factor(99) == pytest.approx(0.05, abs=1e-3)
     assert all(factor(s) >= factor(s + 1) for s in range(10, 99))
+
+
+def test_trainer_setup(tmp_path: Path) -> None:
+    from cellformer.train.trainer import build_trainer, precision
+
+    trainer, checkpoint, early = build_trainer(tmp_path, TrainConfig(grad_clip=0.5), validate=True)
+    assert early is not None and early.patience == 5 and early.monitor == "val_loss"
+    assert checkpoint.monitor == "val_loss" and checkpoint.save_last
+    assert trainer.gradient_clip_val == 0.5
+    assert precision(TrainConfig()) == "32-true"
+    assert precision(TrainConfig(accelerator="gpu")) == "bf16-mixed"
+    _, checkpoint, early = build_trainer(tmp_path, TrainConfig(), validate=False)
+    assert early is None and checkpoint.monitor is None

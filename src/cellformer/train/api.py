@@ -78,6 +78,11 @@ def train(
         if primary:
             _check_new_run_dir(out)
 
+    if train_config.wandb:
+        from cellformer.train.trainer import require_wandb
+
+        require_wandb()
+
     from cellformer.train.data import CellDataModule
 
     datamodule = CellDataModule(

@@ -67,14 +67,19 @@ def build_trainer(
     return trainer, checkpoint, early_stopping
 
 
-def _wandb_logger(out: Path, config: TrainConfig):
+def require_wandb() -> None:
     try:
         import wandb  # noqa: F401
-        from lightning.pytorch.loggers import WandbLogger
     except ImportError:
         raise ConfigError(
             "train wandb=true needs the wandb package: pip install wandb (or 'cellformer[wandb]')"
         ) from None
+
+
+def _wandb_logger(out: Path, config: TrainConfig):
+    from lightning.pytorch.loggers import WandbLogger
+
+    require_wandb()
     return WandbLogger(
         project=config.wandb_project,
         save_dir=str(out),
