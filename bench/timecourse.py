@@ -96,6 +96,12 @@ def f1_per_class(
     return np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), np.nan)
 
 
+def _present_f1(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
+    """Per-class F1 of the classes present in ``y_true`` (absent predicted classes give F1 0)."""
+    f1 = np.nan_to_num(f1_per_class(y_true, y_pred, n)[0])
+    return f1[np.bincount(y_true, minlength=n) > 0]
+
+
 def summarize(y_true: np.ndarray, preds: dict[str, np.ndarray], names: list[str], n_classes: int) -> dict:
     n = len(names)
     rng = np.random.default_rng(0)
@@ -248,6 +254,23 @@ def main() -> None:
             f"{name} (label {dataset['label_key']}, time {dataset['time_key']}, "
             f"K={args.max_genes}, {args.seeds} seeds, {args.epochs} max epochs)",
             results[name],
+        )
+        results[name]["per_seed"] = {
+            v: [
+                {
+                    "accuracy": float(np.mean(p == t)),
+                    "macro_f1": float(np.mean(_present_f1(t, p, len(names)))),
+                }
+                for t, p in zip(y_true_all, preds_all[v], strict=True)
+            ]
+            for v in preds_all
+        }
+        print(
+            "per seed, accuracy/macro-F1: "
+            + "; ".join(
+                f"{v} " + " ".join(f"{r['accuracy']:.2f}/{r['macro_f1']:.2f}" for r in runs)
+                for v, runs in results[name]["per_seed"].items()
+            )
         )
     (work / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\nresults: {work / 'results.json'}; total {time.perf_counter() - t0:.0f} s")
