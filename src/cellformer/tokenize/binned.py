@@ -23,6 +23,7 @@ group shares one middle bin here, where scGPT would spread it at random over its
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterable
@@ -32,8 +33,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from cellformer.tokenize.base import CLS, N_SPECIAL, SEP, TokenizedCells
-from cellformer.tokenize.rank import RankTokenizer, _as_csr, rank_block
+from cellformer.tokenize import _kernels as kernels
+from cellformer.tokenize.base import CLS, SEP, TokenizedCells
+from cellformer.tokenize.rank import Block, RankTokenizer, _as_csr, assemble, rank_block
 
 if TYPE_CHECKING:
     from cellformer.config import PrepareConfig
@@ -82,61 +84,50 @@ def quantile_bins(rows: np.ndarray, values: np.ndarray, n_cells: int, n_bins: in
     -------
     int16 bin ids aligned with ``values``.
     """
-    n_edges = n_bins - 1
-    out = np.zeros(len(values), dtype=np.int16)
-    if len(values) == 0:
-        return out
+    values = np.asarray(values, dtype=np.float64)
     by_row = None if np.all(rows[1:] >= rows[:-1]) else np.argsort(rows, kind="stable")
     if by_row is not None:  # callers pass CSR order; anything else is grouped by cell first
         rows, values = rows[by_row], values[by_row]
-    counts = np.bincount(rows, minlength=n_cells)
-    starts = np.r_[0, np.cumsum(counts)[:-1]]
-    present = np.flatnonzero(counts)
-    order = np.empty(len(values), dtype=np.int64)
-    for start, size in zip(starts[present], counts[present], strict=True):  # faster than a lexsort
-        order[start : start + size] = start + np.argsort(values[start : start + size])
-    sorted_values = values[order]
-    n = counts[present][:, None]
-    first = starts[present][:, None]
-
-    # np.quantile(..., method="linear") reproduced exactly, for all cells at once
-    quantiles = np.linspace(0, 1, n_edges)
-    virtual = (n - 1) * quantiles[None, :]  # (cells, edges)
-    previous = np.floor(virtual)
-    above = virtual >= n - 1
-    previous_index = np.where(above, n - 1, previous.astype(np.int64))
-    next_index = np.where(above, n - 1, previous_index + 1)
-    gamma = virtual - np.where(above, -1, previous)
-    low = sorted_values[first + previous_index]
-    high = sorted_values[first + next_index]
-    diff = high - low
-    edges = low + diff * gamma
-    upper = gamma >= 0.5
-    edges[upper] = (high - diff * (1 - gamma))[upper]
-
-    binned = np.empty(len(values), dtype=np.int64)
-    for start, size, cell_edges in zip(starts[present], counts[present], edges, strict=True):
-        chunk = sorted_values[start : start + size]
-        left = np.searchsorted(cell_edges, chunk, side="right")  # np.digitize(v, edges)
-        right = np.searchsorted(cell_edges, chunk, side="left")  # np.digitize(v, edges, right=True)
-        binned[start : start + size] = (left + right + 1) // 2
-    out[order if by_row is None else by_row[order]] = binned
+    indptr = np.zeros(n_cells + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_cells), out=indptr[1:])
+    out = np.zeros(len(values), dtype=np.int16)
+    kernels.bins_csr(indptr, np.ascontiguousarray(values), _quantiles(n_bins), out)
+    if by_row is not None:
+        out[by_row] = out.copy()
     return out
+
+
+def _quantiles(n_bins: int) -> np.ndarray:
+    """The quantiles of a cell's values that make the bin edges."""
+    return np.linspace(0, 1, n_bins - 1)
 
 
 # --------------------------------------------------------------------------- HVG selection
 
 
-def _sum_and_squares(chunks: Iterable[sp.csr_matrix], n_genes: int) -> tuple[int, np.ndarray, np.ndarray]:
-    """Streaming per-gene sums and sums of squares (squares in the data's own dtype, like scanpy)."""
-    n_cells, total, squares = 0, np.zeros(n_genes), np.zeros(n_genes)
+@dataclasses.dataclass
+class _GeneStats:
+    """Streaming per-gene statistics of the counts (each summed chunk by chunk, in entry order)."""
+
+    n_cells: int
+    total: np.ndarray
+    squares: np.ndarray  # squares in the data's own dtype, like scanpy
+    squares64: np.ndarray  # float64 squares: the clipped pass's sum of squares where nothing is clipped
+    maximum: np.ndarray
+
+
+def _gene_stats(chunks: Iterable[sp.csr_matrix], n_genes: int) -> _GeneStats:
+    stats = _GeneStats(0, np.zeros(n_genes), np.zeros(n_genes), np.zeros(n_genes), np.full(n_genes, -np.inf))
     for X in chunks:
         X = _as_csr(X)
         data = X.data.astype(np.int64) if X.data.dtype.kind in "iu" else X.data
-        n_cells += X.shape[0]
-        total += np.bincount(X.indices, weights=data, minlength=n_genes)
-        squares += np.bincount(X.indices, weights=data * data, minlength=n_genes)
-    return n_cells, total, squares
+        sums = kernels.gene_sums(X.indices, data, n_genes)
+        stats.n_cells += X.shape[0]
+        stats.total += sums[:, 0]  # chunk by chunk, as the numpy version summed
+        stats.squares += sums[:, 1]
+        stats.squares64 += sums[:, 2]
+        stats.maximum = np.maximum(stats.maximum, sums[:, 3])
+    return stats
 
 
 def _mean_var(n_cells: int, total: np.ndarray, squares: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -155,7 +146,12 @@ def top_genes(scores: np.ndarray, n: int) -> np.ndarray:
     only among genes whose score equals the cut-off score (e.g. genes seen once with one count).
     """
     scores = np.nan_to_num(scores, nan=-np.inf)
-    return np.sort(np.argsort(-scores, kind="stable")[:n]).astype(np.int64)
+    if n >= len(scores):
+        return np.arange(len(scores), dtype=np.int64)
+    cutoff = -np.partition(-scores, n - 1)[n - 1]  # the n-th highest score
+    above = np.flatnonzero(scores > cutoff)
+    at_cutoff = np.flatnonzero(scores == cutoff)[: n - len(above)]  # lowest gene indices first
+    return np.sort(np.concatenate([above, at_cutoff])).astype(np.int64)
 
 
 def seurat_v3_scores(chunks: Iterable[sp.csr_matrix], n_genes: int, span: float = 0.3) -> np.ndarray:
@@ -163,7 +159,8 @@ def seurat_v3_scores(chunks: Iterable[sp.csr_matrix], n_genes: int, span: float 
 
     Pass one gives each gene's mean and variance, and a loess fit of log variance on log mean the
     expected standard deviation; pass two sums the counts clipped at
-    ``mean + sqrt(n_cells) * expected_sd``; the score is the clipped standardized variance, term
+    ``mean + sqrt(n_cells) * expected_sd``, only for the genes with a count above that (the
+    others keep pass one's sums, the same additions), and is skipped when there are none; the score is the clipped standardized variance, term
     by term the formula of ``scanpy.pp.highly_variable_genes(flavor="seurat_v3")`` (one batch).
     ``chunks`` must be re-iterable.
     """
@@ -175,8 +172,9 @@ def seurat_v3_scores(chunks: Iterable[sp.csr_matrix], n_genes: int, span: float 
         raise ConfigError(
             "the seurat_v3 HVG selection of --tokenizer binned needs scikit-misc: pip install scikit-misc"
         ) from error
-    n_cells, total, squares = _sum_and_squares(chunks, n_genes)
-    mean, var = _mean_var(n_cells, total, squares)
+    stats = _gene_stats(chunks, n_genes)
+    n_cells = stats.n_cells
+    mean, var = _mean_var(n_cells, stats.total, stats.squares)
     not_const = var > 0
     expected = np.zeros(n_genes)
     try:
@@ -191,12 +189,16 @@ def seurat_v3_scores(chunks: Iterable[sp.csr_matrix], n_genes: int, span: float 
     reg_std = np.sqrt(10**expected)
     clip = reg_std * np.sqrt(n_cells) + mean
 
+    # genes with no count above their clip value have pass one's sums; the rest are summed again
+    clipped = ~(stats.maximum <= clip)  # with NaN (in the sums, so in clip) np.minimum gives NaN
     clipped_sum, clipped_squares = np.zeros(n_genes), np.zeros(n_genes)
-    for X in chunks:
+    for X in chunks if clipped.any() else ():
         X = _as_csr(X)
-        element = np.minimum(X.data.astype(np.float64), clip[X.indices])
-        clipped_sum += np.bincount(X.indices, weights=element, minlength=n_genes)
-        clipped_squares += np.bincount(X.indices, weights=element**2, minlength=n_genes)
+        sums = kernels.clipped_gene_sums(X.indices, X.data, clip, clipped.astype(np.int32))
+        clipped_sum += sums[:, 0]
+        clipped_squares += sums[:, 1]
+    clipped_sum = np.where(clipped, clipped_sum, stats.total)
+    clipped_squares = np.where(clipped, clipped_squares, stats.squares64)
     return (1 / ((n_cells - 1) * np.square(reg_std))) * (
         n_cells * np.square(mean) + clipped_squares - 2 * clipped_sum * mean
     )
@@ -211,7 +213,8 @@ def seurat_scores(chunks: Iterable[sp.csr_matrix], n_genes: int, n_mean_bins: in
     """
     import pandas as pd
 
-    mean, var = _mean_var(*_sum_and_squares(chunks, n_genes))
+    stats = _gene_stats(chunks, n_genes)
+    mean, var = _mean_var(stats.n_cells, stats.total, stats.squares)
     mean[mean == 0] = 1e-12
     dispersion = var / mean
     dispersion[dispersion == 0] = np.nan
@@ -228,32 +231,6 @@ def seurat_scores(chunks: Iterable[sp.csr_matrix], n_genes: int, n_mean_bins: in
 
 
 # --------------------------------------------------------------------------- token assembly
-
-
-def _assemble(
-    blocks: list[tuple[int, int] | tuple[np.ndarray, np.ndarray, np.ndarray]], n_cells: int
-) -> TokenizedCells:
-    """Concatenate per-cell segments: ``(id, value)`` is one special token for every cell,
-    ``(flat_ids, flat_values, counts)`` a ragged block."""
-    lengths = np.zeros(n_cells, dtype=np.int64)
-    for block in blocks:
-        lengths += 1 if len(block) == 2 else block[2]
-    offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
-    ids = np.empty(offsets[-1], dtype=np.int32)
-    values = np.empty(offsets[-1], dtype=np.int16)
-    cursor = offsets[:-1].copy()
-    for block in blocks:
-        if len(block) == 2:
-            ids[cursor], values[cursor] = block
-            cursor += 1
-            continue
-        flat_ids, flat_values, counts = block
-        block_starts = np.r_[0, np.cumsum(counts)[:-1]]
-        target = np.repeat(cursor, counts) + np.arange(len(flat_ids)) - np.repeat(block_starts, counts)
-        ids[target] = flat_ids
-        values[target] = flat_values
-        cursor += counts
-    return TokenizedCells(ids=ids, offsets=offsets, values=values)
 
 
 class _ValueTokens:
@@ -276,21 +253,24 @@ class _ValueTokens:
         """Rows a value embedding needs: zero/pad, ``n_bins - 1`` bins, ``<CLS>``, ``<SEP>``."""
         return self.n_bins + 2
 
-    def _block(self, X: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _block(self, X: sp.csr_matrix, k: int) -> Block:
         raise NotImplementedError
 
     def _tokens(self, X: sp.csr_matrix, previous: sp.csr_matrix | None) -> TokenizedCells:
         X = _as_csr(X)
         n_cells = X.shape[0]
         if previous is None:
-            return _assemble([(CLS, self.cls_value), self._block(X, self.max_genes)], n_cells)
+            return assemble(
+                n_cells, [(CLS, self.cls_value), self._block(X, self.max_genes)], with_values=True
+            )
         previous = _as_csr(previous)
         if previous.shape != X.shape:
             raise ValueError(f"previous profile has shape {previous.shape}, current has {X.shape}")
         half = max(self.max_genes // 2, 1)
-        return _assemble(
-            [(CLS, self.cls_value), self._block(X, half), (SEP, self.sep_value), self._block(previous, half)],
+        return assemble(
             n_cells,
+            [(CLS, self.cls_value), self._block(X, half), (SEP, self.sep_value), self._block(previous, half)],
+            with_values=True,
         )
 
 
@@ -370,19 +350,17 @@ class BinnedTokenizer(_ValueTokens):
             raise RuntimeError("BinnedTokenizer.transform called before fit/load")
         return self.hvg
 
-    def _block(self, X: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        hvg_mask = np.zeros(X.shape[1], dtype=bool)
-        hvg_mask[self._require_fitted()] = True
-        rows, genes, values = log_normalized_entries(X, keep_genes=hvg_mask)
-        bins = quantile_bins(rows, values, X.shape[0], self.n_bins)
-        counts = np.bincount(rows, minlength=X.shape[0])
-        if counts.max(initial=0) > k:  # keep the k highest values, then back to gene order
-            order = np.lexsort((genes, -values, rows))
-            position = np.arange(len(rows)) - np.repeat(np.r_[0, np.cumsum(counts)[:-1]], counts)
-            kept = np.sort(order[position < k])  # entries are in (row, gene) order
-            rows, genes, bins = rows[kept], genes[kept], bins[kept]
-            counts = np.minimum(counts, k)
-        return (genes + N_SPECIAL).astype(np.int32), bins, counts
+    def _block(self, X: sp.csr_matrix, k: int) -> Block:
+        hvg_mask = np.zeros(X.shape[1], dtype=np.int32)  # 0/1 (faster than bool in the kernel)
+        hvg_mask[self._require_fitted()] = 1
+        indptr, genes, values = kernels.log_input(X.indptr, X.indices, X.data, hvg_mask, TARGET_SUM)
+        np.log1p(values, out=values)  # numpy's log1p, as log_normalized_entries
+        quantiles = _quantiles(self.n_bins)
+
+        def fill(ids: np.ndarray, bins: np.ndarray | None, starts: np.ndarray) -> None:
+            kernels.binned_fill(indptr, genes, values, quantiles, k, ids, bins, starts)
+
+        return Block(np.minimum(np.diff(indptr), k), fill)
 
     def transform(self, X: sp.csr_matrix, previous: sp.csr_matrix | None = None) -> TokenizedCells:
         hvg = self._require_fitted()
@@ -460,15 +438,13 @@ class HybridTokenizer(_ValueTokens):
         """Compute the rank tokenizer's gene medians (``chunks`` must be re-iterable)."""
         self.rank.fit(chunks, n_genes)
 
-    def _block(self, X: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        medians = self.rank._require_fitted()
-        ids, counts = rank_block(X, medians, k, self.rank.normalize_total)
-        rows, genes, values = log_normalized_entries(X)
-        bins = quantile_bins(rows, values, X.shape[0], self.n_bins)
-        n_genes = np.int64(X.shape[1])
-        keys = rows * n_genes + genes  # ascending: canonical CSR order
-        token_keys = np.repeat(np.arange(X.shape[0], dtype=np.int64), counts) * n_genes + (ids - N_SPECIAL)
-        return ids, bins[np.searchsorted(keys, token_keys)], counts
+    def _block(self, X: sp.csr_matrix, k: int) -> Block:
+        totals = kernels.row_totals(X.indptr, X.data)
+        values = kernels.fractions(X.indptr, X.data, totals, TARGET_SUM)
+        np.log1p(values, out=values)  # numpy's log1p, as log_normalized_entries
+        bins = np.empty(X.nnz, dtype=np.int16)
+        kernels.bins_csr(X.indptr, values, _quantiles(self.n_bins), bins)
+        return rank_block(X, self.rank._require_fitted(), k, self.rank.normalize_total, bins=bins)
 
     def transform(self, X: sp.csr_matrix, previous: sp.csr_matrix | None = None) -> TokenizedCells:
         medians = self.rank._require_fitted()

@@ -11,147 +11,161 @@ With a previous-time-point profile the cell becomes
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
-from cellformer.tokenize.base import CLS, N_SPECIAL, SEP, TokenizedCells
+from cellformer.tokenize import _kernels as kernels
+from cellformer.tokenize.base import CLS, SEP, TokenizedCells
 
-_N_BINS = 256  # log-spaced bins of the first median pass
-_LOG_LO, _LOG_HI = -9.0, 0.0  # normalized values x / total lie in (0, 1]
+logger = logging.getLogger(__name__)
+
 _FIXED_SCALE = 1e6  # without per-cell normalization values are divided by this constant (ranks unchanged)
+MAX_COLLECT = 4096  # a median search collects the values of an interval holding at most this many
+PASS_BYTES = 64 * 2**20  # buffers of one median pass after the first (histogram) pass
 
 
 def _as_csr(X: sp.spmatrix | np.ndarray) -> sp.csr_matrix:
+    """``X`` as canonical CSR (sorted genes, no duplicates) without explicit zeros; copies only
+    when it must."""
     X = sp.csr_matrix(X) if not sp.issparse(X) else X.tocsr()
     if not X.has_canonical_format:  # duplicate entries of one gene must count once
         X = X.copy()
         X.sum_duplicates()
+    if X.nnz and not X.data.min() > 0 and np.count_nonzero(X.data) < X.nnz:  # min() is the fast test
+        X = X.copy()
+        X.eliminate_zeros()
     return X
 
 
-def normalized_entries(
-    X: sp.csr_matrix, normalize_total: bool = True
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Nonzero entries of ``X`` as (row, gene, value / row total), float64, in CSR order.
-
-    With ``normalize_total=False`` (input already normalized, e.g. FPKM) values are divided by a
-    fixed constant instead, which changes no ranking.
-    """
-    X = _as_csr(X)
-    data = X.data.astype(np.float64, copy=False)
-    rows = np.repeat(np.arange(X.shape[0], dtype=np.int64), np.diff(X.indptr))
-    totals = np.bincount(rows, weights=data, minlength=X.shape[0])
-    keep = data != 0
-    rows, genes, data = rows[keep], X.indices[keep].astype(np.int64), data[keep]
-    return rows, genes, data / (totals[rows] if normalize_total else _FIXED_SCALE)
-
-
-def _log_bin(values: np.ndarray) -> np.ndarray:
-    scaled = (np.log10(values) - _LOG_LO) / (_LOG_HI - _LOG_LO) * _N_BINS
-    return np.clip(scaled.astype(np.int64), 0, _N_BINS - 1)
+def _totals(X: sp.csr_matrix, normalize_total: bool) -> np.ndarray:
+    """What each cell's values are divided by: its total, or a fixed constant (ranks unchanged)."""
+    if normalize_total:
+        return kernels.row_totals(X.indptr, X.data)
+    return np.full(X.shape[0], _FIXED_SCALE)
 
 
 def nonzero_medians(
-    chunks: Iterable[sp.csr_matrix], n_genes: int, normalize_total: bool = True
+    chunks: Iterable[sp.csr_matrix],
+    n_genes: int,
+    normalize_total: bool = True,
+    *,
+    max_collect: int = MAX_COLLECT,
+    pass_bytes: int = PASS_BYTES,
 ) -> np.ndarray:
     """Exact per-gene median of ``x / cell total`` over the cells where the gene is nonzero.
 
-    Streams over ``chunks`` twice (it must be re-iterable) with memory independent of the number of
-    cells: a log-histogram pass locates each gene's middle ranks, a second pass keeps only the
-    values in those bins. Genes never expressed get ``NaN``.
+    Equal to ``np.median`` of those values, bit for bit. Streams over ``chunks`` (re-iterable)
+    two or more times with memory independent of the number of cells: pass 1 counts each gene's
+    values in 256 log-spaced bins (``n_genes x 256`` counts); each later pass, within
+    ``pass_bytes`` of buffers, either collects the values of the interval holding a middle rank
+    when it holds at most ``max_collect`` of them, or splits it into 256 sub-intervals and keeps
+    their counts and extreme values (see :mod:`._kernels`). Two passes suffice when no gene's
+    middle bin holds more than ``max_collect`` values (about 60,000 expressing cells); each
+    split pass divides the interval by ~256, and an interval of equal values resolves at once.
+    Genes never expressed get ``NaN``.
     """
-    hist = np.zeros(n_genes * _N_BINS, dtype=np.int64)
+    hist = np.zeros((n_genes, kernels.N_BINS0), dtype=np.int32)  # counts < 2 ** 31 cells
     for X in chunks:
-        _, genes, values = normalized_entries(X, normalize_total)
-        hist += np.bincount(genes * _N_BINS + _log_bin(values), minlength=n_genes * _N_BINS)
-    hist = hist.reshape(n_genes, _N_BINS)
-    counts = hist.sum(axis=1)
-    cumulative = np.cumsum(hist, axis=1)
-    below = (cumulative - hist).ravel()  # values in lower bins, per (gene, bin)
-    low_rank, high_rank = (counts - 1) // 2, counts // 2
-    expressed = counts > 0
-    gene_index = np.arange(n_genes)
-    low_bin = np.where(expressed, (cumulative <= low_rank[:, None]).sum(axis=1), -1)
-    high_bin = np.where(expressed, (cumulative <= high_rank[:, None]).sum(axis=1), -1)
+        X = _as_csr(X)
+        kernels.median_histogram(X.indptr, X.indices, X.data, _totals(X, normalize_total), hist)
+    n_targets = 2 * n_genes  # the low and high middle rank of every gene
+    rank, below, count, lo, hi, slot, shift = (np.zeros(n_targets, dtype=np.int64) for _ in range(7))
+    value = np.full(n_targets, kernels.PENDING, dtype=np.int64)
+    mode = np.zeros(n_targets, dtype=np.int8)
+    gate = np.zeros((n_genes, 2), dtype=np.int64)
+    kernels.median_targets(hist, rank, below, count, lo, hi, value)
+    del hist
+    n_passes = 1
+    while True:
+        n_split, n_collect = kernels.median_plan(
+            count, lo, hi, value, mode, slot, shift, gate, max_collect, pass_bytes
+        )
+        if n_split == 0 and n_collect == 0:
+            break
+        filled = np.zeros(n_targets, dtype=np.int64)
+        sub_count = np.zeros((n_split, kernels.N_SUB), dtype=np.int64)
+        sub_min = np.full((n_split, kernels.N_SUB), np.iinfo(np.int64).max)
+        sub_max = np.full((n_split, kernels.N_SUB), -1, dtype=np.int64)
+        kept = np.empty(n_collect, dtype=np.int64)
+        for X in chunks:
+            X = _as_csr(X)
+            kernels.median_pass(
+                X.indptr, X.indices, X.data, _totals(X, normalize_total), gate,
+                lo, hi, mode, slot, shift, filled, sub_count, sub_min, sub_max, kept,
+            )  # fmt: skip
+        kernels.median_resolve(
+            rank, below, count, lo, hi, value, mode, slot, sub_count, sub_min, sub_max, kept
+        )
+        n_passes += 1
+    logger.debug("gene medians: %d passes over the training cells", n_passes)
+    return kernels.medians_from_targets(value)
 
-    kept_genes, kept_bins, kept_values = [], [], []
-    for X in chunks:
-        _, genes, values = normalized_entries(X, normalize_total)
-        bins = _log_bin(values)
-        mask = (bins == low_bin[genes]) | (bins == high_bin[genes])
-        kept_genes.append(genes[mask])
-        kept_bins.append(bins[mask])
-        kept_values.append(values[mask])
-    genes = np.concatenate(kept_genes) if kept_genes else np.zeros(0, np.int64)
-    bins = np.concatenate(kept_bins) if kept_bins else np.zeros(0, np.int64)
-    values = np.concatenate(kept_values) if kept_values else np.zeros(0)
-    order = np.lexsort((values, bins, genes))
-    genes, bins, values = genes[order], bins[order], values[order]
-    key = genes * _N_BINS + bins
-    group_start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    group_sizes = np.diff(np.r_[group_start, len(key)])
-    position = np.arange(len(key)) - np.repeat(group_start, group_sizes)
-    rank = below[key] + position  # rank of each kept value among its gene's nonzero values
 
-    low_value = np.full(n_genes, np.nan)
-    high_value = np.full(n_genes, np.nan)
-    is_low = rank == low_rank[genes]
-    is_high = rank == high_rank[genes]
-    low_value[genes[is_low]] = values[is_low]
-    high_value[genes[is_high]] = values[is_high]
-    medians = (low_value + high_value) / 2.0
-    medians[~expressed] = np.nan
-    assert np.all(np.isfinite(medians[gene_index[expressed]]))
-    return medians
+# --------------------------------------------------------------------------- token assembly
+
+
+@dataclasses.dataclass
+class Block:
+    """A ragged run of tokens per cell: ``counts[i]`` tokens of cell ``i``, written by
+    ``fill(ids, values, starts)`` at ``ids[starts[i]:]`` (and ``values``, when not ``None``)."""
+
+    counts: np.ndarray  # int64 (n_cells,)
+    fill: Callable[[np.ndarray, np.ndarray | None, np.ndarray], None]
+
+
+def assemble(n_cells: int, parts: list[tuple[int, int] | Block], with_values: bool = False) -> TokenizedCells:
+    """Concatenate per cell: a ``(token id, value id)`` tuple is one token for every cell."""
+    lengths = np.zeros(n_cells, dtype=np.int64)
+    for part in parts:
+        lengths += 1 if isinstance(part, tuple) else part.counts
+    offsets = np.zeros(n_cells + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    ids = np.empty(offsets[-1], dtype=np.int32)
+    values = np.empty(offsets[-1], dtype=np.int16) if with_values else None
+    cursor = offsets[:-1].copy()
+    for part in parts:
+        if isinstance(part, tuple):
+            ids[cursor] = part[0]
+            if values is not None:
+                values[cursor] = part[1]
+            cursor += 1
+        else:
+            part.fill(ids, values, cursor)
+            cursor += part.counts
+    return TokenizedCells(ids=ids, offsets=offsets, values=values)
+
+
+_NO_VALUES = np.zeros(0, dtype=np.int16)
 
 
 def rank_block(
-    X: sp.csr_matrix, medians: np.ndarray, k: int, normalize_total: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` gene token ids per cell by ``x / total / median``; returns (flat ids, counts per cell)."""
-    rows, genes, values = normalized_entries(X, normalize_total)
-    has_median = np.isfinite(medians[genes])
-    rows, genes = rows[has_median], genes[has_median]
-    negative_scores = -(values[has_median] / medians[genes])
-    per_cell = np.bincount(rows, minlength=X.shape[0])
-    kept = np.minimum(per_cell, k)
-    starts, out_starts = np.r_[0, np.cumsum(per_cell)[:-1]], np.r_[0, np.cumsum(kept)[:-1]]
-    ids = np.empty(int(kept.sum()), dtype=np.int32)
-    # entries are in CSR order (genes ascending within a cell), so a stable sort of each cell's
-    # scores breaks ties by gene id; per-cell sorts are ~4x faster than one lexsort of everything
-    for start, size, out, n_kept in zip(
-        starts.tolist(), per_cell.tolist(), out_starts.tolist(), kept.tolist(), strict=True
-    ):
-        if size:
-            top = np.argsort(negative_scores[start : start + size], kind="stable")[:n_kept]
-            ids[out : out + n_kept] = genes[start + top]
-    ids += N_SPECIAL
-    return ids, kept
+    X: sp.csr_matrix,
+    medians: np.ndarray,
+    k: int,
+    normalize_total: bool = True,
+    bins: np.ndarray | None = None,
+) -> Block:
+    """Top-``k`` genes per cell by ``x / total / median``, descending, ties by gene id.
 
+    ``X`` comes from :func:`_as_csr`. With ``bins`` (int16, one per entry of ``X``) each token
+    gets its entry's bin as value id.
+    """
+    totals = _totals(X, normalize_total)
+    counts = kernels.rank_counts(X.indptr, X.indices, medians, k)
 
-def _interleave(blocks: list[tuple[np.ndarray, np.ndarray] | int], n_cells: int) -> TokenizedCells:
-    """Concatenate per-cell segments: an ``int`` is one special token, a tuple a ragged block."""
-    lengths = np.zeros(n_cells, dtype=np.int64)
-    for block in blocks:
-        lengths += 1 if isinstance(block, int) else block[1]
-    offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
-    ids = np.empty(offsets[-1], dtype=np.int32)
-    cursor = offsets[:-1].copy()
-    for block in blocks:
-        if isinstance(block, int):
-            ids[cursor] = block
-            cursor += 1
-            continue
-        flat, counts = block
-        block_starts = np.r_[0, np.cumsum(counts)[:-1]]
-        within = np.arange(len(flat)) - np.repeat(block_starts, counts)
-        ids[np.repeat(cursor, counts) + within] = flat
-        cursor += counts
-    return TokenizedCells(ids=ids, offsets=offsets)
+    def fill(ids: np.ndarray, values: np.ndarray | None, starts: np.ndarray) -> None:
+        kernels.rank_fill(
+            X.indptr, X.indices, X.data, totals, medians, k,
+            _NO_VALUES if bins is None else bins, ids, _NO_VALUES if values is None else values, starts,
+        )  # fmt: skip
+
+    return Block(counts, fill)
 
 
 class RankTokenizer:
@@ -198,21 +212,22 @@ class RankTokenizer:
         X = _as_csr(X)
         if X.shape[1] != len(medians):
             raise ValueError(f"matrix has {X.shape[1]} genes, tokenizer was fitted on {len(medians)}")
-        n_cells = X.shape[0]
         if previous is None:
-            return _interleave([CLS, rank_block(X, medians, self.max_genes, self.normalize_total)], n_cells)
+            return assemble(
+                X.shape[0], [(CLS, 0), rank_block(X, medians, self.max_genes, self.normalize_total)]
+            )
         previous = _as_csr(previous)
         if previous.shape != X.shape:
             raise ValueError(f"previous profile has shape {previous.shape}, current has {X.shape}")
         half = max(self.max_genes // 2, 1)
-        return _interleave(
+        return assemble(
+            X.shape[0],
             [
-                CLS,
+                (CLS, 0),
                 rank_block(X, medians, half, self.normalize_total),
-                SEP,
+                (SEP, 0),
                 rank_block(previous, medians, half, self.normalize_total),
             ],
-            n_cells,
         )
 
     def save(self, directory: Path) -> None:
