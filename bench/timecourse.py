@@ -12,6 +12,8 @@ training), it prepares the same cells in several ways, trains the same tiny CPU 
             any change of ``knn`` against ``base`` may come from fewer current genes, not the profile)
 * ``knn``   ``<CLS>`` + top ``K/2`` + ``<SEP>`` + top ``K/2`` of the profile derived from the cell's
             nearest training cells at the preceding time point (``--time-key``)
+* ``time``  ``base`` plus one context token for the time point (``--context-key TIME``): a control, since
+            the derived profile also tells the model the time point (earliest cells have an empty block)
 * ``true``  (synthetic only) the same with the simulated parent's real profile (``--previous-layer``):
             what a previous profile can add at best
 
@@ -55,6 +57,8 @@ def prepare_variant(source: Path, out: Path, variant: str, dataset: dict, seed: 
     options = dict(dataset["prepare"], seed=seed, max_genes=k // 2 if variant == "half" else k)
     if variant == "knn":
         options["time_key"] = dataset["time_key"]
+    elif variant == "time":
+        options["context_keys"] = (dataset["time_key"],)
     elif variant == "true":
         options["previous_layer"] = "X_previous"
     return prepare(source, out=out, label_key=dataset["label_key"], **options)
@@ -184,6 +188,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--max-genes", type=int, default=128)
     parser.add_argument("--datasets", default="hsmm,synthetic")
+    parser.add_argument("--variants", help="comma-separated subset of the variants (base is always run)")
     parser.add_argument("--out", type=Path, help="keep prepared data, runs and results.json here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -208,14 +213,14 @@ def main() -> None:
             "label_key": "State",
             "time_key": "Hours",
             "prepare": {"input_normalized": True},
-            "variants": ["base", "half", "knn"],
+            "variants": ["base", "half", "time", "knn"],
         },
         "synthetic": {
             "path": work / "synthetic.h5ad",
             "label_key": "cell_type",
             "time_key": "time",
             "prepare": {"min_genes": 1, "max_mito_fraction": None},
-            "variants": ["base", "half", "knn", "true"],
+            "variants": ["base", "half", "time", "knn", "true"],
         },
     }
     if "synthetic" in args.datasets and not datasets["synthetic"]["path"].exists():
@@ -225,6 +230,9 @@ def main() -> None:
     results = {}
     for name in args.datasets.split(","):
         dataset = datasets[name]
+        if args.variants:
+            keep = {"base", *args.variants.split(",")}
+            dataset["variants"] = [v for v in dataset["variants"] if v in keep]
         y_true_all, preds_all = [], {v: [] for v in dataset["variants"]}
         names = None
         for seed in range(args.seeds):
