@@ -61,14 +61,16 @@ def nonzero_medians(
     """Exact per-gene median of ``x / cell total`` over the cells where the gene is nonzero.
 
     Equal to ``np.median`` of those values, bit for bit. Streams over ``chunks`` (re-iterable)
-    two or more times with memory independent of the number of cells: pass 1 counts each gene's
-    values in 256 log-spaced bins (``n_genes x 256`` counts); each later pass, within
-    ``pass_bytes`` of buffers, either collects the values of the interval holding a middle rank
-    when it holds at most ``max_collect`` of them, or splits it into 256 sub-intervals and keeps
-    their counts and extreme values (see :mod:`._kernels`). Two passes suffice when no gene's
-    middle bin holds more than ``max_collect`` values (about 60,000 expressing cells); each
-    split pass divides the interval by ~256, and an interval of equal values resolves at once.
-    Genes never expressed get ``NaN``.
+    two or more times, with memory independent of the number of cells: pass 1 counts each gene's
+    values in 128 log-spaced bins (4 per octave; ``n_genes x 128`` int32 counts); each later pass
+    either collects the values of the interval holding a middle rank, when it holds at most
+    ``max_collect`` of them, or splits it into 256 sub-intervals and keeps their counts and
+    extreme values (see :mod:`cellformer.tokenize._kernels`), its buffers within ``pass_bytes``
+    (targets beyond wait for the next pass): ~0.7 KiB per gene plus ``pass_bytes``, and a chunk.
+    Two passes suffice while every gene's middle bin holds at most ``max_collect`` values (a
+    bin holds roughly a tenth of a gene's values: some 30,000 expressing cells); a split pass
+    narrows an interval ~256-fold and an interval of equal values resolves at once, so big data
+    sets take three or four. Genes never expressed get ``NaN``.
     """
     hist = np.zeros((n_genes, kernels.N_BINS0), dtype=np.int32)  # counts < 2 ** 31 cells
     for X in chunks:
