@@ -159,10 +159,11 @@ def seurat_v3_scores(chunks: Iterable[sp.csr_matrix], n_genes: int, span: float 
 
     Pass one gives each gene's mean and variance, and a loess fit of log variance on log mean the
     expected standard deviation; pass two sums the counts clipped at
-    ``mean + sqrt(n_cells) * expected_sd``, only for the genes with a count above that (the
-    others keep pass one's sums, the same additions), and is skipped when there are none; the score is the clipped standardized variance, term
-    by term the formula of ``scanpy.pp.highly_variable_genes(flavor="seurat_v3")`` (one batch).
-    ``chunks`` must be re-iterable.
+    ``mean + sqrt(n_cells) * expected_sd``, for the genes with a count above that only (the others
+    keep pass one's sums: the same additions), and is skipped when there are none. The score is
+    the clipped standardized variance, term by term the formula of
+    ``scanpy.pp.highly_variable_genes(flavor="seurat_v3")`` (one batch). ``chunks`` must be
+    re-iterable.
     """
     from cellformer.errors import ConfigError, InputError
 
