@@ -189,3 +189,21 @@ def test_cli_flags(tmp_path):
     assert config.batch_key == "batch" and config.context_keys == ("assay", "site")
     assert config.covariate_keys == ("batch", "assay", "site")
     assert type(config).from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_cli_names_a_missing_covariate(pbmc68k_path, tmp_path, capsys):
+    from cellformer.cli import main
+
+    code = main(
+        [
+            "prepare",
+            str(pbmc68k_path),
+            "--out",
+            str(tmp_path / "p"),
+            "--input-normalized",
+            "--batch-key",
+            "plate",
+        ]
+    )
+    assert code == 2
+    assert "column 'plate' not found in obs" in capsys.readouterr().err
