@@ -66,7 +66,8 @@ def prepare(
         Replace an existing ``out`` (only once the new one is complete).
     **options
         Any other :class:`~cellformer.config.PrepareConfig` field (``layer``, ``gene_key``,
-        ``input_normalized``, ``max_genes``, ``min_genes``, ``doublets``, ``seed``, ``workers``, ...).
+        ``input_normalized``, ``tokenizer``, ``max_genes``, ``min_genes``, ``doublets``, ``seed``,
+        ``workers``, ``batch_key`` / ``context_keys`` for context tokens, ...).
 
     Returns
     -------
