@@ -433,8 +433,17 @@ def _context(
     keys = list(inputs[0].covariates)
     values = {key: np.concatenate([item.covariates[key] for item in inputs]) for key in keys}
     context = ContextVocab.fit({key: values[key][splits["train"]] for key in keys}, N_SPECIAL + n_genes)
+    n_train = len(splits["train"])
     for covariate in context.covariates:
         log.info("context tokens for '%s': %d categories", covariate.key, len(covariate.categories))
+        if n_train >= 20 and len(covariate.categories) > n_train / 2:
+            log.warning(
+                "covariate '%s' has %d distinct values among %d training cells: context tokens are meant for "
+                "categorical covariates with few values (batch, assay, ...), is it the right column?",
+                covariate.key,
+                len(covariate.categories),
+                n_train,
+            )
     ids = [
         context.encode(item.covariates, where=f"{item.source} (cells outside the training split)")
         for item in inputs
