@@ -41,6 +41,7 @@ sys.path[:] = (
 import argparse
 import json
 import logging
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -53,6 +54,13 @@ N_BOOT = 1000
 
 def prepare_variant(source: Path, out: Path, variant: str, dataset: dict, seed: int, k: int):
     from cellformer.data.prepare import prepare
+    from cellformer.data.prepared import PreparedData
+    from cellformer.errors import RunDirError
+
+    try:  # reuse a complete prepared directory of an earlier (interrupted) run of this script
+        return PreparedData(out)
+    except RunDirError:
+        shutil.rmtree(out, ignore_errors=True)
 
     options = dict(dataset["prepare"], seed=seed, max_genes=k // 2 if variant == "half" else k)
     if variant == "knn":
@@ -67,19 +75,25 @@ def prepare_variant(source: Path, out: Path, variant: str, dataset: dict, seed: 
 def train_and_predict(prepared, out: Path, seed: int, epochs: int) -> np.ndarray:
     import cellformer
 
-    run = cellformer.train(
-        prepared.path,
-        out=out,
-        seed=seed,
-        max_epochs=epochs,
-        patience=5,
-        n_layers=2,
-        d_model=64,
-        n_heads=4,
-        batch_size=32,
-        lr=1e-3,
-        max_length=int(prepared.meta["max_length"]),
-        progress_bar=False,
+    if not (out / "model.safetensors").exists():  # reuse finished runs, redo unfinished ones
+        shutil.rmtree(out, ignore_errors=True)
+    run = (
+        out
+        if out.exists()
+        else cellformer.train(
+            prepared.path,
+            out=out,
+            seed=seed,
+            max_epochs=epochs,
+            patience=5,
+            n_layers=2,
+            d_model=64,
+            n_heads=4,
+            batch_size=32,
+            lr=1e-3,
+            max_length=int(prepared.meta["max_length"]),
+            progress_bar=False,
+        )
     )
     logits = cellformer.load(run).predict_split(prepared, "test").logits
     return logits.argmax(axis=1)
