@@ -284,11 +284,18 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256, help="our context length (tokens incl. <CLS>)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads per process (0: torch's default)"
+    )
     parser.add_argument("--child")
     parser.add_argument("--prepared")
     parser.add_argument("--workdir")
     args = parser.parse_args()
     if args.child:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         result = (child_reference if args.child == "reference" else child_ours)(args)
         print(json.dumps(result))
         return
@@ -319,13 +326,15 @@ def main() -> None:
             str(args.batch_size),
             "--device",
             args.device,
+            "--threads",
+            str(args.threads),
         ] + (["--skip-ref-quality"] if args.skip_ref_quality else [])
         ours = _run_child("ours", common)
         reference = _run_child("reference", common)
 
     device = args.device
     print(
-        f"device: {device}; model: {REFERENCE_MODEL}; {args.epochs} epoch(s) on "
+        f"device: {device} (threads per process: {args.threads or 'torch default'}); model: {REFERENCE_MODEL}; {args.epochs} epoch(s) on "
         f"{args.train_cells or 'all'} training cells; val macro-F1 on the whole validation split"
     )
     print(
