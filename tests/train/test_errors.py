@@ -124,3 +124,13 @@ def test_wandb_without_the_package_is_a_clear_error(bladder_prepared: Path, tmp_
     with pytest.raises(ConfigError, match="pip install wandb"):
         cellformer.train(bladder_prepared, out=tmp_path / "run", wandb=True)
     assert not (tmp_path / "run").exists()
+
+
+def test_gpu_asked_without_one(bladder_prepared: Path, tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is available")
+    with pytest.raises(ConfigError, match="no CUDA GPU is available"):
+        cellformer.train(bladder_prepared, out=tmp_path / "run", config="reference_gpu")
+    assert not (tmp_path / "run").exists()

@@ -82,6 +82,14 @@ def train(
         from cellformer.train.trainer import require_wandb
 
         require_wandb()
+    if train_config.accelerator in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"train accelerator={train_config.accelerator!r} but no CUDA GPU is available here; "
+                "pass --accelerator cpu (and e.g. --precision 32-true) or run on a GPU machine"
+            )
 
     from cellformer.train.data import CellDataModule
 
