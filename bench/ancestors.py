@@ -26,13 +26,6 @@ Usage: ``python bench/ancestors.py [--cells 100000] [--genes 2000] [--subset 200
 
 from __future__ import annotations
 
-import sys
-
-# bench/ holds a tokenize.py that would shadow the standard library's tokenize when run as a script
-sys.path[:] = (
-    [p for p in sys.path if p not in ("", sys.path[0])] if sys.path[0].endswith("bench") else sys.path
-)
-
 import argparse
 import os
 import tempfile

@@ -31,17 +31,11 @@ Usage: ``python bench/timecourse.py [--seeds 3] [--epochs 30] [--max-genes 128] 
 
 from __future__ import annotations
 
-import sys
-
-# bench/ holds a tokenize.py that would shadow the standard library's tokenize when run as a script
-sys.path[:] = (
-    [p for p in sys.path if p not in ("", sys.path[0])] if sys.path[0].endswith("bench") else sys.path
-)
-
 import argparse
 import json
 import logging
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path

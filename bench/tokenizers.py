@@ -28,13 +28,6 @@ Usage: ``python bench/tokenizers.py [--epochs 10] [--max-genes 64] [--reports /t
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# bench/tokenize.py is named like the standard library's ``tokenize``: keep this folder off the path.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
@@ -43,6 +36,7 @@ import re  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
+from pathlib import Path
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402

@@ -28,24 +28,20 @@ Measured (all single-process, ``--chunk-size`` cells per chunk as ``cellformer p
 The references' tokens are checked against ours on the same cells. The last lines print the
 cells/s ratios (ours / reference).
 
-Usage: ``python bench/tokenize.py [--data ../shared/data/mouse_bladder_2100.h5ad]``
+Usage: ``python bench/tokenization.py [--data ../shared/data/mouse_bladder_2100.h5ad]``
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 # This file is named like the standard library's ``tokenize``: keep its folder off the import path.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-
 import argparse  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
 import subprocess  # noqa: E402
+import sys
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path
 
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
