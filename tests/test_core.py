@@ -77,8 +77,7 @@ def test_config_refuses_unknown_keys_and_lists_valid_ones():
 def test_cli_help_is_light():
     """`cellformer --help` must not import torch (instant start-up)."""
     code = (
-        "import sys; from cellformer.cli import build_parser; build_parser(); "
-        "print('torch' in sys.modules)"
+        "import sys; from cellformer.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

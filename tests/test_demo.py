@@ -11,7 +11,7 @@ from cellformer.errors import ConfigError
 def test_demo_data_is_the_bundled_pbmc_log1p_matrix(tmp_path):
     import anndata as ad
 
-    from cellformer.demo import LABEL_KEY, write_demo_data
+    from cellformer.demo_workflow import LABEL_KEY, write_demo_data
 
     adata = ad.read_h5ad(write_demo_data(tmp_path / "pbmc.h5ad"))
     assert adata.shape == (700, 765)

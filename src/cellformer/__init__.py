@@ -18,13 +18,13 @@ __version__ = "0.1.0"
 
 _API = {
     "prepare": "cellformer.data.prepare",
-    "train": "cellformer.train.api",
-    "evaluate": "cellformer.evaluate.api",
+    "train": "cellformer.training.api",
+    "evaluate": "cellformer.evaluation.api",
     "baseline": "cellformer.baselines.api",
-    "compare": "cellformer.evaluate.report",
-    "predict": "cellformer.predict",
+    "compare": "cellformer.evaluation.report",
+    "predict": "cellformer.prediction",
     "load": "cellformer.runs",
-    "demo": "cellformer.demo",
+    "demo": "cellformer.demo_workflow",
 }
 
 __all__ = [*_API, "__version__"]

@@ -86,7 +86,8 @@ class PrepareConfig(_Config):
             f"max_mito_fraction must be in (0, 1], got {self.max_mito_fraction}",
         )
         _require(
-            0 < self.train_fraction < 1 and 0 <= self.val_fraction < 1
+            0 < self.train_fraction < 1
+            and 0 <= self.val_fraction < 1
             and self.train_fraction + self.val_fraction < 1,
             "train_fraction and val_fraction must be in (0, 1) and sum to less than 1 (the rest is test)",
         )
@@ -193,13 +194,19 @@ class ModelConfig(_Config):
         for name in ("head_dim", "ff_hidden", "vocab_size", "n_classes"):
             value = getattr(self, name)
             _require(value is None or value > 0, f"model {name} must be positive, got {value}")
-        _require(self.n_values is None or self.n_values >= 0, f"model n_values must be >= 0, got {self.n_values}")
         _require(
-            self.n_context is None or self.n_context >= 0, f"model n_context must be >= 0, got {self.n_context}"
+            self.n_values is None or self.n_values >= 0, f"model n_values must be >= 0, got {self.n_values}"
+        )
+        _require(
+            self.n_context is None or self.n_context >= 0,
+            f"model n_context must be >= 0, got {self.n_context}",
         )
         _require(0 <= self.dropout < 1, f"model dropout must be in [0, 1), got {self.dropout}")
         _require(self.norm in ("pre", "post"), f"model norm must be 'pre' or 'post', got {self.norm!r}")
-        _require(self.max_length >= 2, f"model max_length must be at least 2 (<CLS> + one gene), got {self.max_length}")
+        _require(
+            self.max_length >= 2,
+            f"model max_length must be at least 2 (<CLS> + one gene), got {self.max_length}",
+        )
         if self.head_dim is None:
             _require(
                 self.d_model % self.n_heads == 0,
@@ -248,9 +255,18 @@ class TrainConfig(_Config):
             _require(getattr(self, name) > 0, f"train {name} must be positive, got {getattr(self, name)}")
         _require(self.lr > 0, f"train lr must be positive, got {self.lr}")
         _require(self.weight_decay >= 0, f"train weight_decay must be >= 0, got {self.weight_decay}")
-        _require(0 <= self.warmup_fraction < 1, f"train warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
-        _require(0 <= self.min_lr_fraction <= 1, f"train min_lr_fraction must be in [0, 1], got {self.min_lr_fraction}")
-        _require(self.grad_clip is None or self.grad_clip > 0, f"train grad_clip must be positive, got {self.grad_clip}")
+        _require(
+            0 <= self.warmup_fraction < 1,
+            f"train warmup_fraction must be in [0, 1), got {self.warmup_fraction}",
+        )
+        _require(
+            0 <= self.min_lr_fraction <= 1,
+            f"train min_lr_fraction must be in [0, 1], got {self.min_lr_fraction}",
+        )
+        _require(
+            self.grad_clip is None or self.grad_clip > 0,
+            f"train grad_clip must be positive, got {self.grad_clip}",
+        )
         _require(self.patience >= 0, f"train patience must be >= 0, got {self.patience}")
         _require(self.num_workers >= 0, f"train num_workers must be >= 0, got {self.num_workers}")
         _require(

@@ -10,8 +10,17 @@ from importlib import metadata
 from pathlib import Path
 
 _PACKAGES = (
-    "cellformer", "torch", "lightning", "anndata", "scanpy", "numpy", "scipy",
-    "pandas", "scikit-learn", "h5py", "safetensors",
+    "cellformer",
+    "torch",
+    "lightning",
+    "anndata",
+    "scanpy",
+    "numpy",
+    "scipy",
+    "pandas",
+    "scikit-learn",
+    "h5py",
+    "safetensors",
 )
 
 

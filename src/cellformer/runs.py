@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from cellformer.data.prepared import PreparedData
 
 _LOADERS = {
-    "transformer": "cellformer.train.model_run:TransformerRun",
+    "transformer": "cellformer.training.model_run:TransformerRun",
     "logreg": "cellformer.baselines.run:BaselineRun",
     "knn": "cellformer.baselines.run:BaselineRun",
     "mlp": "cellformer.baselines.run:BaselineRun",
@@ -67,7 +67,9 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
         )
     config = read_json(config_path)
     if config.get("kind") not in _LOADERS:
-        raise RunDirError(f"{config_path} has unknown kind {config.get('kind')!r}; expected one of {', '.join(_LOADERS)}")
+        raise RunDirError(
+            f"{config_path} has unknown kind {config.get('kind')!r}; expected one of {', '.join(_LOADERS)}"
+        )
     return config
 
 

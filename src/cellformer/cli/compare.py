@@ -28,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from cellformer.evaluate.report import compare
+    from cellformer.evaluation.report import compare
 
     print(compare(args.run_dirs, out=args.out, split=args.split, overwrite=args.overwrite))
     return 0

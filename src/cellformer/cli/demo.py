@@ -27,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from cellformer.demo import demo
+    from cellformer.demo_workflow import demo
 
     report = demo(args.out, overwrite=args.overwrite, max_epochs=args.max_epochs)
     print(f"report: {report}")

@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from cellformer.evaluate.api import evaluate
+    from cellformer.evaluation.api import evaluate
 
     m = evaluate(args.run_dir, split=args.split, prepared=args.prepared)
     cal = m["calibration"]

@@ -35,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     import anndata as ad
 
-    from cellformer.predict import predict_file
+    from cellformer.prediction import predict_file
 
     options = {"layer": args.layer, "gene_key": args.gene_key, "min_overlap": args.min_gene_overlap}
     written = predict_file(

@@ -39,7 +39,7 @@ _METAVARS = {"bool": "BOOL", "int": "N", "float": "X", "str": "NAME"}
 
 
 def _add_field(group, field: dataclasses.Field) -> None:
-    from cellformer.train.options import parse_value
+    from cellformer.training.options import parse_value
 
     flags = [f"--{field.name.replace('_', '-')}"]
     if "_" in field.name:
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     import lightning.pytorch  # noqa: F401  (sets its own log levels at import: quiet them again)
 
-    from cellformer.train.api import train
+    from cellformer.training.api import train
 
     level = max(logging.getLogger().level, logging.WARNING)
     for name in ("lightning.pytorch", "lightning.fabric"):

@@ -58,7 +58,9 @@ class TokenStore:
         base = Path(directory) / "tokens"
         offsets_path = base / "offsets.npy"
         if not offsets_path.exists():
-            raise RunDirError(f"{directory} has no token store ({offsets_path} is missing); run `cellformer prepare`")
+            raise RunDirError(
+                f"{directory} has no token store ({offsets_path} is missing); run `cellformer prepare`"
+            )
         self.offsets = np.load(offsets_path)
         total = int(self.offsets[-1])
         self.ids = _memmap(base / "ids.bin", IDS_DTYPE, total)
@@ -91,8 +93,10 @@ class TokenStore:
             parts_values.append(values)
             lengths.append(len(ids))
         ids = np.concatenate(parts_ids) if parts_ids else np.zeros(0, IDS_DTYPE)
-        values = None if self.values is None else (
-            np.concatenate(parts_values) if parts_values else np.zeros(0, VALUES_DTYPE)
+        values = (
+            None
+            if self.values is None
+            else (np.concatenate(parts_values) if parts_values else np.zeros(0, VALUES_DTYPE))
         )
         return TokenizedCells(ids, np.r_[0, np.cumsum(lengths)].astype(np.int64), values)
 
@@ -100,7 +104,9 @@ class TokenStore:
 def _memmap(path: Path, dtype: np.dtype, count: int) -> np.ndarray:
     expected = count * np.dtype(dtype).itemsize
     if not path.exists() or path.stat().st_size != expected:
-        raise RunDirError(f"token file {path} is missing or truncated (expected {expected} bytes); prepare again")
+        raise RunDirError(
+            f"token file {path} is missing or truncated (expected {expected} bytes); prepare again"
+        )
     if count == 0:
         return np.zeros(0, dtype=dtype)
     return np.memmap(path, dtype=dtype, mode="r", shape=(count,))

@@ -49,7 +49,9 @@ class TokenizedCells:
             return TokenizedCells(np.zeros(0, np.int32), np.zeros(1, np.int64))
         ids = np.concatenate([p.ids for p in parts])
         starts = np.cumsum([0] + [p.offsets[-1] for p in parts[:-1]])
-        offsets = np.concatenate([[0]] + [p.offsets[1:] + s for p, s in zip(parts, starts, strict=True)]).astype(np.int64)
+        offsets = np.concatenate(
+            [[0]] + [p.offsets[1:] + s for p, s in zip(parts, starts, strict=True)]
+        ).astype(np.int64)
         values = None if parts[0].values is None else np.concatenate([p.values for p in parts])
         return TokenizedCells(ids, offsets, values)
 

@@ -1,0 +1,365 @@
+"""Render the comparison report as Markdown (PNGs beside it) and one self-contained HTML file."""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cellformer.atomic import atomic_path
+from cellformer.evaluation import plots
+
+if TYPE_CHECKING:
+    from cellformer.evaluation.report import RunResult
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1150px; margin: 2em auto;
+       padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; } h3 { margin-top: 1.5em; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.88em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; vertical-align: top; }
+th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
+table.runs td:nth-child(2), table.runs th:nth-child(2) { text-align: left; }
+td.best { font-weight: bold; background: #eef7ee; }
+.verdict { background: #f7f9fc; border-left: 4px solid #3366aa; padding: 0.6em 1.2em; }
+.verdict li { margin: 0.35em 0; }
+img { max-width: 100%; height: auto; display: block; margin: 0.8em 0; }
+.note { color: #666; font-size: 0.9em; }
+"""
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if value < 0.1:
+        return "<0.1 s"
+    if value < 120:
+        return f"{value:.1f} s"
+    if value < 7200:
+        return f"{value / 60:.1f} min"
+    return f"{value / 3600:.1f} h"
+
+
+def _count(value: int | None) -> str:
+    if value is None:
+        return "—"
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= limit:
+            return f"{value / limit:.3g} {suffix}"
+    return str(value)
+
+
+def _p(value: float) -> str:
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _ci(ci: list[float]) -> str:
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def summary_table(results: list[RunResult], analysis: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the side-by-side table (plain text cells)."""
+    reference = analysis["reference_baseline"]
+    header = [
+        "Run",
+        "Kind",
+        "Accuracy [95% CI]",
+        "Macro-F1 [95% CI]",
+        "Weighted F1",
+        "Balanced acc.",
+        "Top-2 acc.",
+        "ECE before → after (T)",
+        f"Δ macro-F1 vs {reference} [95% CI]" if reference else "Δ macro-F1 vs best baseline",
+        "p (bootstrap / McNemar)",
+        "Parameters",
+        "Training time",
+    ]
+    rows = []
+    for r in results:
+        m = r.metrics
+        cal = m["calibration"]
+        test = analysis["vs_reference_baseline"].get(r.name)
+        rows.append(
+            [
+                r.name,
+                r.kind,
+                f"{m['accuracy']:.3f} {_ci(m['ci']['accuracy'])}",
+                f"{m['macro_f1']:.3f} {_ci(m['ci']['macro_f1'])}",
+                f"{m['weighted_f1']:.3f}",
+                f"{m['balanced_accuracy']:.3f}",
+                f"{m['top2_accuracy']:.3f}",
+                f"{cal['ece_before']:.3f} → {cal['ece_after']:.3f} ({cal['temperature']:.2f})",
+                "reference"
+                if r.name == reference
+                else (
+                    "—"
+                    if test is None
+                    else f"{test['macro_f1']['difference']:+.3f} {_ci(test['macro_f1']['ci'])}"
+                ),
+                "—"
+                if test is None
+                else f"{_p(test['macro_f1']['p_value'])} / {_p(test['mcnemar']['p_value'])}",
+                _count(m["model"].get("n_parameters")),
+                _seconds(m["model"].get("train_seconds")),
+            ]
+        )
+    return header, rows
+
+
+def per_class_table(results: list[RunResult]) -> tuple[list[str], list[list[str]], list[int | None]]:
+    """Header, rows (F1 of each run per class, by number of cells) and the index of each row's best run."""
+    header = ["Cell type", "Cells"] + [r.name for r in results]
+    first = results[0].metrics["per_class"]
+    order = sorted(
+        (i for i, c in enumerate(first) if c["seen_in_training"]), key=lambda i: -first[i]["support"]
+    )
+    rows, best = [], []
+    for i in order:
+        f1 = [r.metrics["per_class"][i]["f1"] for r in results]
+        rows.append([first[i]["label"], str(first[i]["support"])] + [f"{v:.3f}" for v in f1])
+        best.append(int(np.argmax(f1)) if len(results) > 1 and first[i]["support"] > 0 else None)
+    return header, rows, best
+
+
+def _figures(out: Path, results: list[RunResult]) -> list[tuple[str, str, str]]:
+    """Write the report's PNGs into ``out``; returns ``(section, caption, file name)`` in report order."""
+    from cellformer.evaluation.report import calibrated_proba, slug
+
+    figures: list[tuple[str, str, str]] = []
+    split = results[0].metrics["split"]
+
+    def add(section: str, caption: str, name: str, fig) -> None:
+        plots.save_png(fig, out / name)
+        figures.append((section, caption, name))
+
+    add(
+        "overview",
+        f"Macro-F1 and accuracy on the {split} split with bootstrap 95% confidence intervals.",
+        "intervals.png",
+        plots.intervals_figure(
+            [r.name for r in results], [r.metrics for r in results], f"All runs ({split} split)"
+        ),
+    )
+    seen = [c for c in results[0].metrics["per_class"] if c["seen_in_training"]]
+    add(
+        "per_class",
+        "F1 of every cell type for every run (cell types ordered by number of cells).",
+        "per_class_f1.png",
+        plots.per_class_f1_figure(
+            [c["label"] for c in seen],
+            [c["support"] for c in seen],
+            {r.name: [c["f1"] for c in r.metrics["per_class"] if c["seen_in_training"]] for r in results},
+            f"F1 per cell type ({split} split)",
+        ),
+    )
+    series = {}
+    for r in results:
+        proba = calibrated_proba(r)
+        series[f"{r.name} (T={r.metrics['calibration']['temperature']:.2f})"] = (
+            proba.max(axis=1),
+            proba.argmax(axis=1) == r.y_true,
+        )
+    add(
+        "calibration",
+        "Reliability of every run after temperature scaling: points on the diagonal mean "
+        "a stated confidence of p is right a share p of the time.",
+        "reliability_all.png",
+        plots.reliability_figure(series, f"Calibrated confidence ({split} split)"),
+    )
+
+    used: set[str] = set()
+    for r in results:
+        stem = slug(r.name)
+        while stem in used:
+            stem += "_"
+        used.add(stem)
+        for key, section, caption in (
+            (
+                "confusion",
+                "confusion",
+                f"{r.name}: confusion matrix, rows normalised (share of each true cell type).",
+            ),
+            (
+                "learning_curves",
+                "learning",
+                f"{r.name}: loss, accuracy and macro-F1 per epoch (train and validation).",
+            ),
+            (
+                "reliability",
+                "calibration_runs",
+                f"{r.name}: reliability before and after temperature scaling.",
+            ),
+        ):
+            source = r.plots.get(key)
+            if source is not None and source.exists():
+                name = f"{stem}_{key}.png"
+                shutil.copyfile(source, out / name)
+                figures.append((section, caption, name))
+    return figures
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _html_table(
+    header: list[str],
+    rows: list[list[str]],
+    best: list[int | None] | None = None,
+    offset: int = 0,
+    css_class: str = "",
+) -> str:
+    parts = [
+        f'<table class="{css_class}">' if css_class else "<table>",
+        "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>",
+    ]
+    for i, row in enumerate(rows):
+        cells = []
+        for j, cell in enumerate(row):
+            cls = (
+                ' class="best"' if best is not None and best[i] is not None and j == best[i] + offset else ""
+            )
+            cells.append(f"<td{cls}>{html.escape(cell)}</td>")
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append("</table>")
+    return "\n".join(parts)
+
+
+def _bold_html(text: str) -> str:
+    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(text))
+
+
+SECTIONS = (
+    ("overview", "Headline metrics"),
+    ("per_class", "Per cell type"),
+    ("confusion", "Confusion matrices"),
+    ("learning", "Learning curves"),
+    ("calibration", "Calibration"),
+)
+
+
+def _intro(results: list[RunResult], analysis: dict[str, Any]) -> list[str]:
+    data = results[0].metrics["data"]
+    return [
+        f"{len(results)} run(s) compared on the same {analysis['n_cells']} cells of the "
+        f"**{analysis['split']}** split of `{data['prepared']}` ({len(data['classes'])} cell types).",
+        "Confidence intervals: percentile bootstrap over cells (1000 resamples). Paired test: the same "
+        "resamples for both runs (bootstrap p-value of the macro-F1 difference) and McNemar's exact test on "
+        "which cells each run gets right. Calibration: temperature scaling fitted on the validation split.",
+    ]
+
+
+def _unseen_rows(results: list[RunResult]) -> list[list[str]]:
+    rows = []
+    for r in results:
+        for u in r.metrics.get("unseen", []):
+            called = ", ".join(f"{k} ({v})" for k, v in list(u["predicted_as"].items())[:4])
+            rows.append([r.name, u["label"], str(u["n_cells"]), called])
+    return rows
+
+
+def render_markdown(
+    results: list[RunResult], analysis: dict[str, Any], figures: list[tuple[str, str, str]]
+) -> str:
+    header, rows = summary_table(results, analysis)
+    pc_header, pc_rows, _ = per_class_table(results)
+    out = ["# Cell-type classifier comparison", "", *_intro(results, analysis), "", "## Verdict", ""]
+    out += [f"- {line}" for line in analysis["verdict"]]
+    out += ["", "## All runs side by side", "", _md_table(header, rows), ""]
+    for section, title in SECTIONS:
+        if section == "per_class":
+            out += [f"## {title}", "", _md_table(pc_header, pc_rows), ""]
+            unseen = _unseen_rows(results)
+            if unseen:
+                out += [
+                    "Cells with labels never seen in training (always errors):",
+                    "",
+                    _md_table(["Run", "Label", "Cells", "Predicted as"], unseen),
+                    "",
+                ]
+        elif not any(f[0] == section for f in figures):
+            continue
+        else:
+            out += [f"## {title}", ""]
+        sections = (section, "calibration_runs") if section == "calibration" else (section,)
+        for fig_section, caption, name in figures:
+            if fig_section in sections:
+                out += [f"![{caption}]({name})", "", f"*{caption}*", ""]
+        if section == "learning" and any(r.metrics["model"].get("epochs") is None for r in results):
+            no_log = ", ".join(r.name for r in results if r.metrics["model"].get("epochs") is None)
+            out += [f"No training log (fitted in one step): {no_log}.", ""]
+    out += ["---", f"Made by cellformer {analysis['cellformer_version']} on {analysis['created']}."]
+    return "\n".join(out) + "\n"
+
+
+def render_html(
+    results: list[RunResult], analysis: dict[str, Any], figures: list[tuple[str, str, str]], image_dir: Path
+) -> str:
+    header, rows = summary_table(results, analysis)
+    pc_header, pc_rows, best = per_class_table(results)
+    body = ["<h1>Cell-type classifier comparison</h1>"]
+    body += [f"<p>{_bold_html(p).replace('`', '')}</p>" for p in _intro(results, analysis)]
+    body += ['<h2 id="verdict">Verdict</h2>', '<div class="verdict"><ul>']
+    body += [f"<li>{_bold_html(line)}</li>" for line in analysis["verdict"]]
+    body += [
+        "</ul></div>",
+        '<h2 id="runs">All runs side by side</h2>',
+        _html_table(header, rows, css_class="runs"),
+    ]
+    for section, title in SECTIONS:
+        present = any(f[0] == section for f in figures)
+        if section != "per_class" and not present:
+            continue
+        body.append(f'<h2 id="{section}">{html.escape(title)}</h2>')
+        if section == "per_class":
+            body.append(_html_table(pc_header, pc_rows, best, offset=2))
+            unseen = _unseen_rows(results)
+            if unseen:
+                body.append("<p>Cells with labels never seen in training (always errors):</p>")
+                body.append(_html_table(["Run", "Label", "Cells", "Predicted as"], unseen))
+        sections = (section, "calibration_runs") if section == "calibration" else (section,)
+        for fig_section, caption, name in figures:
+            if fig_section in sections:
+                data = base64.b64encode((image_dir / name).read_bytes()).decode("ascii")
+                body.append(
+                    f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+                    f'<figcaption class="note">{html.escape(caption)}</figcaption></figure>'
+                )
+        if section == "learning":
+            no_log = [r.name for r in results if r.metrics["model"].get("epochs") is None]
+            if no_log:
+                body.append(
+                    f'<p class="note">No training log (fitted in one step): {html.escape(", ".join(no_log))}.</p>'
+                )
+    body.append(
+        f'<hr><p class="note">Made by cellformer {html.escape(analysis["cellformer_version"])} '
+        f"on {html.escape(analysis['created'])}.</p>"
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        "<title>cellformer: model comparison</title>\n"
+        f"<style>{CSS}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
+    )
+
+
+def write_report(out: Path, results: list[RunResult], analysis: dict[str, Any]) -> None:
+    """Write the PNGs, ``report.md`` and the self-contained ``report.html`` into ``out``."""
+    figures = _figures(out, results)
+    for name, text in (
+        ("report.md", render_markdown(results, analysis, figures)),
+        ("report.html", render_html(results, analysis, figures, out)),
+    ):
+        with atomic_path(out / name) as tmp:
+            tmp.write_text(text, encoding="utf-8")

@@ -1,0 +1,146 @@
+"""Uncertainty of the headline metrics: bootstrap confidence intervals and paired tests.
+
+Cells are resampled with replacement (seeded, so results are reproducible). The same resampled cells
+are used for both runs of a paired comparison, which is what makes it paired: the variation due to
+which cells happen to be in the test split cancels out of the difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from scipy.stats import binomtest
+
+from cellformer.evaluation.metrics import accuracy, macro_f1
+
+N_BOOTSTRAP = 1000
+SEED = 0
+_MAX_INDICES = 4_000_000  # resampled cell indices held in memory at once
+
+
+def _resamples(n_cells: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """Blocks of bootstrap index arrays, ``(block, n_cells)``, from one seeded generator."""
+    rng = np.random.default_rng(seed)
+    block = max(1, _MAX_INDICES // max(n_cells, 1))
+    done = 0
+    while done < n_boot:
+        size = min(block, n_boot - done)
+        yield rng.integers(0, n_cells, size=(size, n_cells))
+        done += size
+
+
+def _batched_confusion(
+    y_true: np.ndarray, y_pred: np.ndarray, index: np.ndarray, n_labels: int
+) -> np.ndarray:
+    """Confusion matrices of each resample: ``(n_resamples, n_labels, n_labels)``."""
+    n_res = index.shape[0]
+    codes = y_true[index] * n_labels + y_pred[index] + (np.arange(n_res) * n_labels * n_labels)[:, None]
+    flat = np.bincount(codes.ravel(), minlength=n_res * n_labels * n_labels)
+    return flat.reshape(n_res, n_labels, n_labels)
+
+
+def _scores(cms: np.ndarray) -> dict[str, np.ndarray]:
+    """Accuracy and macro-F1 (scikit-learn label set: labels present) for a stack of confusion matrices."""
+    cms = cms.astype(np.float64)
+    tp = np.diagonal(cms, axis1=1, axis2=2)
+    support = cms.sum(axis=2)
+    predicted = cms.sum(axis=1)
+    n = support.sum(axis=1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    present = (support + predicted) > 0
+    return {
+        "accuracy": tp.sum(axis=1) / n,
+        "macro_f1": (f1 * present).sum(axis=1) / np.maximum(present.sum(axis=1), 1),
+    }
+
+
+def bootstrap_scores(
+    y_true: np.ndarray,
+    preds: list[np.ndarray],
+    n_labels: int,
+    *,
+    n_boot: int = N_BOOTSTRAP,
+    seed: int = SEED,
+) -> list[dict[str, np.ndarray]]:
+    """Accuracy and macro-F1 of each prediction vector on the same ``n_boot`` resamples of the cells."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    preds = [np.asarray(p, dtype=np.int64) for p in preds]
+    parts: list[list[dict[str, np.ndarray]]] = [[] for _ in preds]
+    for index in _resamples(len(y_true), n_boot, seed):
+        for k, pred in enumerate(preds):
+            parts[k].append(_scores(_batched_confusion(y_true, pred, index, n_labels)))
+    return [
+        {key: np.concatenate([p[key] for p in part]) for key in ("accuracy", "macro_f1")} for part in parts
+    ]
+
+
+def _interval(values: np.ndarray, level: float = 0.95) -> list[float]:
+    alpha = (1 - level) / 2
+    return [float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))]
+
+
+def bootstrap_ci(
+    y_true: np.ndarray, y_pred: np.ndarray, n_labels: int, *, n_boot: int = N_BOOTSTRAP, seed: int = SEED
+) -> dict[str, Any]:
+    """Percentile 95% intervals for accuracy and macro-F1, JSON-ready."""
+    (scores,) = bootstrap_scores(y_true, [y_pred], n_labels, n_boot=n_boot, seed=seed)
+    return {
+        "accuracy": _interval(scores["accuracy"]),
+        "macro_f1": _interval(scores["macro_f1"]),
+        "level": 0.95,
+        "n_bootstrap": n_boot,
+        "seed": seed,
+        "method": "percentile bootstrap over cells",
+    }
+
+
+def mcnemar_test(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float | int]:
+    """Exact McNemar test: do two models make errors on the same cells equally often?
+
+    Uses only the discordant cells (one model right, the other wrong): under the null hypothesis each
+    discordant cell is equally likely to favour either model (two-sided exact binomial test).
+    """
+    correct_a = np.asarray(correct_a, dtype=bool)
+    correct_b = np.asarray(correct_b, dtype=bool)
+    only_a = int((correct_a & ~correct_b).sum())
+    only_b = int((~correct_a & correct_b).sum())
+    p_value = 1.0 if only_a + only_b == 0 else float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
+    return {"only_a_correct": only_a, "only_b_correct": only_b, "p_value": p_value}
+
+
+def paired_comparison(
+    y_true: np.ndarray,
+    pred_a: np.ndarray,
+    pred_b: np.ndarray,
+    n_labels: int,
+    *,
+    n_boot: int = N_BOOTSTRAP,
+    seed: int = SEED,
+) -> dict[str, Any]:
+    """Run A minus run B on the same cells: differences with paired-bootstrap 95% CIs, and McNemar.
+
+    ``p_value`` of a difference is the two-sided bootstrap p-value: twice the smaller share of resamples
+    on either side of zero (capped at 1).
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    a, b = bootstrap_scores(y_true, [pred_a, pred_b], n_labels, n_boot=n_boot, seed=seed)
+    out: dict[str, Any] = {"n_bootstrap": n_boot, "seed": seed}
+    observed = {
+        "accuracy": accuracy(y_true, pred_a) - accuracy(y_true, pred_b),
+        "macro_f1": macro_f1(y_true, pred_a, n_labels) - macro_f1(y_true, pred_b, n_labels),
+    }
+    for key in ("accuracy", "macro_f1"):
+        diff = a[key] - b[key]
+        p = 2 * min(np.mean(diff <= 0), np.mean(diff >= 0))
+        out[key] = {
+            "difference": float(observed[key]),
+            "ci": _interval(diff),
+            "p_value": float(min(1.0, p)),
+        }
+    out["mcnemar"] = mcnemar_test(np.asarray(pred_a) == y_true, np.asarray(pred_b) == y_true)
+    return out

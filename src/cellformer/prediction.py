@@ -1,0 +1,432 @@
+"""``cellformer.predict``: a run directory + AnnData → an annotated copy of the AnnData.
+
+Works for every kind of run (transformer or baseline). Keys written (``key_added="cellformer"``):
+
+- ``obs['cellformer_prediction']``: predicted class, categorical over *all* trained classes
+- ``obs['cellformer_confidence']``: calibrated maximum probability (temperature fitted on the validation split)
+- ``obs['cellformer_unknown']``: ``True`` for a cell unlike every training type (see :mod:`cellformer.unknown`)
+- ``obsm['cellformer_proba']``: calibrated class probabilities, columns in ``uns['cellformer']['classes']``
+- ``obsm['X_cellformer']``: the model's embedding (``<CLS>`` for the transformer, PCA for logreg / kNN,
+  the hidden layer for the MLP)
+- ``uns['cellformer']``: ``classes`` and ``params`` (run, kind, gene overlap, unknown-cell rule, versions)
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cellformer.errors import ConfigError, InputError, RunDirError
+from cellformer.runs import Predictions
+from cellformer.unknown import UnknownDetector
+
+if TYPE_CHECKING:
+    import anndata as ad
+
+    from cellformer.runs import TrainedModel
+    from cellformer.tokenize.base import TokenizedCells
+
+logger = logging.getLogger(__name__)
+
+TOKENIZE_CHUNK = 2048  # cells aligned and tokenized at a time
+
+
+def predict(
+    adata: ad.AnnData,
+    run_dir: str | Path,
+    *,
+    batch_size: int = 256,
+    key_added: str = "cellformer",
+    copy: bool = True,
+    layer: str | None = None,
+    gene_key: str | None = None,
+    min_overlap: float | None = None,
+) -> ad.AnnData | None:
+    """Annotate cells with a trained model's predictions.
+
+    Parameters
+    ----------
+    adata
+        Cells to annotate; genes are matched to the model's by name (missing genes count as zero,
+        extra genes are ignored). Read the same matrix as in training (see ``layer``).
+    run_dir
+        A run directory from ``cellformer train`` or ``cellformer baseline``.
+    batch_size
+        Cells per forward pass.
+    key_added
+        Prefix of the keys written (see the module docstring).
+    copy
+        Return an annotated copy (default) and leave ``adata`` untouched; ``False`` annotates ``adata``
+        in place and returns ``None``.
+    layer, gene_key
+        Override the matrix (``"raw.X"`` for ``adata.raw``) and gene-name column the model was trained with.
+    min_overlap
+        Minimum fraction of the model's genes that must be present (default: the training setting, 0.5).
+
+    Returns
+    -------
+    The annotated copy, or ``None`` with ``copy=False``.
+    """
+    from cellformer.runs import load
+
+    if batch_size <= 0:
+        raise ConfigError(f"batch_size must be positive, got {batch_size}")
+    model = load(run_dir)
+    options = {
+        k: v
+        for k, v in (("layer", layer), ("gene_key", gene_key), ("min_overlap", min_overlap))
+        if v is not None
+    }
+    outputs, overlap = model_outputs(model, adata, batch_size=batch_size, **options)
+    detector = unknown_detector(model)
+    target = adata.copy() if copy else adata
+    annotate(target, model, outputs, detector, overlap, key_added=key_added, batch_size=batch_size)
+    return target if copy else None
+
+
+# -- model outputs ------------------------------------------------------------------------------
+def model_outputs(
+    model: TrainedModel, adata: ad.AnnData, *, batch_size: int = 256, **options: Any
+) -> tuple[Predictions, dict[str, Any]]:
+    """Raw outputs for ``adata`` and the gene-overlap report, for any kind of run."""
+    if model.kind == "transformer":
+        tokenized, overlap = tokenize_adata(model, adata, **options)
+        outputs = model.predict_tokens(tokenized, batch_size=batch_size)
+    else:
+        X, overlap = model.align(adata, **options)
+        _log_overlap(overlap, model)
+        outputs = model.predict_matrix(X, batch_size=max(batch_size, 1024), progress=True)
+    return outputs, overlap
+
+
+def tokenize_adata(
+    model: TrainedModel, adata: ad.AnnData, **options: Any
+) -> tuple[TokenizedCells, dict[str, Any]]:
+    """Align ``adata`` to a transformer run's vocabulary and tokenize it with the run's saved tokenizer."""
+    from tqdm.auto import tqdm
+
+    from cellformer.atomic import read_json
+    from cellformer.data.align import aligned_matrix, training_input_options
+    from cellformer.tokenize.base import N_SPECIAL, TokenizedCells, get_tokenizer_class
+    from cellformer.tokenize.context import ContextVocab, context_value_id
+
+    run_dir = Path(model.run_dir)
+    meta = model.config.get("prepared", {}).get("meta", {})
+    if meta.get("config", {}).get("previous_layer"):
+        raise ConfigError(
+            f"run {run_dir} was trained with previous-time-point tokens from a layer; predicting new files "
+            "needs the previous profiles, which `cellformer predict` does not build yet: prepare the file "
+            "as a --test set instead"
+        )
+    ancestors = _ancestor_source(run_dir, adata, meta.get("config", {}).get("time_key"))
+    for name in ("vocab.json", "tokenizer"):
+        if not (run_dir / name).exists():
+            raise RunDirError(
+                f"run directory {run_dir} has no {name}; it cannot tokenize new cells (train it again)"
+            )
+    vocab = read_json(run_dir / "vocab.json")
+    genes = list(vocab["genes"])
+    tokenizer = get_tokenizer_class(meta.get("tokenizer", "rank")).load(run_dir / "tokenizer")
+    context = ContextVocab.from_vocab(vocab, N_SPECIAL)  # --batch-key / --context-key tokens, if any
+    context_ids = None if context is None else context.encode_obs(adata.obs, where="the input AnnData")
+    settings = {**training_input_options(model.config), **options}
+    parts, overlap = [], None
+    n = adata.n_obs
+    with tqdm(total=n, desc="tokenizing", unit="cells", leave=False, disable=n < 4 * TOKENIZE_CHUNK) as bar:
+        for start in range(0, max(n, 1), TOKENIZE_CHUNK):
+            X, overlap = aligned_matrix(adata[start : start + TOKENIZE_CHUNK], genes, **settings)
+            previous = None if ancestors is None else ancestors(X, start)
+            cells = tokenizer.transform(X, previous)
+            if context is not None:
+                chunk_ids = context_ids[start : start + TOKENIZE_CHUNK]
+                cells = context.insert(cells, chunk_ids, context_value_id(tokenizer))
+            parts.append(cells)
+            bar.update(X.shape[0])
+    _log_overlap(overlap, model)
+    return TokenizedCells.concatenate(parts), overlap
+
+
+def _ancestor_source(run_dir: Path, adata: ad.AnnData, time_key: str | None):
+    """For a run prepared with ``--time-key``: ``(X chunk, start) -> previous profiles`` from the run's
+    saved ancestor mapping (``tokenizer/previous``) and ``adata.obs[time_key]``; else ``None``."""
+    if not time_key:
+        return None
+    from cellformer.data.ancestors import MAPPING_DIR
+    from cellformer.tokenize.previous import AncestorMapping
+
+    if time_key not in adata.obs.columns:
+        raise InputError(
+            f"run {run_dir} builds each cell's previous-time-point profile from obs[{time_key!r}], which the "
+            f"input AnnData lacks; add that column (time points on the training axis)"
+        )
+    mapping = AncestorMapping.load(run_dir / MAPPING_DIR)
+    times = adata.obs[time_key]
+
+    def previous(X, start: int):
+        return mapping.transform(X, times.iloc[start : start + X.shape[0]], time_key=time_key)
+
+    return previous
+
+
+def _log_overlap(overlap: dict[str, Any], model: TrainedModel) -> None:
+    logger.info(
+        "gene overlap: %d of the model's %d genes present in the input (%.1f%%); input has %d genes",
+        overlap["shared"],
+        overlap["vocab_genes"],
+        100 * overlap["fraction"],
+        overlap["file_genes"],
+    )
+    if overlap["fraction"] < 0.9:
+        logger.warning(
+            "only %.1f%% of the model's genes are in the input: missing genes count as zero expression, "
+            "predictions may be less reliable",
+            100 * overlap["fraction"],
+        )
+
+
+# -- unknown-cell rule --------------------------------------------------------------------------
+def unknown_detector(model: TrainedModel) -> UnknownDetector | None:
+    """The run's unknown-cell detector; fitted now (and saved in the run dir) if the run has none yet.
+
+    Fitting needs the prepared dataset the run was trained on; without it ``None`` is returned and a
+    warning says so (``cellformer_unknown`` is then all ``False``).
+    """
+    detector = UnknownDetector.load(model.run_dir)
+    if detector is not None:
+        return detector
+    from cellformer.data.prepared import PreparedData
+
+    prepared_path = model.config.get("prepared", {}).get("path")
+    try:
+        prepared = PreparedData(prepared_path)
+    except (RunDirError, TypeError):
+        logger.warning(
+            "run %s has no unknown-cell threshold (unknown.json) and its prepared dataset %s is gone: "
+            "cellformer_unknown is False for every cell",
+            model.run_dir,
+            prepared_path,
+        )
+        return None
+    detector = fit_unknown_detector(model, prepared)
+    try:
+        detector.save(model.run_dir)
+    except OSError as exc:  # a read-only run directory still predicts
+        logger.warning("could not record the unknown-cell threshold in %s: %s", model.run_dir, exc)
+    return detector
+
+
+def fit_unknown_detector(model: TrainedModel, prepared) -> UnknownDetector:
+    """Fit the unknown-cell detector from the run's outputs on the training and validation splits."""
+    logger.info("choosing the unknown-cell threshold on the validation split of %s", prepared.path)
+    labels = np.asarray(prepared.labels)
+    train = model.predict_split(prepared, "train")
+    val = (
+        model.predict_split(prepared, "val")
+        if "val" in prepared.splits
+        else Predictions(np.zeros((0, len(model.classes)), np.float32), None, np.zeros(0, np.int64))
+    )
+    val_embeddings = val.embeddings if val.embeddings is not None else None
+    return UnknownDetector.fit(
+        (train.logits, train.embeddings, labels[train.rows]),
+        (val.logits, val_embeddings, labels[val.rows]),
+        len(model.classes),
+    )
+
+
+# -- writing into the AnnData -------------------------------------------------------------------
+def annotate(
+    adata: ad.AnnData,
+    model: TrainedModel,
+    outputs: Predictions,
+    detector: UnknownDetector | None,
+    overlap: dict[str, Any],
+    *,
+    key_added: str = "cellformer",
+    batch_size: int = 256,
+) -> None:
+    """Write predictions into ``adata`` (in place) under ``key_added``."""
+    import pandas as pd
+
+    from cellformer.provenance import cellformer_version, package_versions
+    from cellformer.unknown import softmax
+
+    if outputs.logits.shape[0] != adata.n_obs:
+        raise ValueError(f"{outputs.logits.shape[0]} predictions for {adata.n_obs} cells")
+    temperature = detector.temperature if detector is not None else 1.0
+    proba = softmax(outputs.logits, temperature).astype(np.float32)
+    best = proba.argmax(axis=1) if len(proba) else np.zeros(0, np.int64)
+    classes = list(model.classes)
+    unknown = (
+        detector.flag(outputs.logits, outputs.embeddings)
+        if detector is not None
+        else np.zeros(adata.n_obs, bool)
+    )
+    adata.obs[f"{key_added}_prediction"] = pd.Categorical.from_codes(best, categories=classes)
+    adata.obs[f"{key_added}_confidence"] = proba.max(axis=1) if len(proba) else np.zeros(0, np.float32)
+    adata.obs[f"{key_added}_unknown"] = np.asarray(unknown, dtype=bool)
+    adata.obsm[f"{key_added}_proba"] = proba
+    if outputs.embeddings is not None:
+        adata.obsm[f"X_{key_added}"] = np.asarray(outputs.embeddings, dtype=np.float32)
+    params: dict[str, Any] = {
+        "run_dir": str(Path(model.run_dir).resolve()),
+        "kind": model.kind,
+        "batch_size": int(batch_size),
+        "gene_overlap": {k: (float(v) if k == "fraction" else int(v)) for k, v in overlap.items()},
+        "temperature": float(temperature),
+        "embedding": {"transformer": "<CLS>", "mlp": "hidden layer", "logreg": "PCA", "knn": "PCA"}.get(
+            model.kind, "none"
+        ),
+        "cellformer_version": cellformer_version(),
+        "versions": {k: v for k, v in package_versions().items() if k != "platform"},
+    }
+    meta = model.config.get("prepared", {}).get("meta", {})
+    params["tokenizer"] = meta.get("tokenizer", "rank")
+    params["label_key"] = meta.get("label_key", "")
+    if detector is not None:
+        params["unknown"] = {
+            "method": detector.method,
+            "space": detector.space,
+            "threshold": float(detector.threshold),
+            "quantile": float(detector.quantile),
+        }
+    else:
+        params["unknown"] = {"method": "none"}
+    adata.uns[key_added] = {"classes": np.array(classes, dtype=object), "params": params}
+    n_unknown = int(np.sum(unknown))
+    logger.info(
+        "%d cells annotated by %s run %s; %d (%.1f%%) flagged unknown",
+        adata.n_obs,
+        model.kind,
+        model.run_dir,
+        n_unknown,
+        100 * n_unknown / max(adata.n_obs, 1),
+    )
+
+
+# -- files (the CLI) ----------------------------------------------------------------------------
+def predict_file(
+    run_dir: str | Path,
+    input: str | Path,
+    *,
+    out: str | Path,
+    overwrite: bool = False,
+    batch_size: int = 256,
+    umap: bool = True,
+    key_added: str = "cellformer",
+    **options: Any,
+) -> dict[str, Path]:
+    """Read ``input`` (never modified), annotate it, write ``out`` (atomically) and a UMAP PNG beside it.
+
+    Returns the paths written: ``{"h5ad": out, "umap": out_umap.png}`` (no ``umap`` key when ``umap=False``
+    or the cells are too few to embed).
+    """
+    import anndata as ad
+
+    from cellformer.atomic import atomic_path
+    from cellformer.runs import read_run_config
+
+    input, out = Path(input), Path(out)
+    read_run_config(run_dir)  # fail early on a bad run directory
+    if not input.is_file():
+        raise InputError(f"input file {input} does not exist")
+    if out.resolve() == input.resolve():
+        raise ConfigError(
+            f"--out {out} is the input file; cellformer never overwrites its input: choose another path"
+        )
+    if out.suffix != ".h5ad":
+        raise ConfigError(f"--out {out} must end in .h5ad")
+    png = out.with_name(out.stem + "_umap.png")
+    if not overwrite:
+        for path in (out, png) if umap else (out,):
+            if path.exists():
+                raise ConfigError(f"output {path} already exists; choose another --out or pass --overwrite")
+    try:
+        adata = ad.read_h5ad(input)
+    except OSError as exc:
+        raise InputError(
+            f"cannot read {input} as an .h5ad file ({exc}); re-save it with anndata's write_h5ad"
+        ) from None
+    annotated = predict(adata, run_dir, batch_size=batch_size, key_added=key_added, **options)
+    written = {}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if umap:
+        plotted = plot_umap(annotated, png, key_added=key_added)
+        if plotted is not None:
+            written["umap"] = plotted
+    with atomic_path(out) as tmp:
+        annotated.write_h5ad(tmp)
+    written["h5ad"] = out
+    return written
+
+
+def plot_umap(
+    adata: ad.AnnData, path: str | Path, *, key_added: str = "cellformer", seed: int = 0
+) -> Path | None:
+    """UMAP of ``obsm['X_<key>']`` coloured by predicted (and, when present, true) label; adds ``obsm['X_<key>_umap']``.
+
+    Returns the PNG path, or ``None`` when there are too few cells or no embedding.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cellformer.atomic import atomic_path
+
+    embedding = adata.obsm.get(f"X_{key_added}")
+    if embedding is None or adata.n_obs < 10:
+        logger.warning(
+            "no UMAP: %s", "the model has no embedding" if embedding is None else "fewer than 10 cells"
+        )
+        return None
+    import umap
+
+    n_neighbors = int(min(15, adata.n_obs - 1))
+    coords = umap.UMAP(n_neighbors=n_neighbors, random_state=seed, n_jobs=1).fit_transform(embedding)
+    adata.obsm[f"X_{key_added}_umap"] = coords.astype(np.float32)
+    panels = [("predicted", adata.obs[f"{key_added}_prediction"])]
+    label_key = adata.uns[key_added]["params"].get("label_key")
+    if label_key and label_key in adata.obs:
+        panels.append((f"true ({label_key})", adata.obs[label_key].astype(str)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels) + 2, 6), squeeze=False)
+    unknown = adata.obs[f"{key_added}_unknown"].to_numpy()
+    names = [str(c) for c in adata.uns[key_added]["classes"]]  # one colour per label in both panels
+    for _, labels in panels[1:]:
+        names += sorted(set(np.asarray(labels, dtype=str).tolist()) - set(names))
+    cmap = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
+    colour = {name: cmap(i % cmap.N) for i, name in enumerate(names)}
+    for ax, (title, labels) in zip(axes[0], panels, strict=True):
+        labels = np.asarray(labels, dtype=str)
+        for name in names:
+            mask = labels == name
+            if mask.any():
+                ax.scatter(
+                    coords[mask, 0], coords[mask, 1], s=6, color=colour[name], label=name, linewidths=0
+                )
+        if title == "predicted" and unknown.any():
+            ax.scatter(
+                coords[unknown, 0],
+                coords[unknown, 1],
+                s=14,
+                facecolors="none",
+                edgecolors="black",
+                linewidths=0.5,
+                label="unknown (flagged)",
+            )
+        ax.set_title(f"{title} label")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel("UMAP 1")
+        ax.set_ylabel("UMAP 2")
+        ax.legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    kind = adata.uns[key_added]["params"]["kind"]
+    fig.suptitle(f"{kind} embedding ({adata.n_obs} cells)")
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path

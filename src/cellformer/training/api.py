@@ -1,0 +1,297 @@
+"""``cellformer.train``: train a transformer on a prepared dataset into a run directory."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cellformer.atomic import atomic_path, read_json, write_json
+from cellformer.config import ModelConfig, TrainConfig
+from cellformer.data.prepared import PreparedData
+from cellformer.errors import ConfigError, InputError, RunDirError
+from cellformer.provenance import cellformer_version, now_iso, package_versions
+from cellformer.training import options
+
+logger = logging.getLogger(__name__)
+
+COPIED = ("vocab.json", "classes.json", "tokenizer")
+
+
+def train(
+    prepared_dir: str | Path,
+    *,
+    out: str | Path,
+    config: str | Path | dict[str, Any] | None = None,
+    resume: bool = False,
+    **overrides: Any,
+) -> Path:
+    """Train the cell transformer on a prepared dataset; returns the run directory.
+
+    Parameters
+    ----------
+    prepared_dir
+        Output of ``cellformer prepare``.
+    out
+        Run directory to create (see ``docs/design.md``); must not exist yet unless ``resume``.
+    config
+        YAML file, preset name (``"reference_gpu"``) or dict, with ``model:`` / ``train:`` sections
+        or flat keys of :class:`~cellformer.config.ModelConfig` / :class:`~cellformer.config.TrainConfig`.
+    resume
+        Continue an interrupted run in ``out`` from ``checkpoints/last.ckpt`` (same result as an
+        uninterrupted run with the same seed). Only where it runs (devices, workers, ...) may change.
+    **overrides
+        Single config keys, e.g. ``max_epochs=10, d_model=128``; they win over ``config``.
+    """
+    prepared = PreparedData(prepared_dir)
+    out = Path(out)
+    requested = options.split_keys(options.read_config_source(config), source=f"config {config}")
+    for section, values in options.split_keys(overrides).items():
+        requested[section].update(values)
+    fingerprint = data_fingerprint(prepared)
+    primary = _is_primary_process()
+
+    if resume:
+        stored = _stored_run(out, fingerprint)
+        if stored.get("status") == "finished":
+            logger.info("%s has already finished training; nothing to resume", out)
+            return out
+        diffs = options.resume_differences(stored, requested)
+        if diffs:
+            raise ConfigError(f"--resume keeps the run's configuration; these differ: {'; '.join(diffs)}")
+        model_config = ModelConfig.from_dict(stored["model"])
+        train_config = TrainConfig.from_dict(
+            {
+                **stored["train"],
+                **{k: v for k, v in requested["train"].items() if k in options.EXECUTION_KEYS},
+            }
+        )
+    else:
+        model_config = fit_to_data(ModelConfig.from_dict(requested["model"]), prepared)
+        train_config = TrainConfig.from_dict(requested["train"])
+        if primary:
+            _check_new_run_dir(out)
+
+    if train_config.wandb:
+        from cellformer.training.trainer import require_wandb
+
+        require_wandb()
+    if train_config.accelerator in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"train accelerator={train_config.accelerator!r} but no CUDA GPU is available here; "
+                "pass --accelerator cpu (and e.g. --precision 32-true) or run on a GPU machine"
+            )
+
+    from cellformer.training.data import CellDataModule
+
+    datamodule = CellDataModule(
+        prepared,
+        max_length=model_config.max_length,
+        batch_size=train_config.batch_size,
+        seed=train_config.seed,
+        num_workers=train_config.num_workers,
+    )
+    if len(datamodule.train_rows) == 0:
+        raise InputError(
+            f"prepared dataset {prepared.path} has no labelled training cells (splits.npz 'train' is empty); "
+            "prepare it again with more cells or a larger train_fraction"
+        )
+    run_config = {
+        "kind": "transformer",
+        "status": "training",
+        "model": model_config.to_dict(),
+        "train": train_config.to_dict(),
+        "prepared": {"path": str(prepared.path.resolve()), "meta": prepared.meta},
+        "seed": train_config.seed,
+        "data_fingerprint": fingerprint,
+        "versions": package_versions(),
+        "cellformer_version": cellformer_version(),
+        "created": now_iso(),
+    }
+    if primary and not resume:
+        _start_run_dir(out, prepared, run_config)
+    return _fit(out, prepared, datamodule, model_config, train_config, run_config, resume, primary)
+
+
+def _fit(out, prepared, datamodule, model_config, train_config, run_config, resume, primary) -> Path:
+    import lightning.pytorch as pl
+    import torch
+    from safetensors.torch import save_file
+
+    from cellformer.training.checkpointing import completed_epochs, model_state
+    from cellformer.training.log import EpochLog
+    from cellformer.training.module import CellClassifierModule
+    from cellformer.training.trainer import build_trainer
+
+    pl.seed_everything(train_config.seed, workers=True, verbose=False)
+    validate = len(datamodule.val_rows) > 0
+    if not validate:
+        logger.warning("no labelled validation cells: no early stopping; the last epoch's model is kept")
+    weights = class_weights(prepared, datamodule.train_rows) if train_config.class_weights else None
+    epoch_log = EpochLog(out / "log.csv")
+    module = CellClassifierModule(
+        model_config,
+        train_config,
+        class_weights=None if weights is None else torch.as_tensor(weights, dtype=torch.float32),
+        on_epoch=epoch_log,
+        validate=validate,
+    )
+    last = out / "checkpoints" / "last.ckpt"
+    ckpt_path = last if resume and last.exists() else None
+    if primary:
+        epoch_log.start(completed_epochs(ckpt_path) if ckpt_path else 0)
+    logger.info(
+        "training on %d cells (validation %d), %d classes, %s parameters, max_length %d",
+        len(datamodule.train_rows),
+        len(datamodule.val_rows),
+        model_config.n_classes,
+        f"{module.model.num_parameters():,}",
+        model_config.max_length,
+    )
+    trainer, checkpoint, early_stopping = build_trainer(out, train_config, validate=validate)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
+        warnings.filterwarnings("ignore", ".*treespec, LeafSpec.*")
+        warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    if not trainer.is_global_zero:
+        return out
+
+    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file(model_state(best), str(tmp), metadata={"format": "cellformer-transformer"})
+    rows = epoch_log.read()
+    run_config["status"] = "finished"
+    run_config["result"] = {
+        "epochs": len(rows),
+        "best_checkpoint": best.name,
+        "best_val_loss": float(checkpoint.best_model_score)
+        if validate and checkpoint.best_model_score is not None
+        else None,
+        "stopped_early": bool(early_stopping is not None and early_stopping.stopped_epoch > 0),
+        "finished": now_iso(),
+    }
+    if resume:
+        run_config["created"] = read_json(out / "config.json").get("created")
+    write_json(out / "config.json", run_config)
+    logger.info("run directory %s: %d epochs, best %s", out, len(rows), best.name)
+    return out
+
+
+def fit_to_data(config: ModelConfig, prepared: PreparedData) -> ModelConfig:
+    """Fill vocab_size / n_classes / n_values from the prepared data; refuse ones that contradict it."""
+    for name, actual in (
+        ("vocab_size", prepared.vocab_size),
+        ("n_classes", prepared.n_classes),
+        ("n_context", prepared.n_context),  # context tokens (--batch-key / --context-key)
+    ):
+        given = getattr(config, name)
+        if given is not None and given != actual:
+            raise ConfigError(
+                f"model {name} is {given} but prepared dataset {prepared.path} has {actual}; leave it unset"
+            )
+    if prepared.n_classes < 2:
+        raise InputError(
+            f"prepared dataset {prepared.path} has {prepared.n_classes} class(es) in training; need at least 2"
+        )
+    needed = _n_values(prepared)
+    n_values = config.n_values
+    if n_values is None:
+        n_values = needed
+    elif n_values > 0 and needed == 0:
+        raise ConfigError(
+            f"model n_values={n_values} asks for a value embedding, but prepared dataset {prepared.path} "
+            f"(tokenizer {prepared.meta.get('tokenizer', 'rank')!r}) stores no values; set n_values 0 "
+            "or prepare with a tokenizer that has values (binned)"
+        )
+    elif 0 < n_values < needed:
+        raise ConfigError(
+            f"model n_values={n_values} is smaller than the {needed} value ids in {prepared.path}"
+        )
+    segments = config.segment_embedding
+    if segments is None:  # the time-course variant's tokens have a <SEP> block
+        prepare_config = prepared.meta.get("config", {})
+        segments = bool(prepare_config.get("previous_layer") or prepare_config.get("time_key"))
+    return config.replace(
+        vocab_size=prepared.vocab_size,
+        n_classes=prepared.n_classes,
+        n_values=n_values,
+        n_context=prepared.n_context,
+        segment_embedding=segments,
+    )
+
+
+def _n_values(prepared: PreparedData) -> int:
+    if not prepared.has_values or prepared.store.values is None:
+        return 0
+    if "n_values" in prepared.meta:
+        return int(prepared.meta["n_values"])
+    values = prepared.store.values
+    return int(values.max()) + 1 if len(values) else 1
+
+
+def class_weights(prepared: PreparedData, rows: np.ndarray) -> np.ndarray:
+    """Inverse class frequency in the training rows, normalised so a balanced split gives all ones."""
+    counts = np.bincount(np.asarray(prepared.labels)[rows], minlength=prepared.n_classes).astype(np.float64)
+    weights = np.zeros_like(counts)
+    present = counts > 0
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights
+
+
+def data_fingerprint(prepared: PreparedData) -> str:
+    """SHA-256 over the prepared dataset's metadata, offsets, labels and splits (not the large token file)."""
+    digest = hashlib.sha256()
+    for name in ("meta.json", "tokens/offsets.npy", "labels.npy", "splits.npz"):
+        digest.update((prepared.path / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _is_primary_process() -> bool:
+    """False in the processes Lightning's DDP launcher starts beside the first one."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def _check_new_run_dir(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise RunDirError(
+            f"run directory {out} already exists; pass --resume to continue it, or choose another --out"
+        )
+
+
+def _start_run_dir(out: Path, prepared: PreparedData, run_config: dict[str, Any]) -> None:
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    for name in COPIED:
+        source = prepared.path / name
+        if source.is_dir():
+            shutil.copytree(source, out / name, dirs_exist_ok=True)
+        elif source.exists():
+            shutil.copy2(source, out / name)
+    write_json(out / "config.json", run_config)
+
+
+def _stored_run(out: Path, fingerprint: str) -> dict[str, Any]:
+    config_path = out / "config.json"
+    if not config_path.exists():
+        raise RunDirError(
+            f"cannot resume: {out} is not a started run directory (no config.json); drop --resume"
+        )
+    stored = read_json(config_path)
+    if stored.get("kind") != "transformer":
+        raise RunDirError(f"cannot resume {out}: it is a {stored.get('kind')!r} run, not a transformer run")
+    if stored.get("data_fingerprint") != fingerprint:
+        raise RunDirError(
+            f"cannot resume {out}: the prepared dataset differs from the one the run started with "
+            f"({stored.get('prepared', {}).get('path')})"
+        )
+    return stored

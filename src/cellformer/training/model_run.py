@@ -1,0 +1,136 @@
+"""A trained transformer rebuilt from its run directory alone (``cellformer.load(run_dir)``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from cellformer.atomic import read_json
+from cellformer.config import ModelConfig
+from cellformer.data.dataset import LengthBucketSampler, TokenDataset, collate_tokens
+from cellformer.errors import RunDirError
+from cellformer.model import CellTransformer
+from cellformer.runs import Predictions, read_run_config
+from cellformer.tokenize.base import TokenizedCells
+
+if TYPE_CHECKING:
+    import anndata as ad
+
+    from cellformer.data.prepared import PreparedData
+
+
+class _TokenizedDataset(Dataset):
+    """Cells of a :class:`TokenizedCells` as items for :func:`collate_tokens`."""
+
+    def __init__(self, cells: TokenizedCells, max_length: int) -> None:
+        self.cells = cells
+        self.max_length = max_length
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    def lengths(self) -> np.ndarray:
+        return np.minimum(self.cells.lengths, self.max_length)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        start = int(self.cells.offsets[index])
+        stop = min(int(self.cells.offsets[index + 1]), start + self.max_length)
+        item = {
+            "ids": torch.from_numpy(self.cells.ids[start:stop].astype(np.int64)),
+            "label": torch.tensor(-1),
+            "row": torch.tensor(index),
+        }
+        if self.cells.values is not None:
+            item["values"] = torch.from_numpy(self.cells.values[start:stop].astype(np.int64))
+        return item
+
+
+class TransformerRun:
+    """A finished ``cellformer train`` run: the model, its classes and configuration.
+
+    Use :func:`cellformer.load` rather than the constructor. Predictions run on a GPU when one is
+    available (bf16 autocast), else on the CPU; cells are batched by length, outputs keep input order.
+    """
+
+    kind = "transformer"
+
+    def __init__(
+        self, run_dir: Path, config: dict[str, Any], model: CellTransformer, classes: list[str]
+    ) -> None:
+        self.run_dir = run_dir
+        self.config = config
+        self.model = model.eval()
+        self.classes = classes
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model.to(self.device)
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return self.model.config
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> TransformerRun:
+        from safetensors.torch import load_file
+
+        run_dir = Path(run_dir)
+        config = read_run_config(run_dir)
+        weights = run_dir / "model.safetensors"
+        if not weights.exists():
+            raise RunDirError(
+                f"{run_dir} has no model.safetensors: training did not finish; "
+                "continue it with `cellformer train PREPARED --out RUN --resume`"
+            )
+        model = CellTransformer(ModelConfig.from_dict(config["model"]))
+        model.load_state_dict(load_file(str(weights)))
+        classes = read_json(run_dir / "classes.json")["classes"]
+        return cls(run_dir, config, model, classes)
+
+    def predict_split(self, prepared: PreparedData, split: str, *, batch_size: int = 256) -> Predictions:
+        """Outputs for every cell of ``split`` of the prepared dataset (in ``splits.npz`` order)."""
+        rows = prepared.split_rows(split)
+        dataset = TokenDataset(prepared.store, rows, None, self.model_config.max_length)
+        logits, embeddings = self._run(dataset, batch_size)
+        return Predictions(logits=logits, embeddings=embeddings, rows=np.asarray(rows))
+
+    def predict_tokens(self, tokenized: TokenizedCells, *, batch_size: int = 256) -> Predictions:
+        """Outputs for cells already tokenized with this run's tokenizer and vocabulary."""
+        logits, embeddings = self._run(_TokenizedDataset(tokenized, self.model_config.max_length), batch_size)
+        return Predictions(logits=logits, embeddings=embeddings, rows=None)
+
+    def predict_adata(self, adata: ad.AnnData, *, batch_size: int = 256, **options: Any) -> Predictions:
+        """Outputs for new cells: genes aligned to the vocabulary, tokenized with the saved tokenizer.
+
+        ``options`` override how the input is read (``layer``, ``gene_key``, ``min_overlap``).
+        """
+        from cellformer.prediction import tokenize_adata
+
+        tokenized, _ = tokenize_adata(self, adata, **options)
+        return self.predict_tokens(tokenized, batch_size=batch_size)
+
+    @torch.no_grad()
+    def _run(self, dataset, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        from tqdm.auto import tqdm
+
+        n = len(dataset)
+        logits = np.zeros((n, self.model_config.n_classes), np.float32)
+        embeddings = np.zeros((n, self.model_config.d_model), np.float32)
+        batches = list(LengthBucketSampler(dataset.lengths(), batch_size, shuffle=False))
+        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_tokens)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        with tqdm(total=n, desc="predicting", unit="cells", leave=False, disable=n < 10 * batch_size) as bar:
+            for indices, batch in zip(batches, loader, strict=True):
+                values = batch.get("values") if self.model.value_embedding is not None else None
+                with autocast:
+                    out, cls = self.model(
+                        batch["ids"].to(self.device),
+                        batch["padding_mask"].to(self.device),
+                        None if values is None else values.to(self.device),
+                    )
+                logits[indices] = out.float().cpu().numpy()
+                embeddings[indices] = cls.float().cpu().numpy()
+                bar.update(len(indices))
+        return logits, embeddings

@@ -1,0 +1,88 @@
+"""The Lightning Trainer for a run: devices, precision, checkpoints, early stopping, loggers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+from cellformer.config import TrainConfig
+from cellformer.errors import ConfigError
+from cellformer.training.checkpointing import AtomicCheckpointIO
+
+
+def precision(config: TrainConfig) -> str:
+    """bf16 autocast on a GPU, full float32 on CPU, unless the config says otherwise."""
+    if config.precision is not None:
+        return config.precision
+    on_gpu = config.accelerator in ("gpu", "cuda") or (
+        config.accelerator == "auto" and torch.cuda.is_available()
+    )
+    return "bf16-mixed" if on_gpu else "32-true"
+
+
+def build_trainer(
+    out: Path, config: TrainConfig, *, validate: bool
+) -> tuple[pl.Trainer, ModelCheckpoint, EarlyStopping | None]:
+    checkpoint = ModelCheckpoint(
+        dirpath=out / "checkpoints",
+        filename="best",
+        monitor="val_loss" if validate else None,
+        mode="min",
+        save_top_k=1,
+        save_last=True,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+    callbacks: list[pl.Callback] = [checkpoint]
+    early_stopping = None
+    if validate and config.patience > 0:
+        early_stopping = EarlyStopping(
+            monitor="val_loss", mode="min", patience=config.patience, check_on_train_epoch_end=True
+        )
+        callbacks.append(early_stopping)
+    if precision(config).startswith("bf16") or config.accelerator in ("gpu", "cuda"):
+        torch.set_float32_matmul_precision("high")
+    trainer = pl.Trainer(
+        accelerator=config.accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy=config.strategy,
+        precision=precision(config),
+        max_epochs=config.max_epochs,
+        gradient_clip_val=config.grad_clip,
+        callbacks=callbacks,
+        logger=_wandb_logger(out, config) if config.wandb else False,
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=config.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=None if validate else 0,
+        use_distributed_sampler=False,  # the batch sampler shards itself (train.data.ShardedBatchSampler)
+        default_root_dir=out,
+        log_every_n_steps=50,
+    )
+    return trainer, checkpoint, early_stopping
+
+
+def require_wandb() -> None:
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "train wandb=true needs the wandb package: pip install wandb (or 'cellformer[wandb]')"
+        ) from None
+
+
+def _wandb_logger(out: Path, config: TrainConfig):
+    from lightning.pytorch.loggers import WandbLogger
+
+    require_wandb()
+    return WandbLogger(
+        project=config.wandb_project,
+        save_dir=str(out),
+        offline=config.wandb_mode == "offline",
+        mode=config.wandb_mode,
+    )

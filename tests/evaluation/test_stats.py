@@ -1,0 +1,61 @@
+"""Bootstrap intervals and paired tests: correct per resample, reproducible, and sensible."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest
+from sklearn.metrics import accuracy_score, f1_score
+
+from cellformer.evaluation import stats
+
+
+def _predictions(n: int, n_classes: int, error_rate: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_classes, size=n)
+    pred = np.where(rng.random(n) < error_rate, rng.integers(0, n_classes, size=n), y)
+    return y, pred
+
+
+def test_each_resample_matches_sklearn():
+    y, pred = _predictions(150, 6, 0.3, seed=0)
+    (index,) = list(stats._resamples(len(y), 5, seed=3))
+    scores = stats._scores(stats._batched_confusion(y, pred, index, 6))
+    for b in range(5):
+        yb, pb = y[index[b]], pred[index[b]]
+        assert scores["accuracy"][b] == pytest.approx(accuracy_score(yb, pb))
+        assert scores["macro_f1"][b] == pytest.approx(f1_score(yb, pb, average="macro", zero_division=0))
+
+
+def test_ci_contains_estimate_and_is_reproducible(monkeypatch):
+    y, pred = _predictions(400, 5, 0.2, seed=1)
+    ci = stats.bootstrap_ci(y, pred, 5, n_boot=300)
+    assert ci["accuracy"][0] < accuracy_score(y, pred) < ci["accuracy"][1]
+    assert ci["macro_f1"][0] < f1_score(y, pred, average="macro") < ci["macro_f1"][1]
+    assert stats.bootstrap_ci(y, pred, 5, n_boot=300) == ci
+    monkeypatch.setattr(stats, "_MAX_INDICES", 1000)  # many small blocks: same numbers
+    assert stats.bootstrap_ci(y, pred, 5, n_boot=300) == ci
+
+
+def test_paired_identical_runs_tie():
+    y, pred = _predictions(300, 4, 0.3, seed=2)
+    out = stats.paired_comparison(y, pred, pred.copy(), 4, n_boot=200)
+    assert out["macro_f1"]["difference"] == 0 and out["macro_f1"]["p_value"] == 1.0
+    assert out["mcnemar"] == {"only_a_correct": 0, "only_b_correct": 0, "p_value": 1.0}
+
+
+def test_paired_detects_a_clearly_better_run():
+    y, good = _predictions(500, 4, 0.1, seed=3)
+    _, bad = _predictions(500, 4, 0.6, seed=3)
+    out = stats.paired_comparison(y, good, bad, 4, n_boot=300)
+    assert out["accuracy"]["difference"] == pytest.approx(accuracy_score(y, good) - accuracy_score(y, bad))
+    assert out["macro_f1"]["ci"][0] > 0 and out["macro_f1"]["p_value"] < 0.01
+    assert out["mcnemar"]["p_value"] < 1e-6
+
+
+def test_mcnemar_exact():
+    a = np.array([1, 1, 1, 1, 1, 0, 0, 1], dtype=bool)
+    b = np.array([0, 0, 0, 1, 1, 1, 0, 1], dtype=bool)
+    out = stats.mcnemar_test(a, b)
+    assert (out["only_a_correct"], out["only_b_correct"]) == (3, 1)
+    assert out["p_value"] == pytest.approx(binomtest(3, 4, 0.5).pvalue)

@@ -1,0 +1,29 @@
+"""Multi-process training through Lightning's DDP strategy: 2 CPU processes (gloo)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from training_helpers import SUBPROCESS_ENV, TINY, metrics
+
+import cellformer
+from cellformer.data.prepared import PreparedData
+
+
+def test_ddp_two_cpu_processes(bladder_prepared: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    config = {**TINY, "max_epochs": 2, "devices": 2, "strategy": "ddp"}
+    args = [sys.executable, "-m", "cellformer.cli", "-q", "train", str(bladder_prepared), "--out", str(out)]
+    for key, value in config.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    result = subprocess.run(args, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = metrics(out)
+    assert [r["epoch"] for r in rows] == ["1", "2"]  # one row per epoch, written by rank 0 only
+    assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
+    prepared = PreparedData(bladder_prepared)
+    predictions = cellformer.load(out).predict_split(prepared, "val")
+    assert np.isfinite(predictions.logits).all()

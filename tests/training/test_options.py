@@ -1,0 +1,111 @@
+"""Config resolution: presets, YAML sections and flat keys, command-line values, resume rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cellformer.config import ModelConfig, TrainConfig
+from cellformer.data.dataset import LengthBucketSampler
+from cellformer.errors import ConfigError
+from cellformer.training import options
+from cellformer.training.data import ShardedBatchSampler
+from cellformer.training.module import warmup_cosine
+
+
+def test_reference_gpu_preset_is_the_reference_model() -> None:
+    model, train = options.resolve("reference_gpu")
+    assert (model.n_layers, model.d_model, model.n_heads, model.head_dim) == (3, 128, 3, 32)
+    assert (model.head_hidden, model.dropout, model.max_length) == (64, 0.05, 2049)
+    assert train.accelerator == "gpu" and train.precision == "bf16-mixed"
+
+
+def test_laptop_defaults_are_small() -> None:
+    model, train = ModelConfig(), TrainConfig()
+    assert model.max_length <= 512 and model.d_model <= 128 and train.accelerator == "cpu"
+    assert train.patience == 5 and train.class_weights
+
+
+def test_yaml_sections_flat_keys_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  d_model: 48\n  n_heads: 3\ntrain:\n  lr: 0.002\nbatch_size: 16\n")
+    model, train = options.resolve(path, {"lr": 0.01, "norm": "post"})
+    assert (model.d_model, model.n_heads, model.norm) == (48, 3, "post")
+    assert (train.lr, train.batch_size) == (0.01, 16)
+
+
+def test_missing_config_names_presets(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="presets: reference_gpu"):
+        options.resolve(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("3", 3),
+        ("0.5", 0.5),
+        ("1e-3", 1e-3),
+        ("true", True),
+        ("False", False),
+        ("none", None),
+        ("post", "post"),
+    ],
+)
+def test_parse_value(text: str, value) -> None:
+    assert options.parse_value(text) == value
+
+
+def test_wrong_type_is_refused() -> None:
+    with pytest.raises(ConfigError, match="TrainConfig.batch_size must be int"):
+        TrainConfig(batch_size=2.5)
+    assert TrainConfig(lr=1).lr == 1.0  # ints are fine where floats are expected
+
+
+def test_resume_differences_ignore_execution_keys() -> None:
+    stored = {"model": {"d_model": 32}, "train": {"lr": 0.01, "devices": 1}}
+    assert options.resume_differences(stored, {"model": {"d_model": 32}, "train": {"devices": 4}}) == []
+    assert options.resume_differences(stored, {"model": {"d_model": 64}, "train": {}}) == [
+        "model.d_model: run has 32, asked 64"
+    ]
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_sharded_batches_are_even_and_cover_every_cell(world_size: int) -> None:
+    lengths = np.random.default_rng(0).integers(2, 50, size=103)
+    shards = [
+        list(ShardedBatchSampler(LengthBucketSampler(lengths, 8, seed=1), rank, world_size))
+        for rank in range(world_size)
+    ]
+    assert len({len(s) for s in shards}) == 1  # DDP: every process takes the same number of steps
+    assert len(shards[0]) == len(ShardedBatchSampler(LengthBucketSampler(lengths, 8), 0, world_size))
+    cells = [i for shard in shards for batch in shard for i in batch]
+    assert set(cells) == set(range(103))
+
+
+def test_sampler_epoch_changes_the_order() -> None:
+    sampler = ShardedBatchSampler(LengthBucketSampler(np.arange(2, 66), 8, seed=0))
+    first = list(sampler)
+    sampler.sampler.set_epoch(1)  # what Lightning calls at each epoch start
+    assert list(sampler) != first
+
+
+def test_warmup_then_cosine() -> None:
+    factor = warmup_cosine(100, 0.1, 0.05)
+    assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
+    assert factor(99) == pytest.approx(0.05, abs=1e-3)
+    assert all(factor(s) >= factor(s + 1) for s in range(10, 99))
+
+
+def test_trainer_setup(tmp_path: Path) -> None:
+    from cellformer.training.trainer import build_trainer, precision
+
+    trainer, checkpoint, early = build_trainer(tmp_path, TrainConfig(grad_clip=0.5), validate=True)
+    assert early is not None and early.patience == 5 and early.monitor == "val_loss"
+    assert checkpoint.monitor == "val_loss" and checkpoint.save_last
+    assert trainer.gradient_clip_val == 0.5
+    assert precision(TrainConfig()) == "32-true"
+    assert precision(TrainConfig(accelerator="gpu")) == "bf16-mixed"
+    _, checkpoint, early = build_trainer(tmp_path, TrainConfig(), validate=False)
+    assert early is None and checkpoint.monitor is None
