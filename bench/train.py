@@ -25,19 +25,14 @@ The speed ratio (ours / reference cells/s) is printed last.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# bench/tokenize.py is named like the standard library's ``tokenize``: keep this folder off the path.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-
 import argparse  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
 import subprocess  # noqa: E402
+import sys
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path
 
 import numpy as np  # noqa: E402
 
