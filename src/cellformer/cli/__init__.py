@@ -47,6 +47,15 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
+def quiet_lightning() -> None:
+    """Lightning sets its own log levels (INFO, with its own handler) when imported: lower them again."""
+    import lightning.pytorch  # noqa: F401
+
+    level = max(logging.getLogger().level, logging.WARNING)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(level)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

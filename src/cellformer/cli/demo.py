@@ -27,8 +27,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    from cellformer.cli import quiet_lightning
     from cellformer.demo_workflow import demo
 
+    quiet_lightning()
     report = demo(args.out, overwrite=args.overwrite, max_epochs=args.max_epochs)
     print(f"report: {report}")
     return 0

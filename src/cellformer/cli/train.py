@@ -65,14 +65,10 @@ def _add_field(group, field: dataclasses.Field) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    import lightning.pytorch  # noqa: F401  (sets its own log levels at import: quiet them again)
-
+    from cellformer.cli import quiet_lightning
     from cellformer.training.api import train
 
-    level = max(logging.getLogger().level, logging.WARNING)
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(level)
-
+    quiet_lightning()
     overrides = {k.removeprefix("cfg_"): v for k, v in vars(args).items() if k.startswith("cfg_")}
     out = train(args.prepared, out=args.out, config=args.config, resume=args.resume, **overrides)
     logging.getLogger(__name__).info("trained model in %s", out)
