@@ -198,6 +198,11 @@ def main() -> None:
     parser.add_argument("--datasets", default="hsmm,synthetic")
     parser.add_argument("--variants", help="comma-separated subset of the variants (base is always run)")
     parser.add_argument("--out", type=Path, help="keep prepared data, runs and results.json here")
+    parser.add_argument(
+        "--reports",
+        type=Path,
+        help="also write a `cellformer compare` report of the variants per dataset and seed here",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import lightning.pytorch  # noqa: F401  (its loggers exist from here on)
@@ -210,6 +215,7 @@ def main() -> None:
     ):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
+    import cellformer
     from cellformer.datasets.synthetic import synthetic_timecourse
 
     t0 = time.perf_counter()
@@ -263,6 +269,13 @@ def main() -> None:
                     file=sys.stderr,
                     flush=True,
                 )
+            if args.reports:
+                report = cellformer.compare(
+                    [work / f"run-{name}-{variant}-s{seed}" for variant in dataset["variants"]],
+                    out=args.reports / f"{name}-s{seed}",
+                    overwrite=True,
+                )
+                print(f"report: {report}", file=sys.stderr, flush=True)
         y_true = np.concatenate(y_true_all)
         preds = {v: np.concatenate(p) for v, p in preds_all.items()}
         results[name] = summarize(y_true, preds, names, len(names))
