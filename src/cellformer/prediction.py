@@ -115,11 +115,12 @@ def tokenize_adata(
 
     run_dir = Path(model.run_dir)
     meta = model.config.get("prepared", {}).get("meta", {})
-    if meta.get("config", {}).get("previous_layer"):
-        raise ConfigError(
-            f"run {run_dir} was trained with previous-time-point tokens from a layer; predicting new files "
-            "needs the previous profiles, which `cellformer predict` does not build yet: prepare the file "
-            "as a --test set instead"
+    previous_layer = meta.get("config", {}).get("previous_layer")
+    if previous_layer and previous_layer not in adata.layers:
+        raise InputError(
+            f"run {run_dir} was trained with each cell's previous-time-point profile from layer "
+            f"'{previous_layer}', which the input AnnData lacks (layers: "
+            f"{', '.join(map(str, adata.layers.keys())) or 'none'}); add it with the same genes as X"
         )
     ancestors = _ancestor_source(run_dir, adata, meta.get("config", {}).get("time_key"))
     for name in ("vocab.json", "tokenizer"):
@@ -139,6 +140,10 @@ def tokenize_adata(
         for start in range(0, max(n, 1), TOKENIZE_CHUNK):
             X, overlap = aligned_matrix(adata[start : start + TOKENIZE_CHUNK], genes, **settings)
             previous = None if ancestors is None else ancestors(X, start)
+            if previous_layer:  # the same alignment and value checks as the current profile
+                previous_settings = {**settings, "layer": previous_layer, "min_overlap": 0.0}
+                chunk = adata[start : start + TOKENIZE_CHUNK]
+                previous, _ = aligned_matrix(chunk, genes, **previous_settings)
             cells = tokenizer.transform(X, previous)
             if context is not None:
                 chunk_ids = context_ids[start : start + TOKENIZE_CHUNK]
