@@ -22,6 +22,19 @@ if TYPE_CHECKING:
 
     from cellformer.data.prepared import PreparedData
 
+# columns of a run's ``log.csv``: one row per epoch (transformer, MLP baseline)
+LOG_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "train_macro_f1",
+    "val_loss",
+    "val_acc",
+    "val_macro_f1",
+    "lr",
+    "seconds",
+)
+
 _LOADERS = {
     "transformer": "cellformer.training.model_run:TransformerRun",
     "logreg": "cellformer.baselines.run:BaselineRun",

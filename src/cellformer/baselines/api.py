@@ -18,22 +18,12 @@ from cellformer.baselines import models
 from cellformer.data.prepared import PreparedData
 from cellformer.errors import ConfigError, InputError
 from cellformer.provenance import cellformer_version, now_iso, package_versions
+from cellformer.runs import LOG_COLUMNS
 from cellformer.unknown import UnknownDetector
 
 logger = logging.getLogger(__name__)
 
 COPIED = ("vocab.json", "classes.json", "tokenizer")
-LOG_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "train_acc",
-    "train_macro_f1",
-    "val_loss",
-    "val_acc",
-    "val_macro_f1",
-    "lr",
-    "seconds",
-)
 # what the unknown-cell detector measures for each method (see cellformer.unknown)
 UNKNOWN_SPACE = {"logreg": "logits", "knn": "embedding", "mlp": "embedding"}
 

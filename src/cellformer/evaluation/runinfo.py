@@ -26,18 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LOG_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "train_acc",
-    "train_macro_f1",
-    "val_loss",
-    "val_acc",
-    "val_macro_f1",
-    "lr",
-    "seconds",
-)
-
 
 def read_log(run_dir: str | Path) -> dict[str, np.ndarray] | None:
     """Columns of ``log.csv`` as float arrays (empty cells are NaN); ``None`` when the run has no log."""

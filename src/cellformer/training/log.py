@@ -5,17 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-COLUMNS = (
-    "epoch",
-    "train_loss",
-    "train_acc",
-    "train_macro_f1",
-    "val_loss",
-    "val_acc",
-    "val_macro_f1",
-    "lr",
-    "seconds",
-)
+from cellformer.runs import LOG_COLUMNS as COLUMNS
 
 
 class EpochLog:
