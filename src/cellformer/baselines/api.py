@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import shutil
 import time
@@ -151,7 +150,7 @@ def baseline(
         },
         "prepared": {"path": str(prepared.path.resolve()), "meta": prepared.meta},
         "seed": seed,
-        "data_fingerprint": _data_fingerprint(prepared),
+        "data_fingerprint": prepared.fingerprint(),
         "train_seconds": train_seconds,
         "n_train_cells": int(len(train_rows)),
         "n_val_cells": int(len(val_rows)),
@@ -195,11 +194,3 @@ def _write_log(path: Path, rows: list[dict[str, float]]) -> None:
         writer.writeheader()
         for row in rows:
             writer.writerow({k: row[k] for k in LOG_COLUMNS if k in row})
-
-
-def _data_fingerprint(prepared: PreparedData) -> str:
-    """The same digest ``cellformer train`` records (meta, offsets, labels, splits)."""
-    digest = hashlib.sha256()
-    for name in ("meta.json", "tokens/offsets.npy", "labels.npy", "splits.npz"):
-        digest.update((prepared.path / name).read_bytes())
-    return digest.hexdigest()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,16 @@ class PreparedData:
         """The fitted tokenizer saved with the dataset."""
         cls = get_tokenizer_class(self.meta.get("tokenizer", "rank"))
         return cls.load(self.path / "tokenizer")
+
+    def fingerprint(self) -> str:
+        """SHA-256 over the metadata, offsets, labels and splits (not the large token file).
+
+        Recorded in every run directory (``config.json["data_fingerprint"]``).
+        """
+        digest = hashlib.sha256()
+        for name in ("meta.json", "tokens/offsets.npy", "labels.npy", "splits.npz"):
+            digest.update((self.path / name).read_bytes())
+        return digest.hexdigest()
 
     def split_rows(self, split: str) -> np.ndarray:
         if split not in self.splits:

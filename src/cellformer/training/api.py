@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -54,7 +53,7 @@ def train(
     requested = options.split_keys(options.read_config_source(config), source=f"config {config}")
     for section, values in options.split_keys(overrides).items():
         requested[section].update(values)
-    fingerprint = data_fingerprint(prepared)
+    fingerprint = prepared.fingerprint()
     primary = _is_primary_process()
 
     if resume:
@@ -247,14 +246,6 @@ def class_weights(prepared: PreparedData, rows: np.ndarray) -> np.ndarray:
     present = counts > 0
     weights[present] = counts.sum() / (present.sum() * counts[present])
     return weights
-
-
-def data_fingerprint(prepared: PreparedData) -> str:
-    """SHA-256 over the prepared dataset's metadata, offsets, labels and splits (not the large token file)."""
-    digest = hashlib.sha256()
-    for name in ("meta.json", "tokens/offsets.npy", "labels.npy", "splits.npz"):
-        digest.update((prepared.path / name).read_bytes())
-    return digest.hexdigest()
 
 
 def _is_primary_process() -> bool:
