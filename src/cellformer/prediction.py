@@ -255,8 +255,8 @@ def annotate(
     """Write predictions into ``adata`` (in place) under ``key_added``."""
     import pandas as pd
 
+    from cellformer.evaluation.metrics import softmax
     from cellformer.provenance import cellformer_version, package_versions
-    from cellformer.unknown import softmax
 
     if outputs.logits.shape[0] != adata.n_obs:
         raise ValueError(f"{outputs.logits.shape[0]} predictions for {adata.n_obs} cells")

@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 
 from cellformer.atomic import atomic_path, read_json, write_json
+from cellformer.evaluation.calibration import fit_temperature
+from cellformer.evaluation.metrics import softmax
 
 logger = logging.getLogger(__name__)
 
@@ -39,42 +41,6 @@ JSON_NAME = "unknown.json"
 ARRAYS_NAME = "unknown.safetensors"
 DEFAULT_QUANTILE = 0.95
 SPACES = ("embedding", "logits")
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z -= z.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
-    return z
-
-
-def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """Temperature minimising the negative log-likelihood of ``y`` (golden-section search on log T)."""
-    if len(y) == 0:
-        return 1.0
-    logits = np.asarray(logits, dtype=np.float64)
-
-    def nll(log_t: float) -> float:
-        z = logits / np.exp(log_t)
-        z = z - z.max(axis=1, keepdims=True)
-        log_norm = np.log(np.exp(z).sum(axis=1))
-        return float(np.mean(log_norm - z[np.arange(len(y)), y]))
-
-    lo, hi = np.log(0.05), np.log(20.0)
-    ratio = (np.sqrt(5) - 1) / 2
-    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-    fa, fb = nll(a), nll(b)
-    for _ in range(60):
-        if fa < fb:
-            hi, b, fb = b, a, fa
-            a = hi - ratio * (hi - lo)
-            fa = nll(a)
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + ratio * (hi - lo)
-            fb = nll(b)
-    return float(np.exp((lo + hi) / 2))
 
 
 @dataclasses.dataclass
@@ -129,7 +95,7 @@ class UnknownDetector:
         if len(y_val) == 0:
             logger.warning("no validation cells: the unknown-cell threshold is chosen on the training cells")
             val_logits, val_emb, y_val = train_logits, train_emb, y_train
-        temperature = fit_temperature(val_logits, y_val)
+        temperature = fit_temperature(val_logits, y_val).temperature  # as `cellformer evaluate` fits it
         if space not in SPACES:
             raise ValueError(f"space must be one of {SPACES}, got {space!r}")
         train_features = train_logits if space == "logits" else train_emb

@@ -7,7 +7,9 @@ import scipy.sparse as sp
 
 from cellformer.baselines import features as feat
 from cellformer.baselines import models
-from cellformer.unknown import UnknownDetector, fit_temperature, softmax
+from cellformer.evaluation.calibration import fit_temperature
+from cellformer.evaluation.metrics import softmax
+from cellformer.unknown import UnknownDetector
 
 
 def _counts(n_cells=300, n_genes=400, seed=0):
@@ -77,8 +79,8 @@ def test_temperature_and_unknown_detector_round_trip(tmp_path):
     y = rng.integers(0, 3, 500)
     noisy = np.where(rng.random(500) < 0.2, rng.integers(0, 3, 500), y)
     logits = np.eye(3)[noisy] * 8 + rng.normal(size=(500, 3))  # over-confident: 8 logits, ~13% wrong
-    assert fit_temperature(logits, y) > 2.0
-    assert fit_temperature(np.eye(3)[y] * 0.5, y) < 0.5  # under-confident and always right
+    assert fit_temperature(logits, y).temperature > 2.0
+    assert fit_temperature(np.eye(3)[y] * 0.5, y).temperature < 0.5  # under-confident and always right
     emb = np.eye(3)[y] + rng.normal(scale=0.1, size=(500, 3))
     detector = UnknownDetector.fit((logits[:300], emb[:300], y[:300]), (logits[300:], emb[300:], y[300:]), 3)
     assert detector.method == "centroid_distance"
