@@ -38,12 +38,13 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int) -> n
 def per_class_scores(cm: np.ndarray) -> dict[str, np.ndarray]:
     """Precision, recall, F1, support and predicted count for every label of a confusion matrix.
 
-    A score whose denominator is zero is 0 (scikit-learn's ``zero_division=0``).
+    ``cm`` may be a stack ``(..., n_labels, n_labels)`` (e.g. bootstrap resamples); the scores then
+    have shape ``(..., n_labels)``. A score whose denominator is zero is 0 (``zero_division=0``).
     """
     cm = np.asarray(cm, dtype=np.float64)
-    tp = np.diag(cm)
-    support = cm.sum(axis=1)
-    predicted = cm.sum(axis=0)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    support = cm.sum(axis=-1)
+    predicted = cm.sum(axis=-2)
     precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
     recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
     denom = precision + recall

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import binomtest
 
-from cellformer.evaluation.metrics import accuracy, macro_f1
+from cellformer.evaluation.metrics import accuracy, macro_f1, per_class_scores
 
 N_BOOTSTRAP = 1000
 SEED = 0
@@ -43,19 +43,12 @@ def _batched_confusion(
 
 def _scores(cms: np.ndarray) -> dict[str, np.ndarray]:
     """Accuracy and macro-F1 (scikit-learn label set: labels present) for a stack of confusion matrices."""
-    cms = cms.astype(np.float64)
-    tp = np.diagonal(cms, axis1=1, axis2=2)
-    support = cms.sum(axis=2)
-    predicted = cms.sum(axis=1)
-    n = support.sum(axis=1)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    scores = per_class_scores(cms)
+    support, predicted = scores["support"], scores["n_predicted"]
     present = (support + predicted) > 0
     return {
-        "accuracy": tp.sum(axis=1) / n,
-        "macro_f1": (f1 * present).sum(axis=1) / np.maximum(present.sum(axis=1), 1),
+        "accuracy": np.diagonal(cms, axis1=1, axis2=2).sum(axis=1) / support.sum(axis=1),
+        "macro_f1": (scores["f1"] * present).sum(axis=1) / np.maximum(present.sum(axis=1), 1),
     }
 
 
