@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,15 @@ def hsmm_path() -> Path:
 def pbmc3k_path() -> Path:
     """pbmc3k_unlabelled.h5ad: 2700 cells, raw counts, no labels."""
     return shared_file("pbmc3k_unlabelled.h5ad")
+
+
+@pytest.fixture
+def cli(capsys) -> Callable:
+    """``cli(*args) -> (exit code, stderr)`` running ``cellformer`` in-process."""
+    from cellformer.cli import main
+
+    def run(*args: str) -> tuple[int, str]:
+        code = main([str(a) for a in args])
+        return code, capsys.readouterr().err
+
+    return run

@@ -24,15 +24,3 @@ def write_h5ad(tmp_path: Path) -> Callable:
 @pytest.fixture
 def counts_h5ad(write_h5ad) -> Path:
     return write_h5ad(make_adata(), "counts.h5ad")
-
-
-@pytest.fixture
-def cli(capsys) -> Callable:
-    """``cli(*args) -> (exit code, stderr)`` running ``cellformer`` in-process."""
-    from cellformer.cli import main
-
-    def run(*args: str) -> tuple[int, str]:
-        code = main([str(a) for a in args])
-        return code, capsys.readouterr().err
-
-    return run

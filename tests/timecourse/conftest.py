@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,15 +19,3 @@ def course_path(course_adata, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("course") / "course.h5ad"
     course_adata.write_h5ad(path)
     return path
-
-
-@pytest.fixture
-def cli(capsys) -> Callable:
-    """``cli(*args) -> (exit code, stderr)`` running ``cellformer`` in-process."""
-    from cellformer.cli import main
-
-    def run(*args: str) -> tuple[int, str]:
-        code = main([str(a) for a in args])
-        return code, capsys.readouterr().err
-
-    return run
