@@ -52,6 +52,44 @@ def test_binned_tokens_equal_dense_reference(data, X, n_bins, with_previous):
 
 
 @SETTINGS
+@given(data=st.data(), X=count_matrices(), n_bins=N_BINS, scale=st.sampled_from([0.37, 1.5, 1e-3]))
+def test_binned_tokens_of_non_integer_values_equal_dense_reference(data, X, n_bins, scale):
+    """Non-integer input (de-logged, FPKM) takes the general path, not the one for counts."""
+    X = X * np.float32(scale)
+    hvg = np.flatnonzero(data.draw(st.lists(st.booleans(), min_size=X.shape[1], max_size=X.shape[1]), "hvg"))
+    k = data.draw(st.integers(1, X.shape[1] + 2), "k")
+    tokenizer = BinnedTokenizer(n_hvg=max(len(hvg), 1), n_bins=n_bins, max_genes=k, hvg=hvg)
+    got = tokenizer.transform(sp.csr_matrix(X))
+    ids, values = dense_value_reference(lambda row, kk: dense_binned_row(row, hvg, n_bins, kk), X, n_bins, k)
+    assert as_lists(got) == ids
+    assert as_lists(got, values=True) == values
+
+
+@pytest.mark.parametrize("k", [2048, 64])
+def test_count_path_equals_general_path_on_real_counts(bladder_counts, monkeypatch, k):
+    """Integer counts are binned from each cell's distinct counts; the tokens are the general path's,
+    including counts of 256 and more (sorted, not histogrammed) and explicit zeros."""
+    from cellformer.tokenize import _kernels, binned
+
+    X = bladder_counts[:400].copy()
+    X.data[::97] = 0  # explicit zeros are no tokens
+    X.data[1::89] += 300  # counts of 300 and more
+    hvg = np.arange(0, X.shape[1], 5)
+    tokenizer = BinnedTokenizer(n_hvg=len(hvg), n_bins=51, max_genes=k, hvg=hvg, n_genes=X.shape[1])
+    calls = []
+    count_fill = _kernels.count_fill
+    monkeypatch.setattr(_kernels, "count_fill", lambda *args: calls.append(1) or count_fill(*args))
+    counts = tokenizer.transform(X)
+    assert calls  # the counts took the count path
+    monkeypatch.setattr(binned, "_count_block", lambda *args: None)
+    general = tokenizer.transform(X)
+    assert (np.diff(counts.offsets) > 1).all() and counts.values[counts.ids >= 4].max() == 50
+    np.testing.assert_array_equal(counts.ids, general.ids)
+    np.testing.assert_array_equal(counts.values, general.values)
+    np.testing.assert_array_equal(counts.offsets, general.offsets)
+
+
+@SETTINGS
 @given(data=st.data(), X=count_matrices(), n_bins=N_BINS, with_previous=st.booleans())
 def test_hybrid_tokens_equal_dense_reference_and_rank_order(data, X, n_bins, with_previous):
     k = data.draw(st.integers(1, X.shape[1] + 2), "k")

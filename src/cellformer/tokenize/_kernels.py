@@ -505,21 +505,198 @@ def binned_fill(indptr, genes, values, quantiles, k, out_ids, out_values, starts
                 out += 1
 
 
+# --------------------------------------------------------------------------- quantile bins of counts
+#
+# With integer counts a cell's value ``log1p(c / total * 1e4)`` depends on the count ``c`` only, and
+# a cell's kept genes share a few dozen distinct counts. So the binned tokenizer works on the distinct
+# counts of each cell (ascending, with how many genes have each) instead of sorting every value:
+# ``count_entries`` lists them (counts below SMALL_COUNT through a histogram, larger ones sorted),
+# numpy takes the log1p of their fractions, and ``count_fill`` computes the edges, bins and top-k
+# from the distinct values and their multiplicities, with the arithmetic of ``row_bins`` and
+# ``binned_fill`` (bit-identical as long as the distinct values increase strictly, which the
+# caller checks).
+
+SMALL_COUNT = 256
+
+
+@njit(cache=True, fastmath={"reassoc"})
+def _count_total(data, start, end, below):
+    """(whether ``data[start:end]`` are integers in ``[0, below)``, their sum) in ``data``'s dtype,
+    in any order (vectorized): non-negative integers add exactly, so equal to adding them one by
+    one in float64, while the sum stays below ``below`` (where sums in the dtype are exact); a sum
+    at or above it is added one by one in float64 instead."""
+    total = data[start] * 0
+    counts = True
+    for p in range(start, end):
+        x = data[p]
+        total += x
+        counts &= (x >= 0) & (x == np.floor(x)) & (x < below)
+    if np.float64(total) < below:
+        return counts, np.float64(total)
+    return counts, _sequential_sum(data, start, end)
+
+
+@njit(cache=True)
+def count_entries(indptr, indices, data, gene_mask, scale, below):
+    """Kept entries (``gene_mask[gene] == 1``) of count data as CSR (indptr, gene ids, counts in
+    ``data``'s dtype), and per row its distinct counts ascending as CSR (indptr, counts,
+    multiplicities, and ``count / total * scale`` with ``total`` over all genes as
+    :func:`log_input`). The first item says whether ``data`` are counts (integers in
+    ``[0, below)``, see :func:`_count_total`); if not, the others are empty."""
+    n_rows = len(indptr) - 1
+    sub_indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    genes, counts = np.empty(len(data), dtype=np.int32), np.empty_like(data)
+    distinct_indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    distinct, multiplicity = np.empty(len(data), dtype=np.int64), np.empty(len(data), dtype=np.int64)
+    fractions = np.empty(len(data))
+    hist = np.zeros(SMALL_COUNT, dtype=np.int64)
+    large = np.empty(max_row_length(indptr), dtype=np.int64)
+    q = d = 0
+    for row in range(n_rows):
+        start, end = np.int64(indptr[row]), np.int64(indptr[row + 1])
+        if end == start:
+            sub_indptr[row + 1], distinct_indptr[row + 1] = q, d
+            continue
+        are_integers, total = _count_total(data, start, end, below)
+        if not are_integers:
+            return False, sub_indptr, genes[:0], counts[:0], distinct_indptr, distinct[:0], multiplicity[:0], fractions[:0]
+        first = q
+        row_genes, row_data = indices[start:end], data[start:end]  # views: a faster loop
+        for i in range(end - start):  # each entry is written at the end and kept by advancing
+            gene = row_genes[i]
+            genes[q], counts[q] = gene, row_data[i]
+            q += gene_mask[gene]
+        highest, n_large = 0, 0
+        for j in range(first, q):
+            c = np.int64(counts[j])
+            if c < SMALL_COUNT:
+                hist[c] += 1
+                highest = max(highest, c)
+            else:
+                large[n_large] = c
+                n_large += 1
+        for c in range(1, highest + 1):
+            if hist[c]:
+                distinct[d], multiplicity[d] = c, hist[c]
+                hist[c] = 0
+                d += 1
+        if n_large:
+            big = np.sort(large[:n_large])
+            for j in range(n_large):
+                if j > 0 and big[j] == big[j - 1]:
+                    multiplicity[d - 1] += 1
+                else:
+                    distinct[d], multiplicity[d] = big[j], 1
+                    d += 1
+        for j in range(distinct_indptr[row], d):
+            fractions[j] = np.float64(distinct[j]) / total * scale
+        sub_indptr[row + 1], distinct_indptr[row + 1] = q, d
+    return True, sub_indptr, genes[:q], counts[:q], distinct_indptr, distinct[:d], multiplicity[:d], fractions[:d]
+
+
+@njit(cache=True)
+def increasing_rows(indptr, values):
+    """Whether ``values`` increase strictly within every row of a CSR layout."""
+    for row in range(len(indptr) - 1):
+        for p in range(indptr[row] + 1, indptr[row + 1]):
+            if not values[p] > values[p - 1]:
+                return False
+    return True
+
+
+@njit(cache=True)
+def count_fill(
+    indptr, genes, counts, distinct_indptr, distinct, multiplicity, values, quantiles, k, out_ids, out_values, starts
+):
+    """:func:`binned_fill` from :func:`count_entries`' output, ``values`` the log1p of its
+    fractions (strictly increasing within each row)."""
+    n_edges = len(quantiles)
+    edges = np.empty(n_edges)
+    slot = np.zeros(SMALL_COUNT, dtype=np.int64)  # count -> its distinct index in the row
+    bins = np.empty(max_row_length(distinct_indptr), dtype=np.int64)
+    for row in range(len(indptr) - 1):
+        a, n = indptr[row], indptr[row + 1] - indptr[row]
+        if n == 0:
+            continue
+        da, nd = distinct_indptr[row], distinct_indptr[row + 1] - distinct_indptr[row]
+        row_values, row_multiplicity = values[da : da + nd], multiplicity[da : da + nd]
+        p, end = 0, row_multiplicity[0]  # distinct index of a rank, and the rank after its run
+        for j in range(n_edges):  # numpy's _quantile + _lerp, as row_bins
+            virtual = (n - 1) * quantiles[j]
+            previous = np.floor(virtual)
+            if virtual >= n - 1:
+                previous_index = next_index = n - 1
+                gamma = virtual + 1.0
+            else:
+                previous_index = int(previous)
+                next_index = previous_index + 1
+                gamma = virtual - previous
+            while previous_index >= end:
+                p += 1
+                end += row_multiplicity[p]
+            low = row_values[p]
+            high = low if next_index < end else row_values[p + 1]
+            diff = high - low
+            edges[j] = high - diff * (1 - gamma) if gamma >= 0.5 else low + diff * gamma
+        left = right = 0
+        for i in range(nd):
+            v = row_values[i]
+            while left < n_edges and edges[left] <= v:
+                left += 1
+            while right < n_edges and edges[right] < v:
+                right += 1
+            bins[i] = (left + right + 1) // 2
+        threshold, quota = -1, n  # keep distinct indices > threshold, and `quota` equal to it
+        if n > k:
+            threshold, above = nd - 1, 0  # the distinct index of the k-th highest value
+            while above + row_multiplicity[threshold] < k:
+                above += row_multiplicity[threshold]
+                threshold -= 1
+            quota = k - above
+        for i in range(nd):
+            if distinct[da + i] < SMALL_COUNT:
+                slot[distinct[da + i]] = i
+        out = starts[row]
+        for i in range(a, a + n):
+            c = np.int64(counts[i])
+            if c < SMALL_COUNT:
+                s = slot[c]
+            else:
+                s = np.searchsorted(distinct[da : da + nd], c)
+            if s > threshold or (s == threshold and quota > 0):
+                quota -= s == threshold
+                out_ids[out], out_values[out] = genes[i] + N_SPECIAL, bins[s]
+                out += 1
+
+
 # --------------------------------------------------------------------------- seurat_v3 sums
 
 
 @njit(cache=True)
 def gene_sums(indices, data, n_genes):
-    """Per gene, in entry order: the sum, the sum of squares in ``data``'s dtype (as scanpy), the
-    sum of float64 squares and the maximum; ``(n_genes, 4)``. (With a NaN value the sums are NaN.)"""
-    sums = np.zeros((n_genes, 4))  # a gene's statistics side by side: one cache line
-    sums[:, 3] = -np.inf
+    """Per gene, in entry order: the sum, the sum of squares in ``data``'s dtype (as scanpy) and the
+    maximum, ``(n_genes, 3)``; and whether every square was exact in ``data``'s dtype (integers below
+    4096), so that the squares' sums equal those of float64 squares. (With a NaN value the sums
+    are NaN.)"""
+    sums = np.zeros((n_genes, 3))  # a gene's statistics side by side
+    sums[:, 2] = -np.inf
+    exact = True
     for p in range(len(data)):
         x, g = data[p], indices[p]
         sums[g, 0] += x
         sums[g, 1] += x * x
-        sums[g, 2] += np.float64(x) * np.float64(x)
-        sums[g, 3] = max(sums[g, 3], x)
+        sums[g, 2] = max(sums[g, 2], x)
+        exact &= (x == np.floor(x)) & (abs(x) < 4096)
+    return sums, exact
+
+
+@njit(cache=True)
+def gene_squares64(indices, data, n_genes):
+    """Per gene, the sum of float64 squares, in entry order."""
+    sums = np.zeros(n_genes)
+    for p in range(len(data)):
+        x = np.float64(data[p])
+        sums[indices[p]] += x * x
     return sums
 
 

@@ -119,14 +119,14 @@ class _GeneStats:
 def _gene_stats(chunks: Iterable[sp.csr_matrix], n_genes: int) -> _GeneStats:
     stats = _GeneStats(0, np.zeros(n_genes), np.zeros(n_genes), np.zeros(n_genes), np.full(n_genes, -np.inf))
     for X in chunks:
-        X = _as_csr(X)
+        X = _as_csr(X, drop_zeros=False)  # explicit zeros add nothing (scanpy sums them too)
         data = X.data.astype(np.int64) if X.data.dtype.kind in "iu" else X.data
-        sums = kernels.gene_sums(X.indices, data, n_genes)
+        sums, exact = kernels.gene_sums(X.indices, data, n_genes)
         stats.n_cells += X.shape[0]
         stats.total += sums[:, 0]  # chunk by chunk, as the numpy version summed
         stats.squares += sums[:, 1]
-        stats.squares64 += sums[:, 2]
-        stats.maximum = np.maximum(stats.maximum, sums[:, 3])
+        stats.squares64 += sums[:, 1] if exact else kernels.gene_squares64(X.indices, data, n_genes)
+        stats.maximum = np.maximum(stats.maximum, sums[:, 2])
     return stats
 
 
@@ -194,7 +194,7 @@ def seurat_v3_scores(chunks: Iterable[sp.csr_matrix], n_genes: int, span: float 
     clipped = ~(stats.maximum <= clip)  # with NaN (in the sums, so in clip) np.minimum gives NaN
     clipped_sum, clipped_squares = np.zeros(n_genes), np.zeros(n_genes)
     for X in chunks if clipped.any() else ():
-        X = _as_csr(X)
+        X = _as_csr(X, drop_zeros=False)
         sums = kernels.clipped_gene_sums(X.indices, X.data, clip, clipped.astype(np.int32))
         clipped_sum += sums[:, 0]
         clipped_squares += sums[:, 1]
@@ -273,6 +273,38 @@ class _ValueTokens:
             [(CLS, self.cls_value), self._block(X, half), (SEP, self.sep_value), self._block(previous, half)],
             with_values=True,
         )
+
+
+def _exact_below(dtype: np.dtype) -> float:
+    """Below this, sums of non-negative integers in ``dtype`` are exact in any order, and the
+    integers convert to int64 exactly."""
+    if dtype.kind == "f":
+        return min(2.0 ** (np.finfo(dtype).nmant + 1), 2.0**53)
+    return 2.0**53
+
+
+def _count_block(X: sp.csr_matrix, gene_mask: np.ndarray, n_bins: int, k: int) -> Block | None:
+    """The binned block of integer counts, from each cell's distinct counts (no per-value sort).
+
+    Same tokens as the general path; ``None`` where ``X`` holds other values than counts, or in the
+    (theoretical) case where two distinct counts of a cell do not give strictly increasing values.
+    """
+    are_counts, indptr, genes, counts, distinct_indptr, distinct, multiplicity, values = kernels.count_entries(
+        X.indptr, X.indices, X.data, gene_mask, TARGET_SUM, _exact_below(X.data.dtype)
+    )
+    if not are_counts:
+        return None
+    np.log1p(values, out=values)  # numpy's log1p, as log_normalized_entries
+    if not kernels.increasing_rows(distinct_indptr, values):
+        return None
+    quantiles = _quantiles(n_bins)
+
+    def fill(ids: np.ndarray, bins: np.ndarray | None, starts: np.ndarray) -> None:
+        kernels.count_fill(
+            indptr, genes, counts, distinct_indptr, distinct, multiplicity, values, quantiles, k, ids, bins, starts
+        )
+
+    return Block(np.minimum(np.diff(indptr), k), fill)
 
 
 def _check_bins(n_bins: int) -> None:
@@ -354,6 +386,9 @@ class BinnedTokenizer(_ValueTokens):
     def _block(self, X: sp.csr_matrix, k: int) -> Block:
         hvg_mask = np.zeros(X.shape[1], dtype=np.int32)  # 0/1 (faster than bool in the kernel)
         hvg_mask[self._require_fitted()] = 1
+        block = _count_block(X, hvg_mask, self.n_bins, k)
+        if block is not None:
+            return block
         indptr, genes, values = kernels.log_input(X.indptr, X.indices, X.data, hvg_mask, TARGET_SUM)
         np.log1p(values, out=values)  # numpy's log1p, as log_normalized_entries
         quantiles = _quantiles(self.n_bins)

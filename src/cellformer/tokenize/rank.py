@@ -30,13 +30,15 @@ MAX_COLLECT = 4096  # a median search collects the values of an interval holding
 PASS_BYTES = 64 * 2**20  # buffers of one median pass after the first (histogram) pass
 
 
-def _as_csr(X: sp.spmatrix | np.ndarray) -> sp.csr_matrix:
-    """``X`` as canonical CSR (sorted genes, no duplicates) without explicit zeros; copies only
-    when it must."""
+def _as_csr(X: sp.spmatrix | np.ndarray, drop_zeros: bool = True) -> sp.csr_matrix:
+    """``X`` as canonical CSR (sorted genes, no duplicates), without explicit zeros unless
+    ``drop_zeros`` is false (for sums, which zeros do not change); copies only when it must."""
     X = sp.csr_matrix(X) if not sp.issparse(X) else X.tocsr()
     if not X.has_canonical_format:  # duplicate entries of one gene must count once
         X = X.copy()
         X.sum_duplicates()
+    if not drop_zeros:
+        return X
     if X.nnz and not X.data.min() > 0 and np.count_nonzero(X.data) < X.nnz:  # min() is the fast test
         X = X.copy()
         X.eliminate_zeros()
