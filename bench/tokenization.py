@@ -244,7 +244,9 @@ def main() -> None:
     parser.add_argument("--max-genes", type=int, default=2048)
     parser.add_argument("--n-hvg", type=int, default=2000)
     parser.add_argument("--n-bins", type=int, default=51)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs on the 2100 cells; the fastest counts")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed runs on the 2100 cells; the fastest counts"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -559,7 +559,16 @@ def count_entries(indptr, indices, data, gene_mask, scale, below):
             continue
         are_integers, total = _count_total(data, start, end, below)
         if not are_integers:
-            return False, sub_indptr, genes[:0], counts[:0], distinct_indptr, distinct[:0], multiplicity[:0], fractions[:0]
+            return (
+                False,
+                sub_indptr,
+                genes[:0],
+                counts[:0],
+                distinct_indptr,
+                distinct[:0],
+                multiplicity[:0],
+                fractions[:0],
+            )
         first = q
         row_genes, row_data = indices[start:end], data[start:end]  # views: a faster loop
         for i in range(end - start):  # each entry is written at the end and kept by advancing
@@ -591,7 +600,16 @@ def count_entries(indptr, indices, data, gene_mask, scale, below):
         for j in range(distinct_indptr[row], d):
             fractions[j] = np.float64(distinct[j]) / total * scale
         sub_indptr[row + 1], distinct_indptr[row + 1] = q, d
-    return True, sub_indptr, genes[:q], counts[:q], distinct_indptr, distinct[:d], multiplicity[:d], fractions[:d]
+    return (
+        True,
+        sub_indptr,
+        genes[:q],
+        counts[:q],
+        distinct_indptr,
+        distinct[:d],
+        multiplicity[:d],
+        fractions[:d],
+    )
 
 
 @njit(cache=True)
@@ -606,7 +624,18 @@ def increasing_rows(indptr, values):
 
 @njit(cache=True)
 def count_fill(
-    indptr, genes, counts, distinct_indptr, distinct, multiplicity, values, quantiles, k, out_ids, out_values, starts
+    indptr,
+    genes,
+    counts,
+    distinct_indptr,
+    distinct,
+    multiplicity,
+    values,
+    quantiles,
+    k,
+    out_ids,
+    out_values,
+    starts,
 ):
     """:func:`binned_fill` from :func:`count_entries`' output, ``values`` the log1p of its
     fractions (strictly increasing within each row)."""

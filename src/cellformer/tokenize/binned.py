@@ -289,8 +289,8 @@ def _count_block(X: sp.csr_matrix, gene_mask: np.ndarray, n_bins: int, k: int) -
     Same tokens as the general path; ``None`` where ``X`` holds other values than counts, or in the
     (theoretical) case where two distinct counts of a cell do not give strictly increasing values.
     """
-    are_counts, indptr, genes, counts, distinct_indptr, distinct, multiplicity, values = kernels.count_entries(
-        X.indptr, X.indices, X.data, gene_mask, TARGET_SUM, _exact_below(X.data.dtype)
+    are_counts, indptr, genes, counts, distinct_indptr, distinct, multiplicity, values = (
+        kernels.count_entries(X.indptr, X.indices, X.data, gene_mask, TARGET_SUM, _exact_below(X.data.dtype))
     )
     if not are_counts:
         return None
@@ -301,7 +301,18 @@ def _count_block(X: sp.csr_matrix, gene_mask: np.ndarray, n_bins: int, k: int) -
 
     def fill(ids: np.ndarray, bins: np.ndarray | None, starts: np.ndarray) -> None:
         kernels.count_fill(
-            indptr, genes, counts, distinct_indptr, distinct, multiplicity, values, quantiles, k, ids, bins, starts
+            indptr,
+            genes,
+            counts,
+            distinct_indptr,
+            distinct,
+            multiplicity,
+            values,
+            quantiles,
+            k,
+            ids,
+            bins,
+            starts,
         )
 
     return Block(np.minimum(np.diff(indptr), k), fill)
