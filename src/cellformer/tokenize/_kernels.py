@@ -16,7 +16,8 @@ import numpy as np
 from numba import njit
 
 N_SPECIAL = 4  # = cellformer.tokenize.base.N_SPECIAL (token id of gene 0)
-KEY_INF = np.int64(0x7FF0000000000000)  # key of +inf: every positive finite value's key is below
+KEY_INF = np.int64(0x7FF0000000000000)
+BUCKETS_PER_KEY = 4  # counting-sort buckets per key: few keys share one, so insertion sort rarely moves any  # key of +inf: every positive finite value's key is below
 
 # --------------------------------------------------------------------------- shared helpers
 
@@ -101,15 +102,18 @@ def sort_into(keys, order, n, limit, sorted_keys, sorted_order, buckets):
     ``sorted_order``; equal keys keep their order. Only the first ``limit`` positions are
     guaranteed sorted (top-k needs no more).
 
-    One counting-sort pass on the top bits of ``key - min`` (one or two keys per bucket), then
-    each bucket is sorted on its own: several times faster than numba's ``np.argsort`` on the few
-    hundred to few thousand entries of a cell. ``n >= 1``; ``buckets`` holds ``n + 1`` items.
+    One counting-sort pass on the top bits of ``key - min`` (one or two keys per bucket) leaves
+    every key in its bucket, so one insertion-sort pass over the buckets up to ``limit`` finishes
+    (its work is the few swaps within buckets; buckets of more than 64 keys, from many near-equal
+    keys, are merge-sorted first): several times faster than numba's ``np.argsort`` on the few
+    hundred to few thousand entries of a cell. ``n >= 1``; ``buckets`` holds
+    ``BUCKETS_PER_KEY * n + 1`` items.
     """
     low, high = keys[0], keys[0]
     for i in range(1, n):
         low, high = min(low, keys[i]), max(high, keys[i])
     n_buckets = 1
-    while 2 * n_buckets <= n:
+    while 2 * n_buckets <= BUCKETS_PER_KEY * n:
         n_buckets *= 2
     shift = 0
     while ((high - low) >> shift) >= n_buckets:
@@ -117,24 +121,27 @@ def sort_into(keys, order, n, limit, sorted_keys, sorted_order, buckets):
     buckets[: n_buckets + 1] = 0
     for i in range(n):
         buckets[((keys[i] - low) >> shift) + 1] += 1
+    largest = 0
     for b in range(n_buckets):
+        largest = max(largest, buckets[b + 1])
         buckets[b + 1] += buckets[b]
     for i in range(n):
         b = (keys[i] - low) >> shift
         sorted_keys[buckets[b]], sorted_order[buckets[b]] = keys[i], order[i]
         buckets[b] += 1
-    start = 0  # buckets[b] is now the end of bucket b
-    for b in range(n_buckets):
-        if start >= limit:
-            break
-        end = buckets[b]
-        if end - start <= 64:
-            _insertion_sort(sorted_keys, sorted_order, start, end)
-        elif not _is_sorted(sorted_keys, start, end):  # many near-equal keys: stable merge sort
-            by_key = np.argsort(sorted_keys[start:end], kind="mergesort")
-            sorted_keys[start:end] = sorted_keys[start:end][by_key]
-            sorted_order[start:end] = sorted_order[start:end][by_key]
-        start = end
+    end = n  # buckets[b] is now the end of bucket b; sort up to the end of limit's bucket
+    if largest > 64 or limit < n:
+        start = 0
+        for b in range(n_buckets):
+            if start >= limit:
+                end = start
+                break
+            if buckets[b] - start > 64 and not _is_sorted(sorted_keys, start, buckets[b]):
+                by_key = np.argsort(sorted_keys[start : buckets[b]], kind="mergesort")
+                sorted_keys[start : buckets[b]] = sorted_keys[start : buckets[b]][by_key]
+                sorted_order[start : buckets[b]] = sorted_order[start : buckets[b]][by_key]
+            start = buckets[b]
+    _insertion_sort(sorted_keys, sorted_order, 0, end)
 
 
 @njit(cache=True)
@@ -355,7 +362,7 @@ def rank_fill(indptr, indices, data, totals, medians, k, bins, out_ids, out_valu
     longest = max_row_length(indptr)
     keys, order = np.empty(longest, np.int64), np.empty(longest, np.int64)
     sorted_keys, sorted_order = np.empty(longest, np.int64), np.empty(longest, np.int64)
-    buckets = np.empty(longest + 1, np.int64)
+    buckets = np.empty(BUCKETS_PER_KEY * longest + 1, np.int64)
     for row in range(len(indptr) - 1):
         n = 0
         for p in range(indptr[row], indptr[row + 1]):
@@ -421,7 +428,7 @@ def bins_csr(indptr, values, quantiles, out):
     longest = max_row_length(indptr)
     keys, order = np.empty(longest, np.int64), np.empty(longest, np.int64)
     sorted_keys, sorted_order = np.empty(longest, np.int64), np.empty(longest, np.int64)
-    buckets, edges = np.empty(longest + 1, np.int64), np.empty(len(quantiles))
+    buckets, edges = np.empty(BUCKETS_PER_KEY * longest + 1, np.int64), np.empty(len(quantiles))
     for row in range(len(indptr) - 1):
         a, b = indptr[row], indptr[row + 1]
         if b > a:
@@ -482,7 +489,7 @@ def binned_fill(indptr, genes, values, quantiles, k, out_ids, out_values, starts
     longest = max_row_length(indptr)
     keys, order = np.empty(longest, np.int64), np.empty(longest, np.int64)
     sorted_keys, sorted_order = np.empty(longest, np.int64), np.empty(longest, np.int64)
-    buckets, edges = np.empty(longest + 1, np.int64), np.empty(len(quantiles))
+    buckets, edges = np.empty(BUCKETS_PER_KEY * longest + 1, np.int64), np.empty(len(quantiles))
     bins = np.empty(longest, np.int64)
     for row in range(len(indptr) - 1):
         a, n = indptr[row], indptr[row + 1] - indptr[row]
