@@ -545,7 +545,7 @@ def _count_total(data, start, end, below):
 
 @njit(cache=True)
 def count_entries(indptr, indices, data, gene_mask, scale, below):
-    """Kept entries (``gene_mask[gene] == 1``) of count data as CSR (indptr, gene ids, counts in
+    """Kept entries (``gene_mask[gene] == 1``, nonzero) of count data as CSR (indptr, gene ids, counts in
     ``data``'s dtype), and per row its distinct counts ascending as CSR (indptr, counts,
     multiplicities, and ``count / total * scale`` with ``total`` over all genes as
     :func:`log_input`). The first item says whether ``data`` are counts (integers in
@@ -579,9 +579,9 @@ def count_entries(indptr, indices, data, gene_mask, scale, below):
         first = q
         row_genes, row_data = indices[start:end], data[start:end]  # views: a faster loop
         for i in range(end - start):  # each entry is written at the end and kept by advancing
-            gene = row_genes[i]
-            genes[q], counts[q] = gene, row_data[i]
-            q += gene_mask[gene]
+            gene, x = row_genes[i], row_data[i]
+            genes[q], counts[q] = gene, x
+            q += gene_mask[gene] * (x != 0)  # explicit zeros are no tokens
         highest, n_large = 0, 0
         for j in range(first, q):
             c = np.int64(counts[j])

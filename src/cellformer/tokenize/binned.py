@@ -254,17 +254,19 @@ class _ValueTokens:
         """Rows a value embedding needs: zero/pad, ``n_bins - 1`` bins, ``<CLS>``, ``<SEP>``."""
         return self.n_bins + 2
 
+    block_drops_zeros = False  # whether _block takes explicit zeros (and drops them itself)
+
     def _block(self, X: sp.csr_matrix, k: int) -> Block:
         raise NotImplementedError
 
     def _tokens(self, X: sp.csr_matrix, previous: sp.csr_matrix | None) -> TokenizedCells:
-        X = _as_csr(X)
+        X = _as_csr(X, drop_zeros=not self.block_drops_zeros)
         n_cells = X.shape[0]
         if previous is None:
             return assemble(
                 n_cells, [(CLS, self.cls_value), self._block(X, self.max_genes)], with_values=True
             )
-        previous = _as_csr(previous)
+        previous = _as_csr(previous, drop_zeros=not self.block_drops_zeros)
         if previous.shape != X.shape:
             raise ValueError(f"previous profile has shape {previous.shape}, current has {X.shape}")
         half = max(self.max_genes // 2, 1)
@@ -284,7 +286,8 @@ def _exact_below(dtype: np.dtype) -> float:
 
 
 def _count_block(X: sp.csr_matrix, gene_mask: np.ndarray, n_bins: int, k: int) -> Block | None:
-    """The binned block of integer counts, from each cell's distinct counts (no per-value sort).
+    """The binned block of integer counts, from each cell's distinct counts (no per-value sort);
+    explicit zeros in ``X`` are no tokens.
 
     Same tokens as the general path; ``None`` where ``X`` holds other values than counts, or in the
     (theoretical) case where two distinct counts of a cell do not give strictly increasing values.
@@ -348,6 +351,7 @@ class BinnedTokenizer(_ValueTokens):
     """
 
     name = "binned"
+    block_drops_zeros = True
 
     def __init__(
         self,
@@ -400,6 +404,7 @@ class BinnedTokenizer(_ValueTokens):
         block = _count_block(X, hvg_mask, self.n_bins, k)
         if block is not None:
             return block
+        X = _as_csr(X)  # the general path needs explicit zeros dropped
         indptr, genes, values = kernels.log_input(X.indptr, X.indices, X.data, hvg_mask, TARGET_SUM)
         np.log1p(values, out=values)  # numpy's log1p, as log_normalized_entries
         quantiles = _quantiles(self.n_bins)
