@@ -68,25 +68,32 @@ def test_binned_tokens_of_non_integer_values_equal_dense_reference(data, X, n_bi
 @pytest.mark.parametrize("k", [2048, 64])
 def test_count_path_equals_general_path_on_real_counts(bladder_counts, monkeypatch, k):
     """Integer counts are binned from each cell's distinct counts; the tokens are the general path's,
-    including counts of 256 and more (sorted, not histogrammed) and explicit zeros."""
+    including counts of 256 and more (sorted, not histogrammed); explicit zeros are no tokens."""
     from cellformer.tokenize import _kernels, binned
 
     X = bladder_counts[:400].copy()
-    X.data[::97] = 0  # explicit zeros are no tokens
     X.data[1::89] += 300  # counts of 300 and more
+    X.data[::97] = 0
+    X.eliminate_zeros()
+    with_zeros = bladder_counts[:400].copy()
+    with_zeros.data[1::89] += 300
+    with_zeros.data[::97] = 0  # explicit zeros (take the general path, which drops them)
     hvg = np.arange(0, X.shape[1], 5)
     tokenizer = BinnedTokenizer(n_hvg=len(hvg), n_bins=51, max_genes=k, hvg=hvg, n_genes=X.shape[1])
     calls = []
     count_fill = _kernels.count_fill
     monkeypatch.setattr(_kernels, "count_fill", lambda *args: calls.append(1) or count_fill(*args))
     counts = tokenizer.transform(X)
-    assert calls  # the counts took the count path
+    assert len(calls) == 1  # the counts took the count path
+    zeros = tokenizer.transform(with_zeros)
+    assert len(calls) == 1  # explicit zeros did not
     monkeypatch.setattr(binned, "_count_block", lambda *args: None)
     general = tokenizer.transform(X)
     assert (np.diff(counts.offsets) > 1).all() and counts.values[counts.ids >= 4].max() == 50
-    np.testing.assert_array_equal(counts.ids, general.ids)
-    np.testing.assert_array_equal(counts.values, general.values)
-    np.testing.assert_array_equal(counts.offsets, general.offsets)
+    for other in (general, zeros):
+        np.testing.assert_array_equal(counts.ids, other.ids)
+        np.testing.assert_array_equal(counts.values, other.values)
+        np.testing.assert_array_equal(counts.offsets, other.offsets)
 
 
 @SETTINGS

@@ -528,7 +528,7 @@ SMALL_COUNT = 256
 
 @njit(cache=True, fastmath={"reassoc"})
 def _count_total(data, start, end, below):
-    """(whether ``data[start:end]`` are integers in ``[0, below)``, their sum) in ``data``'s dtype,
+    """(whether ``data[start:end]`` are integers in ``[1, below)``, their sum) in ``data``'s dtype,
     in any order (vectorized): non-negative integers add exactly, so equal to adding them one by
     one in float64, while the sum stays below ``below`` (where sums in the dtype are exact); a sum
     at or above it is added one by one in float64 instead."""
@@ -537,7 +537,7 @@ def _count_total(data, start, end, below):
     for p in range(start, end):
         x = data[p]
         total += x
-        counts &= (x >= 0) & (x == np.floor(x)) & (x < below)
+        counts &= (x > 0) & (x == np.floor(x)) & (x < below)
     if np.float64(total) < below:
         return counts, np.float64(total)
     return counts, _sequential_sum(data, start, end)
@@ -545,11 +545,12 @@ def _count_total(data, start, end, below):
 
 @njit(cache=True)
 def count_entries(indptr, indices, data, gene_mask, scale, below):
-    """Kept entries (``gene_mask[gene] == 1``, nonzero) of count data as CSR (indptr, gene ids, counts in
+    """Kept entries (``gene_mask[gene] == 1``) of count data as CSR (indptr, gene ids, counts in
     ``data``'s dtype), and per row its distinct counts ascending as CSR (indptr, counts,
     multiplicities, and ``count / total * scale`` with ``total`` over all genes as
     :func:`log_input`). The first item says whether ``data`` are counts (integers in
-    ``[0, below)``, see :func:`_count_total`); if not, the others are empty."""
+    ``[1, below)``, see :func:`_count_total`: an explicit zero counts as no count); if not, the
+    others are empty."""
     n_rows = len(indptr) - 1
     sub_indptr = np.zeros(n_rows + 1, dtype=np.int64)
     genes, counts = np.empty(len(data), dtype=np.int32), np.empty_like(data)
@@ -579,9 +580,9 @@ def count_entries(indptr, indices, data, gene_mask, scale, below):
         first = q
         row_genes, row_data = indices[start:end], data[start:end]  # views: a faster loop
         for i in range(end - start):  # each entry is written at the end and kept by advancing
-            gene, x = row_genes[i], row_data[i]
-            genes[q], counts[q] = gene, x
-            q += gene_mask[gene] * (x != 0)  # explicit zeros are no tokens
+            gene = row_genes[i]
+            genes[q], counts[q] = gene, row_data[i]
+            q += gene_mask[gene]
         highest, n_large = 0, 0
         for j in range(first, q):
             c = np.int64(counts[j])
@@ -693,12 +694,14 @@ def count_fill(
             if distinct[da + i] < SMALL_COUNT:
                 slot[distinct[da + i]] = i
         out = starts[row]
+        if threshold < 0 and distinct[da + nd - 1] < SMALL_COUNT:  # the common case: a plain map
+            for i in range(n):
+                out_ids[out + i] = genes[a + i] + N_SPECIAL
+                out_values[out + i] = bins[slot[np.int64(counts[a + i])]]
+            continue
         for i in range(a, a + n):
             c = np.int64(counts[i])
-            if c < SMALL_COUNT:
-                s = slot[c]
-            else:
-                s = np.searchsorted(distinct[da : da + nd], c)
+            s = slot[c] if c < SMALL_COUNT else np.searchsorted(distinct[da : da + nd], c)
             if s > threshold or (s == threshold and quota > 0):
                 quota -= s == threshold
                 out_ids[out], out_values[out] = genes[i] + N_SPECIAL, bins[s]

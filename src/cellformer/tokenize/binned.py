@@ -286,11 +286,11 @@ def _exact_below(dtype: np.dtype) -> float:
 
 
 def _count_block(X: sp.csr_matrix, gene_mask: np.ndarray, n_bins: int, k: int) -> Block | None:
-    """The binned block of integer counts, from each cell's distinct counts (no per-value sort);
-    explicit zeros in ``X`` are no tokens.
+    """The binned block of integer counts, from each cell's distinct counts (no per-value sort).
 
-    Same tokens as the general path; ``None`` where ``X`` holds other values than counts, or in the
-    (theoretical) case where two distinct counts of a cell do not give strictly increasing values.
+    Same tokens as the general path; ``None`` where ``X`` holds other values than positive counts
+    (explicit zeros included), or in the (theoretical) case where two distinct counts of a cell do
+    not give strictly increasing values.
     """
     are_counts, indptr, genes, counts, distinct_indptr, distinct, multiplicity, values = (
         kernels.count_entries(X.indptr, X.indices, X.data, gene_mask, TARGET_SUM, _exact_below(X.data.dtype))
