@@ -544,47 +544,44 @@ def _count_total(data, start, end, below):
 
 
 @njit(cache=True)
-def count_entries(indptr, indices, data, gene_mask, scale, below):
+def count_entries(indptr, indices, data, gene_mask, below):
     """Kept entries (``gene_mask[gene] == 1``) of count data as CSR (indptr, gene ids, counts in
-    ``data``'s dtype), and per row its distinct counts ascending as CSR (indptr, counts,
-    multiplicities, and ``count / total * scale`` with ``total`` over all genes as
-    :func:`log_input`). The first item says whether ``data`` are counts (integers in
-    ``[1, below)``, see :func:`_count_total`: an explicit zero counts as no count); if not, the
-    others are empty."""
+    ``data``'s dtype), and each row's total over all genes (as :func:`log_input`). The first item
+    says whether ``data`` are counts (integers in ``[1, below)``, see :func:`_count_total`: an
+    explicit zero counts as no count); if not, the others are empty."""
     n_rows = len(indptr) - 1
-    sub_indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    sub_indptr, totals = np.zeros(n_rows + 1, dtype=np.int64), np.zeros(n_rows)
     genes, counts = np.empty(len(data), dtype=np.int32), np.empty_like(data)
-    distinct_indptr = np.zeros(n_rows + 1, dtype=np.int64)
-    distinct, multiplicity = np.empty(len(data), dtype=np.int64), np.empty(len(data), dtype=np.int64)
-    fractions = np.empty(len(data))
-    hist = np.zeros(SMALL_COUNT, dtype=np.int64)
-    large = np.empty(max_row_length(indptr), dtype=np.int64)
-    q = d = 0
+    q = 0
     for row in range(n_rows):
         start, end = np.int64(indptr[row]), np.int64(indptr[row + 1])
-        if end == start:
-            sub_indptr[row + 1], distinct_indptr[row + 1] = q, d
-            continue
-        are_integers, total = _count_total(data, start, end, below)
-        if not are_integers:
-            return (
-                False,
-                sub_indptr,
-                genes[:0],
-                counts[:0],
-                distinct_indptr,
-                distinct[:0],
-                multiplicity[:0],
-                fractions[:0],
-            )
-        first = q
-        row_genes, row_data = indices[start:end], data[start:end]  # views: a faster loop
-        for i in range(end - start):  # each entry is written at the end and kept by advancing
-            gene = row_genes[i]
-            genes[q], counts[q] = gene, row_data[i]
-            q += gene_mask[gene]
+        if end > start:
+            are_integers, totals[row] = _count_total(data, start, end, below)
+            if not are_integers:
+                return False, totals, sub_indptr, genes[:0], counts[:0]
+            row_genes, row_data = indices[start:end], data[start:end]  # views: a faster loop
+            for i in range(end - start):  # each entry is written at the end and kept by advancing
+                gene = row_genes[i]
+                genes[q], counts[q] = gene, row_data[i]
+                q += gene_mask[gene]
+        sub_indptr[row + 1] = q
+    return True, totals, sub_indptr, genes[:q].copy(), counts[:q].copy()  # copies: free the rest
+
+
+@njit(cache=True)
+def distinct_counts(indptr, counts, totals, scale):
+    """Each row's distinct counts, ascending, as CSR (indptr, counts, multiplicities, and
+    ``count / total * scale``); counts below SMALL_COUNT through a histogram, larger ones sorted."""
+    n_rows = len(indptr) - 1
+    distinct_indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    distinct, multiplicity = np.empty(len(counts), dtype=np.int64), np.empty(len(counts), dtype=np.int64)
+    fractions = np.empty(len(counts))
+    hist = np.zeros(SMALL_COUNT, dtype=np.int64)
+    large = np.empty(max_row_length(indptr), dtype=np.int64)
+    d = 0
+    for row in range(n_rows):
         highest, n_large = 0, 0
-        for j in range(first, q):
+        for j in range(indptr[row], indptr[row + 1]):
             c = np.int64(counts[j])
             if c < SMALL_COUNT:
                 hist[c] += 1
@@ -606,18 +603,9 @@ def count_entries(indptr, indices, data, gene_mask, scale, below):
                     distinct[d], multiplicity[d] = big[j], 1
                     d += 1
         for j in range(distinct_indptr[row], d):
-            fractions[j] = np.float64(distinct[j]) / total * scale
-        sub_indptr[row + 1], distinct_indptr[row + 1] = q, d
-    return (
-        True,
-        sub_indptr,
-        genes[:q],
-        counts[:q],
-        distinct_indptr,
-        distinct[:d],
-        multiplicity[:d],
-        fractions[:d],
-    )
+            fractions[j] = np.float64(distinct[j]) / totals[row] * scale
+        distinct_indptr[row + 1] = d
+    return distinct_indptr, distinct[:d], multiplicity[:d], fractions[:d]
 
 
 @njit(cache=True)

@@ -292,11 +292,14 @@ def _count_block(X: sp.csr_matrix, gene_mask: np.ndarray, n_bins: int, k: int) -
     (explicit zeros included), or in the (theoretical) case where two distinct counts of a cell do
     not give strictly increasing values.
     """
-    are_counts, indptr, genes, counts, distinct_indptr, distinct, multiplicity, values = (
-        kernels.count_entries(X.indptr, X.indices, X.data, gene_mask, TARGET_SUM, _exact_below(X.data.dtype))
+    are_counts, totals, indptr, genes, counts = kernels.count_entries(
+        X.indptr, X.indices, X.data, gene_mask, _exact_below(X.data.dtype)
     )
     if not are_counts:
         return None
+    distinct_indptr, distinct, multiplicity, values = kernels.distinct_counts(
+        indptr, counts, totals, TARGET_SUM
+    )
     np.log1p(values, out=values)  # numpy's log1p, as log_normalized_entries
     if not kernels.increasing_rows(distinct_indptr, values):
         return None
