@@ -395,31 +395,49 @@ def row_bins(values, quantiles, keys, order, sorted_keys, sorted_order, buckets,
     Edges are ``np.quantile(values, quantiles)`` (linear method, numpy's arithmetic), a value gets
     ``(np.digitize(v, edges) + np.digitize(v, edges, right=True) + 1) // 2``.
     """
-    n, n_edges = len(values), len(quantiles)
+    n = len(values)
     for i in range(n):
         keys[i], order[i] = key_of(values[i]), i
     sort_into(keys, order, n, n, sorted_keys, sorted_order, buckets)
-    for j in range(n_edges):  # numpy's _quantile + _lerp, one edge at a time
-        virtual = (n - 1) * quantiles[j]
-        previous = np.floor(virtual)
-        if virtual >= n - 1:
-            previous_index = next_index = n - 1
-            gamma = virtual + 1.0
-        else:
-            previous_index = int(previous)
-            next_index = previous_index + 1
-            gamma = virtual - previous
-        low, high = value_of(sorted_keys[previous_index]), value_of(sorted_keys[next_index])
-        diff = high - low
-        edges[j] = high - diff * (1 - gamma) if gamma >= 0.5 else low + diff * gamma
-    left = right = 0  # edges <= v and edges < v: both only grow along the sorted values
+    ascending = sorted_keys[:n].view(np.float64)  # positive values sort like their keys
+    for j in range(len(quantiles)):
+        previous_index, next_index, gamma = quantile_position(n, quantiles[j])
+        edges[j] = lerp(ascending[previous_index], ascending[next_index], gamma)
+    middle_bins(ascending, edges, keys)  # keys is free scratch now
     for i in range(n):
-        v = value_of(sorted_keys[i])
+        out[sorted_order[i]] = keys[i]
+
+
+@njit(cache=True)
+def quantile_position(n, quantile):
+    """numpy's linear-method ``_quantile`` of ``n`` sorted values: the two positions and the weight."""
+    virtual = (n - 1) * quantile
+    previous = np.floor(virtual)
+    if virtual >= n - 1:
+        return n - 1, n - 1, virtual + 1.0
+    return int(previous), int(previous) + 1, virtual - previous
+
+
+@njit(cache=True)
+def lerp(low, high, gamma):
+    """numpy's ``_lerp`` (the arithmetic of ``np.quantile``)."""
+    diff = high - low
+    return high - diff * (1 - gamma) if gamma >= 0.5 else low + diff * gamma
+
+
+@njit(cache=True)
+def middle_bins(ascending, edges, out):
+    """``(np.digitize(v, edges) + np.digitize(v, edges, right=True) + 1) // 2`` of each of the
+    ascending ``values`` into ``out``."""
+    n_edges = len(edges)
+    left = right = 0  # edges <= v and edges < v: both only grow along the sorted values
+    for i in range(len(ascending)):
+        v = ascending[i]
         while left < n_edges and edges[left] <= v:
             left += 1
         while right < n_edges and edges[right] < v:
             right += 1
-        out[sorted_order[i]] = (left + right + 1) // 2
+        out[i] = (left + right + 1) // 2
 
 
 @njit(cache=True)
@@ -619,24 +637,13 @@ def increasing_rows(indptr, values):
 
 
 @njit(cache=True)
-def count_fill(
-    indptr,
-    genes,
-    counts,
-    distinct_indptr,
-    distinct,
-    multiplicity,
-    values,
-    quantiles,
-    k,
-    out_ids,
-    out_values,
-    starts,
-):
-    """:func:`binned_fill` from :func:`count_entries`' output, ``values`` the log1p of its
-    fractions (strictly increasing within each row)."""
-    n_edges = len(quantiles)
-    edges = np.empty(n_edges)
+def count_fill(entries, distinct_counts, quantiles, k, out_ids, out_values, starts):
+    """:func:`binned_fill` from :func:`count_entries`' kept ``entries`` (indptr, genes, counts)
+    and their ``distinct_counts`` (indptr, counts, multiplicities, values: the log1p of
+    :func:`distinct_counts`' fractions, strictly increasing within each row)."""
+    indptr, genes, counts = entries
+    distinct_indptr, distinct, multiplicity, values = distinct_counts
+    edges = np.empty(len(quantiles))
     slot = np.zeros(SMALL_COUNT, dtype=np.int64)  # count -> its distinct index in the row
     bins = np.empty(max_row_length(distinct_indptr), dtype=np.int64)
     for row in range(len(indptr) - 1):
@@ -646,31 +653,13 @@ def count_fill(
         da, nd = distinct_indptr[row], distinct_indptr[row + 1] - distinct_indptr[row]
         row_values, row_multiplicity = values[da : da + nd], multiplicity[da : da + nd]
         p, end = 0, row_multiplicity[0]  # distinct index of a rank, and the rank after its run
-        for j in range(n_edges):  # numpy's _quantile + _lerp, as row_bins
-            virtual = (n - 1) * quantiles[j]
-            previous = np.floor(virtual)
-            if virtual >= n - 1:
-                previous_index = next_index = n - 1
-                gamma = virtual + 1.0
-            else:
-                previous_index = int(previous)
-                next_index = previous_index + 1
-                gamma = virtual - previous
+        for j in range(len(quantiles)):  # as row_bins, the sorted values being runs of distinct ones
+            previous_index, next_index, gamma = quantile_position(n, quantiles[j])
             while previous_index >= end:
                 p += 1
                 end += row_multiplicity[p]
-            low = row_values[p]
-            high = low if next_index < end else row_values[p + 1]
-            diff = high - low
-            edges[j] = high - diff * (1 - gamma) if gamma >= 0.5 else low + diff * gamma
-        left = right = 0
-        for i in range(nd):
-            v = row_values[i]
-            while left < n_edges and edges[left] <= v:
-                left += 1
-            while right < n_edges and edges[right] < v:
-                right += 1
-            bins[i] = (left + right + 1) // 2
+            edges[j] = lerp(row_values[p], row_values[p] if next_index < end else row_values[p + 1], gamma)
+        middle_bins(row_values, edges, bins)
         threshold, quota = -1, n  # keep distinct indices > threshold, and `quota` equal to it
         if n > k:
             threshold, above = nd - 1, 0  # the distinct index of the k-th highest value

@@ -297,29 +297,15 @@ def _count_block(X: sp.csr_matrix, gene_mask: np.ndarray, n_bins: int, k: int) -
     )
     if not are_counts:
         return None
-    distinct_indptr, distinct, multiplicity, values = kernels.distinct_counts(
-        indptr, counts, totals, TARGET_SUM
-    )
+    distinct = kernels.distinct_counts(indptr, counts, totals, TARGET_SUM)
+    values = distinct[3]
     np.log1p(values, out=values)  # numpy's log1p, as log_normalized_entries
-    if not kernels.increasing_rows(distinct_indptr, values):
+    if not kernels.increasing_rows(distinct[0], values):
         return None
     quantiles = _quantiles(n_bins)
 
     def fill(ids: np.ndarray, bins: np.ndarray | None, starts: np.ndarray) -> None:
-        kernels.count_fill(
-            indptr,
-            genes,
-            counts,
-            distinct_indptr,
-            distinct,
-            multiplicity,
-            values,
-            quantiles,
-            k,
-            ids,
-            bins,
-            starts,
-        )
+        kernels.count_fill((indptr, genes, counts), distinct, quantiles, k, ids, bins, starts)
 
     return Block(np.minimum(np.diff(indptr), k), fill)
 
