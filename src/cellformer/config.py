@@ -222,6 +222,9 @@ class ModelConfig(_Config):
         return self.ff_hidden if self.ff_hidden is not None else 2 * self.d_model
 
 
+MONITORS = ("val_loss", "val_macro_f1")  # TrainConfig.monitor: validation metrics in log.csv
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(_Config):
     """Optimisation, stopping, devices and logging for ``cellformer train``."""
@@ -235,7 +238,12 @@ class TrainConfig(_Config):
     min_lr_fraction: float = 0.05  # the cosine ends at lr * min_lr_fraction
     grad_clip: float | None = 1.0  # max gradient norm; None: no clipping
     class_weights: bool = True  # cross-entropy weighted by inverse class frequency of the training split
-    patience: int = 5  # early stopping on validation loss; 0: never stop early
+    patience: int = 5  # early stopping on the monitored validation metric; 0: never stop early
+    # what early stopping and the best checkpoint follow: "val_loss" (lowest) or "val_macro_f1" (highest)
+    monitor: str = "val_loss"
+    # context tokens (--batch-key / --context-key): each training cell's context token is replaced by its
+    # covariate's <UNK> with this probability (training only), so <UNK> (unseen batches) gets trained
+    context_dropout: float = 0.1
     # devices
     accelerator: str = "cpu"  # "cpu", "gpu", "auto" (Lightning names)
     devices: int = 1
@@ -268,6 +276,15 @@ class TrainConfig(_Config):
             f"train grad_clip must be positive, got {self.grad_clip}",
         )
         _require(self.patience >= 0, f"train patience must be >= 0, got {self.patience}")
+        _require(
+            self.monitor in MONITORS,
+            f"train monitor must be {' or '.join(MONITORS)}, got {self.monitor!r}",
+        )
+        _require(
+            0 <= self.context_dropout < 1,
+            f"train context_dropout must be in [0, 1) (the probability of replacing a training cell's "
+            f"context token by <UNK>), got {self.context_dropout}",
+        )
         _require(self.num_workers >= 0, f"train num_workers must be >= 0, got {self.num_workers}")
         _require(
             self.wandb_mode in ("offline", "online", "disabled"),

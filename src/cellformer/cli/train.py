@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from cellformer.config import ModelConfig, TrainConfig
+from cellformer.config import MONITORS, ModelConfig, TrainConfig
 
 
 def add_parser(subparsers) -> None:
@@ -36,6 +36,13 @@ def add_parser(subparsers) -> None:
 
 
 _METAVARS = {"bool": "BOOL", "int": "N", "float": "X", "str": "NAME"}
+_CHOICES = {"monitor": MONITORS}
+_HELP = {
+    "monitor": "validation metric for early stopping and the best checkpoint: val_loss (lowest) or "
+    "val_macro_f1 (highest)",
+    "context_dropout": "probability of replacing each training cell's context token (--batch-key / "
+    "--context-key) by its covariate's <UNK>, so cells of batches unseen in training get a trained token",
+}
 
 
 def _add_field(group, field: dataclasses.Field) -> None:
@@ -57,8 +64,9 @@ def _add_field(group, field: dataclasses.Field) -> None:
         nargs="?" if is_bool else None,
         const=True if is_bool else None,
         default=argparse.SUPPRESS,
-        metavar=_METAVARS.get(str(field.type).split(" |")[0], "VALUE"),
-        help=f"default: {default}",
+        choices=_CHOICES.get(field.name),
+        metavar=None if field.name in _CHOICES else _METAVARS.get(str(field.type).split(" |")[0], "VALUE"),
+        help=f"{_HELP[field.name]}; default: {default}" if field.name in _HELP else f"default: {default}",
     )
 
 

@@ -67,6 +67,7 @@ def train(
         model_config = ModelConfig.from_dict(stored["model"])
         train_config = TrainConfig.from_dict(
             {
+                "context_dropout": 0.0,  # runs started before the option had none
                 **stored["train"],
                 **{k: v for k, v in requested["train"].items() if k in options.EXECUTION_KEYS},
             }
@@ -127,6 +128,7 @@ def _fit(out, prepared, datamodule, model_config, train_config, run_config, resu
     from safetensors.torch import save_file
 
     from cellformer.training.checkpointing import completed_epochs, model_state
+    from cellformer.training.context_dropout import ContextDropout
     from cellformer.training.log import EpochLog
     from cellformer.training.module import CellClassifierModule
     from cellformer.training.trainer import build_trainer
@@ -143,6 +145,9 @@ def _fit(out, prepared, datamodule, model_config, train_config, run_config, resu
         class_weights=None if weights is None else torch.as_tensor(weights, dtype=torch.float32),
         on_epoch=epoch_log,
         validate=validate,
+        context_dropout=ContextDropout.from_vocab(
+            prepared.context, train_config.context_dropout, train_config.seed
+        ),
     )
     last = out / "checkpoints" / "last.ckpt"
     ckpt_path = last if resume and last.exists() else None
@@ -174,7 +179,8 @@ def _fit(out, prepared, datamodule, model_config, train_config, run_config, resu
     run_config["result"] = {
         "epochs": len(rows),
         "best_checkpoint": best.name,
-        "best_val_loss": float(checkpoint.best_model_score)
+        "monitor": train_config.monitor if validate else None,
+        f"best_{train_config.monitor}": float(checkpoint.best_model_score)
         if validate and checkpoint.best_model_score is not None
         else None,
         "stopped_early": bool(early_stopping is not None and early_stopping.stopped_epoch > 0),

@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from cellformer.config import ModelConfig, TrainConfig
 from cellformer.model import CellTransformer
+from cellformer.training.context_dropout import ContextDropout
 
 METRICS = ("loss", "acc", "macro_f1")
 
@@ -60,6 +61,7 @@ class CellClassifierModule(pl.LightningModule):
 
     ``class_weights`` (``(n_classes,)`` or ``None``) weight the cross-entropy; ``on_epoch`` receives
     each finished epoch's metrics (the run directory's ``log.csv``) before checkpoints are written.
+    ``context_dropout`` (or ``None``) replaces context tokens by ``<UNK>`` in training steps only.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class CellClassifierModule(pl.LightningModule):
         class_weights: torch.Tensor | None = None,
         on_epoch: Callable[[dict[str, float]], None] | None = None,
         validate: bool = True,
+        context_dropout: ContextDropout | None = None,
     ) -> None:
         super().__init__()
         self.model_config = model_config
@@ -79,6 +82,7 @@ class CellClassifierModule(pl.LightningModule):
         self.val_metrics = _EpochMetrics(model_config.n_classes)
         self.on_epoch = on_epoch
         self.validate = validate
+        self.context_dropout = context_dropout
         self._epoch_start = 0.0
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,6 +102,8 @@ class CellClassifierModule(pl.LightningModule):
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.context_dropout is not None:  # training only; draws nothing when there is none
+            batch = {**batch, "ids": self.context_dropout(batch["ids"], self.global_step, self.global_rank)}
         return self._step(batch, self.train_metrics)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

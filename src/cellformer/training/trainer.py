@@ -26,11 +26,12 @@ def precision(config: TrainConfig) -> str:
 def build_trainer(
     out: Path, config: TrainConfig, *, validate: bool
 ) -> tuple[pl.Trainer, ModelCheckpoint, EarlyStopping | None]:
+    mode = "min" if config.monitor == "val_loss" else "max"  # val_macro_f1: higher is better
     checkpoint = ModelCheckpoint(
         dirpath=out / "checkpoints",
         filename="best",
-        monitor="val_loss" if validate else None,
-        mode="min",
+        monitor=config.monitor if validate else None,
+        mode=mode,
         save_top_k=1,
         save_last=True,
         save_on_train_epoch_end=True,
@@ -40,7 +41,7 @@ def build_trainer(
     early_stopping = None
     if validate and config.patience > 0:
         early_stopping = EarlyStopping(
-            monitor="val_loss", mode="min", patience=config.patience, check_on_train_epoch_end=True
+            monitor=config.monitor, mode=mode, patience=config.patience, check_on_train_epoch_end=True
         )
         callbacks.append(early_stopping)
     if precision(config).startswith("bf16") or config.accelerator in ("gpu", "cuda"):
