@@ -144,3 +144,28 @@ def test_changed_or_missing_input_files_are_refused(baseline_prepared, tmp_path)
     prepared.meta["inputs"][0]["path"] = str(tmp_path / "gone.h5ad")
     with pytest.raises(InputError, match="no longer exists"):
         PreparedExpression(prepared).read(prepared.split_rows("val"))
+
+
+def test_inputs_with_the_same_file_name_in_different_folders(bladder_path, tmp_path):
+    """prepare names such inputs by their whole path; the baselines read each cell from its own file."""
+    import anndata as ad
+
+    import cellformer
+    from cellformer.baselines.data import PreparedExpression
+
+    adata = ad.read_h5ad(bladder_path)
+    files = {}
+    for folder, cells in (("train", slice(0, 1400)), ("test", slice(1400, None))):
+        (tmp_path / folder).mkdir()
+        files[folder] = tmp_path / folder / "counts.h5ad"
+        adata[cells].copy().write_h5ad(files[folder])
+    prepared = cellformer.prepare(files["train"], out=tmp_path / "prepared", test=files["test"], max_genes=32)
+    expression = PreparedExpression(prepared)
+    assert sorted(expression.cells["source"].unique()) == sorted(str(p) for p in files.values())
+    test_rows = prepared.split_rows("test")
+    X = expression.read(test_rows)
+    names = expression.cells["obs_name"].to_numpy()[test_rows]
+    expected = adata[names][:, prepared.genes].X
+    np.testing.assert_array_equal(X.toarray(), np.asarray(expected.todense(), dtype=np.float32))
+    run = cellformer.baseline(prepared.path, method="logreg", out=tmp_path / "logreg")
+    assert cellformer.evaluate(run)["macro_f1"] > 0.5

@@ -100,7 +100,7 @@ class PreparedExpression:
                     f"input file {path} changed since `cellformer prepare` (SHA-256 differs from "
                     f"{self.prepared.path}/meta.json); prepare again"
                 )
-            in_file = np.flatnonzero(sources == path.name)
+            in_file = np.flatnonzero(sources == item.get("source", path.name))  # whole paths when names clash
             wanted = rows[np.isin(rows, in_file)]
             if len(wanted) == 0:
                 continue
@@ -123,14 +123,14 @@ class PreparedExpression:
             # map back: read_rows are sorted unique file rows; wanted store rows -> their file rows
             blocks.append(X[np.searchsorted(read_rows, file_rows)])
             block_rows.append(wanted)
-        if not blocks:
+        if not blocks and len(rows) == 0:
             return sp.csr_matrix((0, len(genes)), dtype=np.float32)
-        X = sp.vstack(blocks).tocsr()
-        order_rows = np.concatenate(block_rows)
+        order_rows = np.concatenate(block_rows) if blocks else np.zeros(0, np.int64)
         if len(order_rows) != len(rows):
             raise RunDirError(
                 f"{len(rows) - len(order_rows)} requested cells have no source file in {self.prepared.path}"
             )
+        X = sp.vstack(blocks).tocsr()
         lookup = np.argsort(order_rows, kind="stable")
         position = lookup[np.searchsorted(order_rows[lookup], rows)]
         return X[position].astype(np.float32)
