@@ -258,3 +258,24 @@ def test_too_few_training_cells_for_seurat_v3_is_an_input_error():
     X = sp.csr_matrix(np.random.default_rng(0).poisson(1, (5, 10)).astype(np.float32))
     with pytest.raises(InputError, match="training cells"):
         BinnedTokenizer(n_hvg=3).fit([X])
+
+
+def test_count_path_with_cell_totals_beyond_float32_precision(monkeypatch):
+    """Totals of 2 ** 24 and more are not exact in float32: the count path sums them in float64 like
+    the general path (three genes of 2 ** 23 + 1 counts, others small)."""
+    from cellformer.tokenize import binned
+
+    rng = np.random.default_rng(0)
+    dense = rng.integers(0, 5, (30, 40)).astype(np.float32)
+    dense[:, :3] = 2**23 + 1 + np.arange(3)
+    X = sp.csr_matrix(dense)
+    tokenizer = BinnedTokenizer(n_hvg=40, n_bins=11, max_genes=40, hvg=np.arange(40), n_genes=40)
+    counts = tokenizer.transform(X)
+    monkeypatch.setattr(binned, "_count_block", lambda *args: None)
+    general = tokenizer.transform(X)
+    np.testing.assert_array_equal(counts.ids, general.ids)
+    np.testing.assert_array_equal(counts.values, general.values)
+    ids, values = dense_value_reference(
+        lambda row, kk: dense_binned_row(row, np.arange(40), 11, kk), dense, 11, 40
+    )
+    assert as_lists(counts) == ids and as_lists(counts, values=True) == values

@@ -550,7 +550,7 @@ def _count_total(data, start, end, below):
     in any order (vectorized): non-negative integers add exactly, so equal to adding them one by
     one in float64, while the sum stays below ``below`` (where sums in the dtype are exact); a sum
     at or above it is added one by one in float64 instead."""
-    total = data[start] * 0
+    total = data[start] - data[start]  # zero in data's dtype (a float32 sum vectorizes widest)
     counts = True
     for p in range(start, end):
         x = data[p]
