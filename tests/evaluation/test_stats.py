@@ -17,14 +17,27 @@ def _predictions(n: int, n_classes: int, error_rate: float, seed: int) -> tuple[
     return y, pred
 
 
-def test_each_resample_matches_sklearn():
+def test_each_resample_matches_sklearn_on_the_point_estimates_labels():
     y, pred = _predictions(150, 6, 0.3, seed=0)
-    (index,) = list(stats._resamples(len(y), 5, seed=3))
-    scores = stats._scores(stats._batched_confusion(y, pred, index, 6))
+    y[:2], pred[:2] = 6, 7  # a rare true label, and a label only ever predicted
+    (index,) = list(stats._resamples(y, 5, seed=3))
+    labels = sorted(set(y) | set(pred))
+    scores = stats._scores(stats._batched_confusion(y, pred, index, 8), stats.present_labels(y, pred, 8))
     for b in range(5):
         yb, pb = y[index[b]], pred[index[b]]
         assert scores["accuracy"][b] == pytest.approx(accuracy_score(yb, pb))
-        assert scores["macro_f1"][b] == pytest.approx(f1_score(yb, pb, average="macro", zero_division=0))
+        expected = f1_score(yb, pb, labels=labels, average="macro", zero_division=0)
+        assert scores["macro_f1"][b] == pytest.approx(expected)
+
+
+def test_resamples_are_stratified_by_true_label():
+    y, _ = _predictions(200, 5, 0.0, seed=4)
+    y[:1] = 5  # a 1-cell class: an unstratified resample would miss it a third of the time
+    (index,) = list(stats._resamples(y, 50, seed=0))
+    counts = np.bincount(y, minlength=6)
+    for row in index:
+        assert np.array_equal(np.bincount(y[row], minlength=6), counts)
+    assert len({tuple(np.sort(row)) for row in index}) == 50  # and they do resample
 
 
 def test_ci_contains_estimate_and_is_reproducible(monkeypatch):
@@ -59,3 +72,21 @@ def test_mcnemar_exact():
     out = stats.mcnemar_test(a, b)
     assert (out["only_a_correct"], out["only_b_correct"]) == (3, 1)
     assert out["p_value"] == pytest.approx(binomtest(3, 4, 0.5).pvalue)
+
+
+def test_bootstrap_is_centred_on_the_point_estimate_of_real_runs(runs):
+    from cellformer.evaluation.report import load_result
+
+    for run in runs:
+        result = load_result(run.run_dir, "test")
+        n_labels = len(result.metrics["data"]["classes"]) + len(result.metrics["data"]["unseen"])
+        counts = np.bincount(result.y_true, minlength=n_labels)
+        for index in stats._resamples(result.y_true, stats.N_BOOTSTRAP, stats.SEED):
+            per_resample = np.stack([np.bincount(row, minlength=n_labels) for row in result.y_true[index]])
+            assert (per_resample == counts).all()  # every resample holds every class, same counts
+        (scores,) = stats.bootstrap_scores(result.y_true, [result.y_pred], n_labels)
+        point = result.metrics["macro_f1"]
+        assert abs(np.median(scores["macro_f1"]) - point) < 0.01, run.run_dir.name
+        assert 0.3 < np.mean(scores["macro_f1"] > point) < 0.7, run.run_dir.name
+        ci = result.metrics["ci"]
+        assert ci["method"] == stats.METHOD and ci["macro_f1"][0] < point < ci["macro_f1"][1]

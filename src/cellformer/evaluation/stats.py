@@ -1,8 +1,14 @@
 """Uncertainty of the headline metrics: bootstrap confidence intervals and paired tests.
 
-Cells are resampled with replacement (seeded, so results are reproducible). The same resampled cells
-are used for both runs of a paired comparison, which is what makes it paired: the variation due to
-which cells happen to be in the test split cancels out of the difference.
+Cells are resampled with replacement *within each true label* (a stratified bootstrap, seeded, so
+results are reproducible): every resample holds exactly as many cells of each label as the test split.
+Without stratification a resample that misses a rare label (a 1-cell class is missed about a third of
+the time) drops that label from its macro average, which pushes the bootstrap distribution of macro-F1
+away from the point estimate. Each resample's macro-F1 averages over the same labels as the point
+estimate (scikit-learn's set: labels in the full ``y_true`` or the run's full ``y_pred``).
+
+The same resampled cells are used for both runs of a paired comparison, which is what makes it paired:
+the variation due to which cells happen to be in the test split cancels out of the difference.
 """
 
 from __future__ import annotations
@@ -17,17 +23,30 @@ from cellformer.evaluation.metrics import accuracy, macro_f1, per_class_scores
 
 N_BOOTSTRAP = 1000
 SEED = 0
+METHOD = "percentile bootstrap over cells, stratified by true label"
 _MAX_INDICES = 4_000_000  # resampled cell indices held in memory at once
 
 
-def _resamples(n_cells: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
-    """Blocks of bootstrap index arrays, ``(block, n_cells)``, from one seeded generator."""
+def _resamples(y_true: np.ndarray, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """Blocks of stratified bootstrap index arrays, ``(block, n_cells)``, from one seeded generator.
+
+    Column ``j`` of a block draws, with replacement, one of the cells whose label is that of the
+    ``j``-th cell in label order, so every resample keeps each label's cell count. The uniform draws
+    are consumed row by row, so the resamples do not depend on the block size.
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    n_cells = y_true.size
+    order = np.argsort(y_true, kind="stable")  # cells grouped by label
+    _, starts, counts = np.unique(y_true[order], return_index=True, return_counts=True)
+    start = np.repeat(starts, counts)  # (n_cells,) first position of each column's label in `order`
+    count = np.repeat(counts, counts)  # (n_cells,) that label's number of cells
     rng = np.random.default_rng(seed)
     block = max(1, _MAX_INDICES // max(n_cells, 1))
     done = 0
     while done < n_boot:
         size = min(block, n_boot - done)
-        yield rng.integers(0, n_cells, size=(size, n_cells))
+        offset = np.minimum((rng.random((size, n_cells)) * count).astype(np.int64), count - 1)
+        yield order[start + offset]
         done += size
 
 
@@ -41,14 +60,18 @@ def _batched_confusion(
     return flat.reshape(n_res, n_labels, n_labels)
 
 
-def _scores(cms: np.ndarray) -> dict[str, np.ndarray]:
-    """Accuracy and macro-F1 (scikit-learn label set: labels present) for a stack of confusion matrices."""
+def present_labels(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int) -> np.ndarray:
+    """Boolean ``(n_labels,)``: labels in ``y_true`` or ``y_pred`` (the macro average's label set)."""
+    counts = np.bincount(y_true, minlength=n_labels) + np.bincount(y_pred, minlength=n_labels)
+    return counts[:n_labels] > 0
+
+
+def _scores(cms: np.ndarray, present: np.ndarray) -> dict[str, np.ndarray]:
+    """Accuracy and macro-F1 over the labels ``present`` for a stack of confusion matrices."""
     scores = per_class_scores(cms)
-    support, predicted = scores["support"], scores["n_predicted"]
-    present = (support + predicted) > 0
     return {
-        "accuracy": np.diagonal(cms, axis1=1, axis2=2).sum(axis=1) / support.sum(axis=1),
-        "macro_f1": (scores["f1"] * present).sum(axis=1) / np.maximum(present.sum(axis=1), 1),
+        "accuracy": np.diagonal(cms, axis1=1, axis2=2).sum(axis=1) / scores["support"].sum(axis=1),
+        "macro_f1": scores["f1"][:, present].sum(axis=1) / max(int(present.sum()), 1),
     }
 
 
@@ -60,13 +83,18 @@ def bootstrap_scores(
     n_boot: int = N_BOOTSTRAP,
     seed: int = SEED,
 ) -> list[dict[str, np.ndarray]]:
-    """Accuracy and macro-F1 of each prediction vector on the same ``n_boot`` resamples of the cells."""
+    """Accuracy and macro-F1 of each prediction vector on the same ``n_boot`` stratified resamples.
+
+    A run's macro-F1 averages, in every resample, over the labels of its point estimate (those in
+    ``y_true`` or in that run's predictions on all cells).
+    """
     y_true = np.asarray(y_true, dtype=np.int64)
     preds = [np.asarray(p, dtype=np.int64) for p in preds]
+    present = [present_labels(y_true, p, n_labels) for p in preds]
     parts: list[list[dict[str, np.ndarray]]] = [[] for _ in preds]
-    for index in _resamples(len(y_true), n_boot, seed):
+    for index in _resamples(y_true, n_boot, seed):
         for k, pred in enumerate(preds):
-            parts[k].append(_scores(_batched_confusion(y_true, pred, index, n_labels)))
+            parts[k].append(_scores(_batched_confusion(y_true, pred, index, n_labels), present[k]))
     return [
         {key: np.concatenate([p[key] for p in part]) for key in ("accuracy", "macro_f1")} for part in parts
     ]
@@ -88,7 +116,7 @@ def bootstrap_ci(
         "level": 0.95,
         "n_bootstrap": n_boot,
         "seed": seed,
-        "method": "percentile bootstrap over cells",
+        "method": METHOD,
     }
 
 
