@@ -42,29 +42,32 @@ def are_counts(data):
     return counts
 
 
+def exact_below(dtype: np.dtype) -> float:
+    """Below this, sums of positive integers in ``dtype`` are exact in any order, and the integers
+    convert to int64 exactly (the ``below`` of :func:`_count_total`)."""
+    if np.dtype(dtype).kind == "f":
+        return min(2.0 ** (np.finfo(dtype).nmant + 1), 2.0**53)
+    return 2.0**53
+
+
 @njit(cache=True)
-def row_totals(indptr, data):
+def row_totals(indptr, data, below):
     """Per-row sums of ``data`` in float64, equal to adding a row's values one by one in order
     (as ``np.bincount`` does).
 
-    Non-negative integers (counts) summing below 2 ** 53 add exactly in any order, so they are
-    summed in four independent lanes (about 2.5x faster); anything else is summed one by one.
+    Rows of positive integers (counts) are summed by :func:`_count_total` (vectorized, exact);
+    once a row holds anything else, it and every later row are summed one by one.
     """
-    counts = are_counts(data)
-    totals = np.empty(len(indptr) - 1)
+    totals = np.zeros(len(indptr) - 1)
+    counts = True
     for row in range(len(totals)):
-        start, end = indptr[row], indptr[row + 1]
-        t0 = t1 = t2 = t3 = 0.0
-        p = start
-        while counts and p + 4 <= end:
-            t0, t1, t2, t3 = t0 + data[p], t1 + data[p + 1], t2 + data[p + 2], t3 + data[p + 3]
-            p += 4
-        total = (t0 + t1) + (t2 + t3)
-        for q in range(p, end):
-            total += data[q]
-        if counts and total >= 2.0**53:  # rounding possible: one by one after all
-            total = _sequential_sum(data, start, end)
-        totals[row] = total
+        start, end = np.int64(indptr[row]), np.int64(indptr[row + 1])
+        if end == start:
+            continue
+        if counts:
+            counts, totals[row] = _count_total(data, start, end, below)
+        if not counts:
+            totals[row] = _sequential_sum(data, start, end)
     return totals
 
 
@@ -469,7 +472,7 @@ def log_input(indptr, indices, data, gene_mask, scale):
     q = 0
     for row in range(n_rows):
         start, end = indptr[row], indptr[row + 1]
-        t0 = t1 = t2 = t3 = 0.0  # the row total in four lanes, as in row_totals
+        t0 = t1 = t2 = t3 = 0.0  # counts: the row total in four lanes (exact, as any order)
         p = start
         while counts and p + 4 <= end:
             t0, t1, t2, t3 = t0 + data[p], t1 + data[p + 1], t2 + data[p + 2], t3 + data[p + 3]

@@ -277,14 +277,6 @@ class _ValueTokens:
         )
 
 
-def _exact_below(dtype: np.dtype) -> float:
-    """Below this, sums of non-negative integers in ``dtype`` are exact in any order, and the
-    integers convert to int64 exactly."""
-    if dtype.kind == "f":
-        return min(2.0 ** (np.finfo(dtype).nmant + 1), 2.0**53)
-    return 2.0**53
-
-
 def _count_block(X: sp.csr_matrix, gene_mask: np.ndarray, n_bins: int, k: int) -> Block | None:
     """The binned block of integer counts, from each cell's distinct counts (no per-value sort).
 
@@ -293,7 +285,7 @@ def _count_block(X: sp.csr_matrix, gene_mask: np.ndarray, n_bins: int, k: int) -
     not give strictly increasing values.
     """
     are_counts, totals, indptr, genes, counts = kernels.count_entries(
-        X.indptr, X.indices, X.data, gene_mask, _exact_below(X.data.dtype)
+        X.indptr, X.indices, X.data, gene_mask, kernels.exact_below(X.data.dtype)
     )
     if not are_counts:
         return None
@@ -480,7 +472,7 @@ class HybridTokenizer(_ValueTokens):
         self.rank.fit(chunks, n_genes)
 
     def _block(self, X: sp.csr_matrix, k: int) -> Block:
-        totals = kernels.row_totals(X.indptr, X.data)
+        totals = kernels.row_totals(X.indptr, X.data, kernels.exact_below(X.data.dtype))
         values = kernels.fractions(X.indptr, X.data, totals, TARGET_SUM)
         np.log1p(values, out=values)  # numpy's log1p, as log_normalized_entries
         bins = np.empty(X.nnz, dtype=np.int16)

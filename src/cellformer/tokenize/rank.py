@@ -48,7 +48,7 @@ def _as_csr(X: sp.spmatrix | np.ndarray, drop_zeros: bool = True) -> sp.csr_matr
 def _totals(X: sp.csr_matrix, normalize_total: bool) -> np.ndarray:
     """What each cell's values are divided by: its total, or a fixed constant (ranks unchanged)."""
     if normalize_total:
-        return kernels.row_totals(X.indptr, X.data)
+        return kernels.row_totals(X.indptr, X.data, kernels.exact_below(X.data.dtype))
     return np.full(X.shape[0], _FIXED_SCALE)
 
 
