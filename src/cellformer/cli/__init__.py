@@ -40,8 +40,17 @@ def _command_module(name: str):
         raise
 
 
+def is_primary_process() -> bool:
+    """False in the extra processes a multi-device run starts (they repeat the command line)."""
+    import os
+
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
 def _configure_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    if not is_primary_process():  # the first process reports; the others only their own errors
+        level = logging.ERROR
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
     for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "numba", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

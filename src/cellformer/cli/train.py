@@ -31,13 +31,20 @@ def add_parser(subparsers) -> None:
     for cls, title in ((ModelConfig, "model"), (TrainConfig, "training")):
         group = parser.add_argument_group(f"{title} options (override --config)")
         for field in dataclasses.fields(cls):
-            _add_field(group, field)
+            if field.name not in FROM_DATA:
+                _add_field(group, field)
     parser.set_defaults(run=run)
 
 
+# Model sizes fixed by the prepared dataset: config fields (filled in from the data), not options.
+FROM_DATA = ("vocab_size", "n_classes", "n_values", "n_context")
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 _METAVARS = {"bool": "BOOL", "int": "N", "float": "X", "str": "NAME"}
-_CHOICES = {"monitor": MONITORS}
+_CHOICES = {"monitor": MONITORS, "precision": PRECISIONS, "norm": ("pre", "post")}
+_TYPES = {"precision": str, "norm": str, "monitor": str}
 _HELP = {
+    "precision": "Lightning precision; default: bf16-mixed on a GPU, 32-true on the CPU",
+    "norm": "LayerNorm before (pre) or after (post) attention and feed-forward",
     "monitor": "validation metric for early stopping and the best checkpoint: val_loss (lowest) or "
     "val_macro_f1 (highest)",
     "context_dropout": "probability of replacing each training cell's context token (--batch-key / "
@@ -52,32 +59,88 @@ def _add_field(group, field: dataclasses.Field) -> None:
     if "_" in field.name:
         flags.append(f"--{field.name}")
     is_bool = field.type in ("bool", bool)
-    default = (
-        "data"
-        if field.name in ("vocab_size", "n_classes", "n_values", "n_context") and field.default is None
-        else field.default
-    )
+    default = field.default
+    if field.name in _HELP and field.name in ("precision",):
+        help_text = _HELP[field.name]
+    elif field.name in _HELP:
+        help_text = f"{_HELP[field.name]}; default: {default}"
+    else:
+        help_text = f"default: {default}"
     group.add_argument(
         *flags,
         dest=f"cfg_{field.name}",
-        type=parse_value,
+        type=_TYPES.get(field.name, parse_value),
         nargs="?" if is_bool else None,
         const=True if is_bool else None,
         default=argparse.SUPPRESS,
         choices=_CHOICES.get(field.name),
         metavar=None if field.name in _CHOICES else _METAVARS.get(str(field.type).split(" |")[0], "VALUE"),
-        help=f"{_HELP[field.name]}; default: {default}" if field.name in _HELP else f"default: {default}",
+        help=help_text,
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    import logging
+class Interrupted(KeyboardInterrupt):
+    """Raised by the CLI's SIGINT / SIGTERM handler; remembers which signal it was."""
 
-    from cellformer.cli import quiet_lightning
-    from cellformer.training.api import train
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, frame) -> None:
+    raise Interrupted(signum)
+
+
+def _interrupted_by(exc: BaseException) -> int | None:
+    """The signal that stopped training, when ``exc`` comes from one; else ``None``."""
+    import signal
+
+    if isinstance(exc, Interrupted):
+        return exc.signum
+    if isinstance(exc, SystemExit):
+        if isinstance(exc.__context__, Interrupted):  # Lightning turns Ctrl-C into sys.exit(1)
+            return exc.__context__.signum
+        if type(exc).__name__ == "SIGTERMException":  # Lightning's own graceful SIGTERM stop
+            return int(signal.SIGTERM)
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+    import shlex
+    import signal
+    import sys
+
+    from cellformer.cli import is_primary_process, quiet_lightning
 
     quiet_lightning()
     overrides = {k.removeprefix("cfg_"): v for k, v in vars(args).items() if k.startswith("cfg_")}
-    out = train(args.prepared, out=args.out, config=args.config, resume=args.resume, **overrides)
-    logging.getLogger(__name__).info("trained model in %s", out)
+    if args.quiet and "progress_bar" not in overrides:
+        overrides["progress_bar"] = False
+    # Ctrl-C and SIGTERM (what SLURM and `kill` send) stop training at once, leaving the run resumable
+    # from its last finished epoch's checkpoint. Lightning turns Ctrl-C into exit status 1 and would
+    # swallow SIGTERM (stop, then return normally); its SIGTERM handler calls this one after its own.
+    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        from cellformer.training.api import train
+
+        train(args.prepared, out=args.out, config=args.config, resume=args.resume, **overrides)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        signum = _interrupted_by(exc)
+        if signum is None:
+            raise
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the message short
+        if is_primary_process():
+            started = os.path.exists(os.path.join(args.out, "config.json"))
+            hint = (
+                f"; continue with: cellformer train {shlex.quote(args.prepared)} "
+                f"--out {shlex.quote(args.out)} --resume"
+                if started
+                else " before the run directory was started"
+            )
+            print(f"interrupted{hint}", file=sys.stderr)
+        return 128 + signum
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0

@@ -38,3 +38,32 @@ class EpochLog:
 
 def _fmt(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:.6g}"
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``1 epoch``, ``2 epochs`` (``words`` for irregular plurals)."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
+def best_epoch(rows: list[dict[str, str]], monitor: str) -> tuple[int, float] | None:
+    """``(epoch, value)`` of the best ``monitor`` value in ``log.csv`` rows (first of equals), or ``None``."""
+    scored = [(int(row["epoch"]), float(row[monitor])) for row in rows if row.get(monitor)]
+    if not scored:
+        return None
+    lower = monitor.endswith("loss")
+    return (min if lower else max)(scored, key=lambda item: item[1])
+
+
+def summary_line(out: Path, result: dict, rows: list[dict[str, str]]) -> str:
+    """The end-of-training line: epochs, whether it stopped early, the best epoch and its value."""
+    text = f"trained {plural(len(rows), 'epoch')}"
+    if result.get("stopped_early"):
+        text += " (stopped early)"
+    monitor = result.get("monitor")
+    best = best_epoch(rows, monitor) if monitor else None
+    if best is None:
+        text += "; no validation cells: the last epoch's model is kept"
+    else:
+        value = result.get(f"best_{monitor}")
+        text += f"; best epoch {best[0]} ({monitor} {best[1] if value is None else value:.4f})"
+    return f"{text}; run directory {out}"

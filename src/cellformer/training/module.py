@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from cellformer.model import CellTransformer
 from cellformer.training.context_dropout import ContextDropout
 
 METRICS = ("loss", "acc", "macro_f1")
+log = logging.getLogger(__name__)
 
 
 def warmup_cosine(total_steps: int, warmup_fraction: float, min_fraction: float) -> Callable[[int], float]:
@@ -126,10 +128,13 @@ class CellClassifierModule(pl.LightningModule):
             row.update({f"val_{k}": v for k, v in self.val_metrics.compute_and_reset().items()})
         row["lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
         row["seconds"] = time.perf_counter() - self._epoch_start
-        # values are already synchronised across processes (torchmetrics), so every process logs them
-        self.log_dict({k: float(v) for k, v in row.items() if k != "epoch"})
-        if self.on_epoch is not None and self.global_rank == 0:
-            self.on_epoch(row)
+        # values are already synchronised across processes (torchmetrics); sync_dist averages equal
+        # numbers (and keeps Lightning from recommending it on every epoch)
+        self.log_dict({k: float(v) for k, v in row.items() if k != "epoch"}, sync_dist=True)
+        if self.global_rank == 0:
+            if self.on_epoch is not None:
+                self.on_epoch(row)
+            log.info(epoch_line(row, self.trainer.max_epochs))
 
     def configure_optimizers(self):
         decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
@@ -145,3 +150,12 @@ class CellClassifierModule(pl.LightningModule):
         factor = warmup_cosine(total, self.train_config.warmup_fraction, self.train_config.min_lr_fraction)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def epoch_line(row: dict[str, float], max_epochs: int | None = None) -> str:
+    """One line per finished epoch: ``epoch 3/30: train loss 0.512, val loss 0.611, val macro-F1 0.732``."""
+    total = f"/{max_epochs}" if max_epochs and max_epochs > 0 else ""
+    parts = [f"train loss {row['train_loss']:.4f}"]
+    if "val_loss" in row:
+        parts += [f"val loss {row['val_loss']:.4f}", f"val macro-F1 {row['val_macro_f1']:.3f}"]
+    return f"epoch {int(row['epoch'])}{total}: {', '.join(parts)} ({row['seconds']:.1f} s)"

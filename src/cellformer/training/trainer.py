@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
 from cellformer.config import TrainConfig
 from cellformer.errors import ConfigError
@@ -44,6 +46,8 @@ def build_trainer(
             monitor=config.monitor, mode=mode, patience=config.patience, check_on_train_epoch_end=True
         )
         callbacks.append(early_stopping)
+    if config.progress_bar:
+        callbacks.append(StderrProgressBar())
     if precision(config).startswith("bf16") or config.accelerator in ("gpu", "cuda"):
         torch.set_float32_matmul_precision("high")
     trainer = pl.Trainer(
@@ -66,6 +70,41 @@ def build_trainer(
         log_every_n_steps=50,
     )
     return trainer, checkpoint, early_stopping
+
+
+class StderrProgressBar(TQDMProgressBar):
+    """Lightning's progress bars on stderr (with every other message), not stdout.
+
+    The training bar is a new one each epoch and disappears when the epoch ends, where the module
+    logs its one-line epoch summary instead.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(leave=True)  # Lightning: a new training bar per epoch, closed at its end
+
+    def init_train_tqdm(self) -> Tqdm:
+        return Tqdm(
+            desc=self.train_description,
+            position=2 * self.process_position,
+            disable=self.is_disabled,
+            leave=False,
+            dynamic_ncols=True,
+            file=sys.stderr,
+            smoothing=0,
+            bar_format=self.BAR_FORMAT,
+        )
+
+    def init_validation_tqdm(self) -> Tqdm:
+        has_main_bar = self.trainer.state.fn != "validate"
+        return Tqdm(
+            desc=self.validation_description,
+            position=2 * self.process_position + has_main_bar,
+            disable=self.is_disabled,
+            leave=False,
+            dynamic_ncols=True,
+            file=sys.stderr,
+            bar_format=self.BAR_FORMAT,
+        )
 
 
 def require_wandb() -> None:
