@@ -1,14 +1,23 @@
 """``cellformer.predict``: a run directory + AnnData → an annotated copy of the AnnData.
 
-Works for every kind of run (transformer or baseline). Keys written (``key_added="cellformer"``):
+Works for every kind of run (transformer or baseline). Keys written (``key_added="cellformer"``;
+existing keys of that name are replaced, with a warning):
 
 - ``obs['cellformer_prediction']``: predicted class, categorical over *all* trained classes
-- ``obs['cellformer_confidence']``: calibrated maximum probability (temperature fitted on the validation split)
+- ``obs['cellformer_confidence']``: calibrated maximum probability (the temperature stored in the run,
+  fitted on its validation split; ``T = 1`` for a run without validation cells)
 - ``obs['cellformer_unknown']``: ``True`` for a cell unlike every training type (see :mod:`cellformer.unknown`)
+  and for every cell with no expressed model gene (nothing to classify it by)
 - ``obsm['cellformer_proba']``: calibrated class probabilities, columns in ``uns['cellformer']['classes']``
-- ``obsm['X_cellformer']``: the model's embedding (``<CLS>`` for the transformer, PCA for logreg / kNN,
-  the hidden layer for the MLP)
-- ``uns['cellformer']``: ``classes`` and ``params`` (run, kind, gene overlap, unknown-cell rule, versions)
+- ``obsm['X_cellformer']``: the model's embedding (``params['embedding']`` says which: ``<CLS>`` for the
+  transformer, the principal components of the training features for logreg / kNN, the hidden layer
+  for the MLP)
+- ``obsm['X_cellformer_umap']``: 2-d UMAP of ``X_cellformer`` (only from :func:`predict_file` with a plot)
+- ``uns['cellformer']``: ``classes`` and ``params`` (run, kind, gene overlap, calibration, unknown-cell
+  rule, versions)
+
+Calibration (temperature, unknown-cell threshold) is read from the run directory, never written to it
+(:mod:`cellformer.calibrate_run`).
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import numpy as np
 
 from cellformer.errors import ConfigError, InputError, RunDirError
 from cellformer.runs import Predictions
-from cellformer.unknown import UnknownDetector
+from cellformer.unknown import DEFAULT_QUANTILE, UnknownDetector
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -43,7 +52,9 @@ def predict(
     copy: bool = True,
     layer: str | None = None,
     gene_key: str | None = None,
-    min_overlap: float | None = None,
+    min_gene_overlap: float | None = None,
+    unknown_quantile: float = DEFAULT_QUANTILE,
+    prepared: str | Path | None = None,
 ) -> ad.AnnData | None:
     """Annotate cells with a trained model's predictions.
 
@@ -57,49 +68,98 @@ def predict(
     batch_size
         Cells per forward pass.
     key_added
-        Prefix of the keys written (see the module docstring).
+        Prefix of the keys written (see the module docstring); existing keys are replaced with a warning.
     copy
         Return an annotated copy (default) and leave ``adata`` untouched; ``False`` annotates ``adata``
         in place and returns ``None``.
     layer, gene_key
         Override the matrix (``"raw.X"`` for ``adata.raw``) and gene-name column the model was trained with.
-    min_overlap
-        Minimum fraction of the model's genes that must be present (default: the training setting, 0.5).
+    min_gene_overlap
+        Minimum fraction (in (0, 1]) of the model's genes that must be present (default: the training
+        setting, ``prepare``'s ``min_gene_overlap``, 0.5 unless changed).
+    unknown_quantile
+        Quantile of the validation cells' unknown scores used as the threshold: about
+        ``1 - unknown_quantile`` of cells of known types are flagged by design (default 0.95: ~5 %).
+    prepared
+        Only for runs made before calibration was stored in the run directory: the prepared dataset they
+        were trained on, when it has moved (by default the recorded one).
 
     Returns
     -------
     The annotated copy, or ``None`` with ``copy=False``.
     """
+    from cellformer.calibrate_run import run_calibration
     from cellformer.runs import load
 
     if batch_size <= 0:
         raise ConfigError(f"batch_size must be positive, got {batch_size}")
+    if min_gene_overlap is not None and not 0.0 < min_gene_overlap <= 1.0:
+        raise ConfigError(f"min_gene_overlap must be a fraction in (0, 1], got {min_gene_overlap}")
+    if not 0.0 < unknown_quantile <= 1.0:
+        raise ConfigError(f"unknown_quantile must be in (0, 1], got {unknown_quantile}")
     model = load(run_dir)
+    detector = run_calibration(model, prepared)
+    try:
+        detector = detector.with_quantile(unknown_quantile)
+    except ValueError as exc:
+        raise ConfigError(
+            f"cannot use unknown_quantile {unknown_quantile} with run {run_dir}: {exc} "
+            f"({detector.quantile}); train it again to choose another"
+        ) from None
     options = {
         k: v
-        for k, v in (("layer", layer), ("gene_key", gene_key), ("min_overlap", min_overlap))
+        for k, v in (("layer", layer), ("gene_key", gene_key), ("min_overlap", min_gene_overlap))
         if v is not None
     }
-    outputs, overlap = model_outputs(model, adata, batch_size=batch_size, **options)
-    detector = unknown_detector(model)
+    outputs, overlap, no_genes = model_outputs(model, adata, batch_size=batch_size, **options)
     target = adata.copy() if copy else adata
-    annotate(target, model, outputs, detector, overlap, key_added=key_added, batch_size=batch_size)
+    annotate(
+        target,
+        model,
+        outputs,
+        detector,
+        overlap,
+        key_added=key_added,
+        batch_size=batch_size,
+        no_genes=no_genes,
+    )
     return target if copy else None
 
 
 # -- model outputs ------------------------------------------------------------------------------
 def model_outputs(
     model: TrainedModel, adata: ad.AnnData, *, batch_size: int = 256, **options: Any
-) -> tuple[Predictions, dict[str, Any]]:
-    """Raw outputs for ``adata`` and the gene-overlap report, for any kind of run."""
+) -> tuple[Predictions, dict[str, Any], np.ndarray]:
+    """Raw outputs for ``adata``, the gene-overlap report, and which cells have no expressed model gene."""
     if model.kind == "transformer":
         tokenized, overlap = tokenize_adata(model, adata, **options)
+        no_genes = cells_without_genes(tokenized, model.config["model"]["vocab_size"])
         outputs = model.predict_tokens(tokenized, batch_size=batch_size)
     else:
         X, overlap = model.align(adata, **options)
         _log_overlap(overlap, model)
+        no_genes = np.asarray(abs(X).sum(axis=1)).ravel() == 0
         outputs = model.predict_matrix(X, batch_size=max(batch_size, 1024), progress=True)
-    return outputs, overlap
+    return outputs, overlap, np.asarray(no_genes, dtype=bool)
+
+
+def cells_without_genes(tokenized: TokenizedCells, vocab_size: int) -> np.ndarray:
+    """``True`` for each cell whose own profile has no gene token (only ``<CLS>`` and context tokens).
+
+    Gene tokens are ids ``>= N_SPECIAL`` that are not context tokens; tokens after a ``<SEP>`` (the
+    previous-time-point profile) do not count.
+    """
+    from cellformer.tokenize.base import N_SPECIAL, SEP
+
+    ids = np.asarray(tokenized.ids)
+    offsets = np.asarray(tokenized.offsets, dtype=np.int64)
+    n = len(offsets) - 1
+    cell = np.repeat(np.arange(n), np.diff(offsets))
+    is_sep = (ids == SEP).astype(np.int64)
+    seps_before = np.cumsum(is_sep) - is_sep
+    seps_before -= np.repeat(np.r_[0, np.cumsum(is_sep)][offsets[:-1]], np.diff(offsets))
+    current_gene = (ids >= N_SPECIAL) & (ids < vocab_size) & (seps_before == 0)
+    return np.bincount(cell[current_gene], minlength=n) == 0
 
 
 def tokenize_adata(
@@ -192,67 +252,22 @@ def _log_overlap(overlap: dict[str, Any], model: TrainedModel) -> None:
         )
 
 
-# -- unknown-cell rule --------------------------------------------------------------------------
-def unknown_detector(model: TrainedModel) -> UnknownDetector | None:
-    """The run's unknown-cell detector; fitted now (and saved in the run dir) if the run has none yet.
-
-    Fitting needs the prepared dataset the run was trained on; without it ``None`` is returned and a
-    warning says so (``cellformer_unknown`` is then all ``False``).
-    """
-    detector = UnknownDetector.load(model.run_dir)
-    if detector is not None:
-        return detector
-    from cellformer.data.prepared import PreparedData
-
-    prepared_path = model.config.get("prepared", {}).get("path")
-    try:
-        prepared = PreparedData(prepared_path)
-    except (RunDirError, TypeError):
-        logger.warning(
-            "run %s has no unknown-cell threshold (unknown.json) and its prepared dataset %s is gone: "
-            "cellformer_unknown is False for every cell",
-            model.run_dir,
-            prepared_path,
-        )
-        return None
-    detector = fit_unknown_detector(model, prepared)
-    try:
-        detector.save(model.run_dir)
-    except OSError as exc:  # a read-only run directory still predicts
-        logger.warning("could not record the unknown-cell threshold in %s: %s", model.run_dir, exc)
-    return detector
-
-
-def fit_unknown_detector(model: TrainedModel, prepared) -> UnknownDetector:
-    """Fit the unknown-cell detector from the run's outputs on the training and validation splits."""
-    logger.info("choosing the unknown-cell threshold on the validation split of %s", prepared.path)
-    labels = np.asarray(prepared.labels)
-    train = model.predict_split(prepared, "train")
-    val = (
-        model.predict_split(prepared, "val")
-        if "val" in prepared.splits
-        else Predictions(np.zeros((0, len(model.classes)), np.float32), None, np.zeros(0, np.int64))
-    )
-    val_embeddings = val.embeddings if val.embeddings is not None else None
-    return UnknownDetector.fit(
-        (train.logits, train.embeddings, labels[train.rows]),
-        (val.logits, val_embeddings, labels[val.rows]),
-        len(model.classes),
-    )
-
-
 # -- writing into the AnnData -------------------------------------------------------------------
 def annotate(
     adata: ad.AnnData,
     model: TrainedModel,
     outputs: Predictions,
-    detector: UnknownDetector | None,
+    detector: UnknownDetector,
     overlap: dict[str, Any],
     *,
     key_added: str = "cellformer",
     batch_size: int = 256,
+    no_genes: np.ndarray | None = None,
 ) -> None:
-    """Write predictions into ``adata`` (in place) under ``key_added``."""
+    """Write predictions into ``adata`` (in place) under ``key_added``.
+
+    ``no_genes`` marks cells with no expressed model gene: they are flagged unknown.
+    """
     import pandas as pd
 
     from cellformer.evaluation.metrics import softmax
@@ -260,15 +275,38 @@ def annotate(
 
     if outputs.logits.shape[0] != adata.n_obs:
         raise ValueError(f"{outputs.logits.shape[0]} predictions for {adata.n_obs} cells")
-    temperature = detector.temperature if detector is not None else 1.0
+    temperature = detector.temperature
     proba = softmax(outputs.logits, temperature).astype(np.float32)
     best = proba.argmax(axis=1) if len(proba) else np.zeros(0, np.int64)
     classes = list(model.classes)
-    unknown = (
-        detector.flag(outputs.logits, outputs.embeddings)
-        if detector is not None
-        else np.zeros(adata.n_obs, bool)
-    )
+    no_genes = np.zeros(adata.n_obs, bool) if no_genes is None else np.asarray(no_genes, bool)
+    unknown = np.asarray(detector.flag(outputs.logits, outputs.embeddings), bool) | no_genes
+    if no_genes.any():
+        logger.warning(
+            "%d cells express none of the model's genes (empty rows or no gene in the vocabulary): "
+            "flagged unknown (%s_unknown); their predicted label carries no information",
+            int(no_genes.sum()),
+            key_added,
+        )
+    existing = [
+        f"{where}['{key}']"
+        for where, keys, names in (
+            ("obs", adata.obs.columns, ("prediction", "confidence", "unknown")),
+            ("obsm", adata.obsm.keys(), ("proba",)),
+        )
+        for key in (f"{key_added}_{n}" for n in names)
+        if key in keys
+    ]
+    existing += [
+        f"{w}['{k}']"
+        for w, k in (("obsm", f"X_{key_added}"), ("uns", key_added))
+        if k in (adata.obsm if w == "obsm" else adata.uns)
+    ]
+    if existing:
+        logger.warning(
+            "the AnnData already has %s: replacing them (choose another key_added / --key-added to keep both)",
+            ", ".join(existing),
+        )
     adata.obs[f"{key_added}_prediction"] = pd.Categorical.from_codes(best, categories=classes)
     adata.obs[f"{key_added}_confidence"] = proba.max(axis=1) if len(proba) else np.zeros(0, np.float32)
     adata.obs[f"{key_added}_unknown"] = np.asarray(unknown, dtype=bool)
@@ -281,34 +319,65 @@ def annotate(
         "batch_size": int(batch_size),
         "gene_overlap": {k: (float(v) if k == "fraction" else int(v)) for k, v in overlap.items()},
         "temperature": float(temperature),
-        "embedding": {"transformer": "<CLS>", "mlp": "hidden layer", "logreg": "PCA", "knn": "PCA"}.get(
-            model.kind, "none"
-        ),
+        "calibration": _calibration_params(detector),
+        "n_no_genes": int(no_genes.sum()),
+        "embedding": {
+            "transformer": "<CLS>",
+            "mlp": "hidden layer",
+            "logreg": "PCA of the training features",
+            "knn": "PCA of the training features",
+        }.get(model.kind, "none"),
         "cellformer_version": cellformer_version(),
         "versions": {k: v for k, v in package_versions().items() if k != "platform"},
     }
     meta = model.config.get("prepared", {}).get("meta", {})
     params["tokenizer"] = meta.get("tokenizer", "rank")
     params["label_key"] = meta.get("label_key", "")
-    if detector is not None:
+    if detector.calibrated:
         params["unknown"] = {
             "method": detector.method,
             "space": detector.space,
             "threshold": float(detector.threshold),
             "quantile": float(detector.quantile),
+            "rule": f"score above the {detector.quantile:g} quantile of the validation cells' scores "
+            f"(about {100 * (1 - detector.quantile):.0f}% of cells of known types are flagged by design), "
+            "or no expressed model gene",
         }
     else:
-        params["unknown"] = {"method": "none"}
+        params["unknown"] = {
+            "method": "none",
+            "rule": "no validation cells: only cells with no expressed model gene are flagged",
+        }
     adata.uns[key_added] = {"classes": np.array(classes, dtype=object), "params": params}
     n_unknown = int(np.sum(unknown))
     logger.info(
-        "%d cells annotated by %s run %s; %d (%.1f%%) flagged unknown",
+        "%d cells annotated by %s run %s; %d (%.1f%%) flagged unknown; %s",
         adata.n_obs,
         model.kind,
         model.run_dir,
         n_unknown,
         100 * n_unknown / max(adata.n_obs, 1),
+        calibration_note(params),
     )
+
+
+def _calibration_params(detector: UnknownDetector) -> dict[str, Any]:
+    fit = detector.temperature_fit
+    return {
+        "calibrated": detector.calibrated,
+        "temperature": float(detector.temperature),
+        "decision": fit.decision,
+        "fitted_temperature": float(fit.fitted),
+        "n_val_cells": int(fit.n_cells),
+    }
+
+
+def calibration_note(params: dict[str, Any]) -> str:
+    """One phrase on how confidence was calibrated (for summaries)."""
+    cal = params.get("calibration", {})
+    if not cal.get("calibrated", True):
+        return "run has no validation cells: confidence NOT calibrated (T=1), no unknown-type flag"
+    return f"confidence calibrated on {cal.get('n_val_cells', '?')} validation cells (T={cal['temperature']:.2f})"
 
 
 # -- files (the CLI) ----------------------------------------------------------------------------
@@ -321,6 +390,7 @@ def predict_file(
     batch_size: int = 256,
     umap: bool = True,
     key_added: str = "cellformer",
+    compression: str | None = "gzip",
     **options: Any,
 ) -> dict[str, Path]:
     """Read ``input`` (never modified), annotate it, write ``out`` (atomically) and a UMAP PNG beside it.
@@ -362,7 +432,7 @@ def predict_file(
         if plotted is not None:
             written["umap"] = plotted
     with atomic_path(out) as tmp:
-        annotated.write_h5ad(tmp)
+        annotated.write_h5ad(tmp, compression=compression)
     written["h5ad"] = out
     return written
 

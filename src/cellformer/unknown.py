@@ -18,8 +18,12 @@ Two arrays-only pieces, fitted from a model's own outputs on the prepared datase
   calibrated max-probability and 4-8/16 for raw PCA distances. Withheld types that are near-copies
   of a training type (the numbered bladder clusters) are not separable by any of these.
 
-Files in the run dir: ``unknown.json`` (method, threshold, quantile, temperature, validation rates)
-and ``unknown.safetensors`` (``centroids``, ``scales``).
+Fitted once at the end of ``cellformer train`` / ``cellformer baseline`` (:mod:`cellformer.calibrate_run`)
+and only read afterwards. A run without labelled validation cells records ``method = "none"``: no
+calibration (``T = 1``) and no unknown flag.
+
+Files in the run dir: ``unknown.json`` (method, threshold, quantile, temperature and how it was fitted,
+validation rates) and ``unknown.safetensors`` (``centroids``, ``scales``, ``val_scores``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from cellformer.atomic import atomic_path, read_json, write_json
-from cellformer.evaluation.calibration import fit_temperature
+from cellformer.evaluation.calibration import TemperatureFit, fit_temperature
 from cellformer.evaluation.metrics import softmax
 
 logger = logging.getLogger(__name__)
@@ -47,7 +51,7 @@ SPACES = ("embedding", "logits")
 class UnknownDetector:
     """Calibrated confidence and an "unlike every training type" flag for model outputs."""
 
-    method: str  # "centroid_distance" or "max_probability"
+    method: str  # "centroid_distance", "max_probability" or "none" (no validation cells: nothing flagged)
     threshold: float
     space: str = "embedding"  # what centroid_distance measures: "embedding" or "logits"
     temperature: float = 1.0
@@ -55,6 +59,7 @@ class UnknownDetector:
     centroids: np.ndarray | None = None  # (n_classes, d); NaN rows for classes without training cells
     scales: np.ndarray | None = None  # (n_classes,)
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    val_scores: np.ndarray | None = None  # validation cells' scores (any quantile's threshold)
 
     # -- scoring -------------------------------------------------------------------------------
     def proba(self, logits: np.ndarray) -> np.ndarray:
@@ -70,7 +75,36 @@ class UnknownDetector:
         return 1.0 - self.proba(logits).max(axis=1)
 
     def flag(self, logits: np.ndarray, embeddings: np.ndarray | None) -> np.ndarray:
+        if self.method == "none":
+            return np.zeros(len(logits), dtype=bool)
         return self.scores(logits, embeddings) > self.threshold
+
+    @property
+    def calibrated(self) -> bool:
+        """False for a run without labelled validation cells (``T = 1``, nothing flagged)."""
+        return self.method != "none"
+
+    @property
+    def temperature_fit(self) -> TemperatureFit:
+        """How the temperature was fitted (runs from before the held-out check record only ``T``)."""
+        stored = self.info.get("calibration")
+        if stored:
+            return TemperatureFit.from_dict(stored)
+        nan = float("nan")
+        n = int(self.info.get("n_val_cells", 0))
+        note = "stored by an earlier cellformer version (no held-out check)"
+        return TemperatureFit(self.temperature, n, nan, nan, self.temperature, nan, nan, note)
+
+    def with_quantile(self, quantile: float) -> UnknownDetector:
+        """The same detector with the threshold at another quantile of the validation scores."""
+        if not 0.0 < quantile <= 1.0:
+            raise ValueError(f"quantile must be in (0, 1], got {quantile}")
+        if quantile == self.quantile or self.method == "none":
+            return self
+        if self.val_scores is None or not len(self.val_scores):
+            raise ValueError("this run stored no validation scores; only its own quantile can be used")
+        threshold = float(np.quantile(self.val_scores, quantile))
+        return dataclasses.replace(self, threshold=threshold, quantile=float(quantile))
 
     # -- fitting -------------------------------------------------------------------------------
     @classmethod
@@ -84,18 +118,30 @@ class UnknownDetector:
     ) -> UnknownDetector:
         """Fit from ``(logits, embeddings, labels)`` of the training and validation cells.
 
-        Labels are class indices; cells with labels ``>= n_classes`` (unseen types) are ignored.
-        Without validation cells the training cells choose the threshold (less reliable; logged).
+        Labels are class indices; cells with labels ``>= n_classes`` (unseen types) or ``< 0``
+        (unlabelled) are ignored. Without labelled validation cells there is no calibration: the
+        detector has ``method = "none"`` (``T = 1``, no cell flagged), and a warning says so.
         """
         train_logits, train_emb, y_train = train
         val_logits, val_emb, y_val = val
-        known_val = y_val < n_classes
+        known_val = (y_val >= 0) & (y_val < n_classes)
         val_logits, y_val = val_logits[known_val], y_val[known_val]
         val_emb = None if val_emb is None else val_emb[known_val]
         if len(y_val) == 0:
-            logger.warning("no validation cells: the unknown-cell threshold is chosen on the training cells")
-            val_logits, val_emb, y_val = train_logits, train_emb, y_train
-        temperature = fit_temperature(val_logits, y_val).temperature  # as `cellformer evaluate` fits it
+            logger.warning(
+                "no labelled validation cells: the run is not calibrated (T=1) and flags no unknown cells"
+            )
+            fit = TemperatureFit.identity("no labelled validation cells")
+            return cls(
+                "none",
+                float("inf"),
+                "none",
+                1.0,
+                quantile,
+                info={"n_val_cells": 0, "calibration": fit.to_dict()},
+            )
+        fit = fit_temperature(val_logits, y_val)  # the one fit `evaluate` and `predict` use too
+        temperature = fit.temperature
         if space not in SPACES:
             raise ValueError(f"space must be one of {SPACES}, got {space!r}")
         train_features = train_logits if space == "logits" else train_emb
@@ -106,9 +152,11 @@ class UnknownDetector:
             detector = cls("max_probability", 0.0, "logits", temperature, quantile)
         val_scores = detector.scores(val_logits, val_emb)
         detector.threshold = float(np.quantile(val_scores, quantile))
+        detector.val_scores = np.sort(np.asarray(val_scores, dtype=np.float64))
         detector.info = {
             "n_val_cells": int(len(y_val)),
             "val_flagged_fraction": float(np.mean(val_scores > detector.threshold)),
+            "calibration": fit.to_dict(),
         }
         return detector
 
@@ -120,7 +168,7 @@ class UnknownDetector:
         payload = {
             "method": self.method,
             "space": self.space,
-            "threshold": self.threshold,
+            "threshold": self.threshold if self.method != "none" else None,
             "quantile": self.quantile,
             "temperature": self.temperature,
             "description": (
@@ -128,19 +176,23 @@ class UnknownDetector:
                 "to the nearest training-class centroid / that class's median training distance"
                 if self.method == "centroid_distance"
                 else "cellformer_unknown = 1 - calibrated max probability > threshold"
+                if self.method == "max_probability"
+                else "no labelled validation cells: no calibration (T=1) and no unknown flag"
             ),
-            "threshold_chosen_on": "validation split (quantile of known cells' scores)",
+            "threshold_chosen_on": "validation split (quantile of known cells' scores)"
+            if self.method != "none"
+            else None,
             **self.info,
         }
+        arrays = {}
         if self.method == "centroid_distance":
+            arrays["centroids"] = np.ascontiguousarray(self.centroids, np.float32)
+            arrays["scales"] = np.ascontiguousarray(self.scales, np.float32)
+        if self.val_scores is not None:
+            arrays["val_scores"] = np.ascontiguousarray(self.val_scores, np.float64)
+        if arrays:
             with atomic_path(run_dir / ARRAYS_NAME) as tmp:
-                save_file(
-                    {
-                        "centroids": np.ascontiguousarray(self.centroids, np.float32),
-                        "scales": np.ascontiguousarray(self.scales, np.float32),
-                    },
-                    str(tmp),
-                )
+                save_file(arrays, str(tmp))
         write_json(run_dir / JSON_NAME, payload)
 
     @classmethod
@@ -150,12 +202,12 @@ class UnknownDetector:
         if not (run_dir / JSON_NAME).exists():
             return None
         payload = read_json(run_dir / JSON_NAME)
-        centroids = scales = None
-        if payload["method"] == "centroid_distance":
+        arrays: dict[str, np.ndarray] = {}
+        if (run_dir / ARRAYS_NAME).exists():
             from safetensors.numpy import load_file
 
             arrays = load_file(str(run_dir / ARRAYS_NAME))
-            centroids, scales = arrays["centroids"], arrays["scales"]
+        centroids, scales = arrays.get("centroids"), arrays.get("scales")
         known = {
             "method",
             "space",
@@ -165,15 +217,17 @@ class UnknownDetector:
             "description",
             "threshold_chosen_on",
         }
+        threshold = payload.get("threshold")
         return cls(
             payload["method"],
-            float(payload["threshold"]),
+            float("inf") if threshold is None else float(threshold),
             payload.get("space", "embedding"),
             float(payload["temperature"]),
             float(payload["quantile"]),
             centroids,
             scales,
             {k: v for k, v in payload.items() if k not in known},
+            arrays.get("val_scores"),
         )
 
 

@@ -5,16 +5,31 @@ from __future__ import annotations
 import argparse
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text}")
+    return value
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "predict",
         help="annotate an .h5ad with a trained run's predictions (writes a copy)",
         description=(
             "Predict cell types for INPUT.h5ad with a run directory (transformer or baseline) and write an "
-            "annotated copy: obs cellformer_prediction / cellformer_confidence / cellformer_unknown, "
-            "obsm cellformer_proba and X_cellformer, uns cellformer (classes, params). Genes are matched "
-            "by name. A UMAP of the embeddings is written beside the output as OUTPUT_umap.png. "
-            "The input file is never modified."
+            "annotated, gzip-compressed copy: obs cellformer_prediction / cellformer_confidence / "
+            "cellformer_unknown, obsm cellformer_proba, X_cellformer (the model's embedding: <CLS> for a "
+            "transformer, PCA of the training features for logreg/knn, the hidden layer for mlp; "
+            "uns cellformer params embedding says which) and X_cellformer_umap, uns cellformer (classes, "
+            "params). Confidence uses the temperature stored in the run; cellformer_unknown marks cells "
+            "whose score is above the --unknown-quantile of the validation cells' scores (so about 5%% of "
+            "cells of known types are flagged by design) and cells with no expressed model gene. "
+            "Genes are matched by name. A UMAP of the embeddings is written beside the output as "
+            "OUTPUT_umap.png. The input file and the run directory are never modified."
         ),
     )
     parser.add_argument("run_dir", help="run directory made by `cellformer train` or `cellformer baseline`")
@@ -25,7 +40,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--layer", help="matrix to read instead of the training one (e.g. counts, raw.X)")
     parser.add_argument("--gene-key", help="var column with gene names instead of the training one")
     parser.add_argument(
-        "--min-gene-overlap", type=float, help="minimum fraction of the model's genes present"
+        "--min-gene-overlap",
+        type=_fraction,
+        metavar="FRACTION",
+        help="minimum fraction in (0, 1] of the model's genes that must be in the input "
+        "(default: the value the data was prepared with, 0.5 unless changed)",
+    )
+    parser.add_argument(
+        "--key-added",
+        default="cellformer",
+        help="prefix of the keys written (%(default)s); existing keys of that name are replaced with a warning",
+    )
+    parser.add_argument(
+        "--unknown-quantile",
+        type=_fraction,
+        default=0.95,
+        metavar="Q",
+        help="flag cells whose unknown score is above this quantile of the validation cells' scores "
+        "(%(default)s: about 5%% of cells of known types are flagged by design)",
+    )
+    parser.add_argument(
+        "--prepared",
+        metavar="DIR",
+        help="only for runs made before calibration was stored in the run: the prepared dataset they were "
+        "trained on (if it moved); used read-only",
     )
     parser.add_argument("--no-umap", action="store_true", help="skip the UMAP plot")
     parser.set_defaults(run=run)
@@ -35,9 +73,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     import anndata as ad
 
-    from cellformer.prediction import predict_file
+    from cellformer.prediction import calibration_note, predict_file
 
-    options = {"layer": args.layer, "gene_key": args.gene_key, "min_overlap": args.min_gene_overlap}
+    options = {
+        "layer": args.layer,
+        "gene_key": args.gene_key,
+        "min_gene_overlap": args.min_gene_overlap,
+        "prepared": args.prepared,
+    }
+    key = args.key_added
     written = predict_file(
         args.run_dir,
         args.input,
@@ -45,13 +89,19 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         batch_size=args.batch_size,
         umap=not args.no_umap,
+        key_added=key,
+        unknown_quantile=args.unknown_quantile,
         **{k: v for k, v in options.items() if v is not None},
     )
     adata = ad.read_h5ad(written["h5ad"], backed="r")
     obs = adata.obs
     n = adata.n_obs
-    print(f"{n} cells annotated; {int(obs['cellformer_unknown'].sum())} flagged unknown")
-    counts = obs["cellformer_prediction"].value_counts()
+    params = adata.uns[key]["params"]
+    n_unknown = int(obs[f"{key}_unknown"].sum())
+    n_empty = int(params.get("n_no_genes", 0))
+    empty = f" ({n_empty} with no expressed model gene)" if n_empty else ""
+    print(f"{n} cells annotated; {n_unknown} flagged unknown{empty}; {calibration_note(params)}")
+    counts = obs[f"{key}_prediction"].value_counts()
     for name, count in counts[counts > 0].items():
         print(f"  {name}: {count}")
     adata.file.close()

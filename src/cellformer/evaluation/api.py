@@ -160,6 +160,18 @@ def _calibrate(
     return fit_temperature(preds.logits, labels), "val"
 
 
+def _stored_temperature(
+    run_dir: Path, fit: TemperatureFit, fitted_on: str | None
+) -> tuple[TemperatureFit, str | None]:
+    """The temperature stored in the run at training time (``unknown.json``), else ``fit`` (same method)."""
+    from cellformer.unknown import UnknownDetector
+
+    stored = UnknownDetector.load(run_dir)
+    if stored is None:
+        return fit, fitted_on
+    return stored.temperature_fit, ("val" if stored.calibrated else None)
+
+
 def evaluate_model(model: TrainedModel, prepared: PreparedData, *, split: str = "test") -> dict[str, Any]:
     """Evaluate an already loaded model (any object following ``cellformer.runs.TrainedModel``).
 
@@ -176,6 +188,7 @@ def evaluate_model(model: TrainedModel, prepared: PreparedData, *, split: str = 
     preds = _predict(model, prepared, split, rows)
     _write_predictions(run_dir / "predictions" / f"{split}.npz", preds, labels)
     fit, fitted_on = _calibrate(model, prepared, split, preds.logits, labels)
+    fit, fitted_on = _stored_temperature(run_dir, fit, fitted_on)  # the one `predict` uses
 
     labelled = labels >= 0
     y_true, logits = labels[labelled], preds.logits[labelled]

@@ -1,0 +1,100 @@
+"""A run's calibration: the temperature and the unknown-cell detector, fitted on its validation split.
+
+``cellformer train`` and ``cellformer baseline`` call :func:`calibrate_run` once at the end, which writes
+``unknown.json`` / ``unknown.safetensors`` (atomically) into the run directory; ``predict`` and
+``evaluate`` only read them (:func:`run_calibration`). Runs made before calibration was stored are
+calibrated in memory from their prepared dataset, never written to.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from cellformer.errors import InputError, RunDirError
+from cellformer.runs import Predictions
+from cellformer.unknown import DEFAULT_QUANTILE, UnknownDetector
+
+if TYPE_CHECKING:
+    from cellformer.data.prepared import PreparedData
+    from cellformer.runs import TrainedModel
+
+logger = logging.getLogger(__name__)
+
+
+def calibrate_run(
+    run_dir: str | Path, prepared: str | Path | PreparedData, *, quantile: float = DEFAULT_QUANTILE
+) -> UnknownDetector:
+    """Fit a finished run's temperature and unknown-cell detector and store them in ``run_dir``."""
+    from cellformer.runs import load
+
+    detector = fit_calibration(load(run_dir), _open(prepared), quantile=quantile)
+    detector.save(run_dir)
+    return detector
+
+
+def fit_calibration(
+    model: TrainedModel, prepared: PreparedData, *, quantile: float = DEFAULT_QUANTILE
+) -> UnknownDetector:
+    """The detector from the run's outputs on the training (centroids) and validation (T, threshold) cells."""
+    from cellformer.baselines.api import UNKNOWN_SPACE
+
+    logger.info("calibrating %s on the validation split of %s", model.run_dir, prepared.path)
+    labels = np.asarray(prepared.labels)
+    n_classes = len(model.classes)
+    val_rows = prepared.splits.get("val", np.zeros(0, np.int64))
+    if len(val_rows) and ((labels[val_rows] >= 0) & (labels[val_rows] < n_classes)).any():
+        train, val = model.predict_split(prepared, "train"), model.predict_split(prepared, "val")
+    else:  # nothing to calibrate on: UnknownDetector.fit records "none" without needing outputs
+        empty = np.zeros((0, n_classes), np.float32)
+        train = val = Predictions(empty, None, np.zeros(0, np.int64))
+    return UnknownDetector.fit(
+        (train.logits, train.embeddings, labels[train.rows]),
+        (val.logits, val.embeddings, labels[val.rows]),
+        n_classes,
+        quantile=quantile,
+        space=UNKNOWN_SPACE.get(model.kind, "embedding"),
+    )
+
+
+def run_calibration(model: TrainedModel, prepared: str | Path | None = None) -> UnknownDetector:
+    """The calibration stored in the run; for older runs, fitted in memory from the prepared dataset.
+
+    Raises
+    ------
+    InputError
+        An older run (no ``unknown.json``) whose prepared dataset is not reachable.
+    """
+    run_dir = Path(model.run_dir)
+    stored = UnknownDetector.load(run_dir)
+    if stored is not None:
+        return stored
+    recorded = (model.config.get("prepared") or {}).get("path")
+    location = prepared if prepared is not None else recorded
+    try:
+        data = _open(location) if location else None
+    except RunDirError:
+        data = None
+    if data is None:
+        raise InputError(
+            f"run {run_dir} has no stored calibration (unknown.json; it was made by an older cellformer) and "
+            f"its prepared dataset {location or '(not recorded)'} is not reachable, so confidence cannot be "
+            "calibrated nor unknown cells flagged: pass the prepared dataset it was trained on with "
+            "--prepared DIR (prepared=... in Python), or train the run again"
+        )
+    logger.warning(
+        "run %s has no stored calibration (made by an older cellformer): fitting the temperature and "
+        "unknown-cell threshold on the validation split of %s now (in memory; the run is not changed)",
+        run_dir,
+        data.path,
+    )
+    return fit_calibration(model, data)
+
+
+def _open(prepared: str | Path | PreparedData) -> PreparedData:
+    from cellformer.data.prepared import PreparedData
+
+    return prepared if isinstance(prepared, PreparedData) else PreparedData(prepared)
