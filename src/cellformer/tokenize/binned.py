@@ -219,7 +219,8 @@ def seurat_scores(chunks: Iterable[sp.csr_matrix], n_genes: int, n_mean_bins: in
     mean[mean == 0] = 1e-12
     dispersion = var / mean
     dispersion[dispersion == 0] = np.nan
-    dispersion = np.log(dispersion)
+    with np.errstate(invalid="ignore", divide="ignore"):  # round-off var < 0 -> NaN, as scanpy's
+        dispersion = np.log(dispersion)
     mean = np.log1p(mean)
     frame = pd.DataFrame({"means": mean, "dispersions": dispersion})
     frame["mean_bin"] = pd.cut(frame["means"], bins=n_mean_bins)
