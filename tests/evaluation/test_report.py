@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import dataclasses
 import json
 import re
@@ -12,7 +13,8 @@ import pytest
 
 import cellformer
 from cellformer.errors import InputError, RunDirError
-from cellformer.evaluation.report import analyse, compare, load_result, unique_names
+from cellformer.evaluation.render import per_class_table, summary_table
+from cellformer.evaluation.report import SMALL_CLASS, analyse, compare, load_result, unique_names
 
 EXPECTED_FIGURES = {
     "intervals.png",
@@ -41,6 +43,8 @@ def test_report_files_and_content(report, runs, prepared):
     for label in prepared.classes:
         assert f"| {label} |" in markdown
     assert "No training log" in markdown and "class_16" in markdown
+    assert "resampled within each true cell type" in markdown  # the bootstrap method is stated
+    assert "percentage points" not in markdown
     summary = json.loads((out / "report.json").read_text())
     assert summary["reference_baseline"] in {"logreg", "knn"}
     assert {r["name"] for r in summary["runs"]} == {"transformer", "logreg", "knn"}
@@ -67,7 +71,7 @@ def test_verdict_says_plainly_when_a_baseline_is_as_good(runs):
     logreg = load_result(runs[1].run_dir, "test")
     twin = _as(logreg, "my_transformer", "transformer")  # exactly the baseline's predictions
     verdict = " ".join(analyse([twin, logreg])["verdict"])
-    assert "**The baseline logreg is as good as the transformer my_transformer**" in verdict
+    assert "**The baseline logreg is as good as my_transformer**" in verdict
 
 
 def test_verdict_when_transformer_is_better_or_worse(runs):
@@ -76,7 +80,7 @@ def test_verdict_when_transformer_is_better_or_worse(runs):
     seen = logreg.y_true < n_classes
     perfect = np.where(seen[:, None], np.eye(n_classes)[np.minimum(logreg.y_true, n_classes - 1)], 0.0)
     better = " ".join(analyse([_as(logreg, "t", "transformer", perfect), logreg])["verdict"])
-    assert "The transformer **t is better than the best baseline logreg**" in better
+    assert "**The transformer t is better than the best baseline, logreg**" in better
     worse_logits = np.roll(logreg.logits, 1, axis=1)  # every prediction shifted to the next class
     worse = " ".join(analyse([_as(logreg, "t", "transformer", worse_logits), logreg])["verdict"])
     assert "**The baseline logreg is better than the transformer t**" in worse
@@ -108,3 +112,79 @@ def test_refuses_directories_that_are_not_runs(tmp_path):
 def test_unique_names(tmp_path):
     names = unique_names([tmp_path / "a" / "run", tmp_path / "b" / "run", tmp_path / "c"])
     assert names == ["a/run", "b/run", "c"]
+
+
+def _with(result, name: str, kind: str, per_class_f1=None, calibration=None):
+    """A copy of ``result`` under another name, with some per-class F1 or calibration numbers replaced."""
+    metrics = copy.deepcopy(result.metrics)
+    for c in metrics["per_class"]:
+        c["f1"] = (per_class_f1 or {}).get(c["label"], c["f1"])
+    metrics["calibration"].update(calibration or {})
+    return dataclasses.replace(result, name=name, kind=kind, metrics=metrics)
+
+
+def test_run_named_like_its_kind_is_named_once(runs):
+    logreg = load_result(runs[1].run_dir, "test")
+    worse_logits = np.roll(logreg.logits, 1, axis=1)
+    verdict = " ".join(analyse([_as(logreg, "transformer", "transformer", worse_logits), logreg])["verdict"])
+    assert "**The baseline logreg is better than transformer**" in verdict
+    assert "transformer transformer" not in verdict
+
+
+def test_small_classes_are_named_not_judged_and_their_gaps_listed_apart(runs):
+    logreg = load_result(runs[1].run_dir, "test")
+    seen = [c for c in logreg.metrics["per_class"] if c["seen_in_training"] and c["support"] > 0]
+    small = min(seen, key=lambda c: c["support"])
+    large = max(seen, key=lambda c: c["support"])
+    assert small["support"] < SMALL_CLASS <= large["support"]
+    base = _with(logreg, "logreg", "logreg", {small["label"]: 0.0})
+    t = _with(logreg, "t", "transformer", {small["label"]: 0.9, large["label"]: large["f1"] - 0.3})
+    verdict = analyse([t, base])["verdict"]
+    unreliable = [line for line in verdict if "is unreliable on" in line]
+    assert all(small["label"] not in line for line in unreliable)
+    (too_small,) = [line for line in verdict if f"fewer than {SMALL_CLASS}" in line]
+    assert f"{small['label']} (0.00, {small['support']} cells)" in too_small
+    assert "too few cells to judge" in too_small
+    (gaps,) = [line for line in verdict if line.startswith("Largest per-class")]
+    assert f"at least {SMALL_CLASS} test cells: {large['label']} -0.30" in gaps
+    assert f"among smaller cell types (too few cells to rank on): {small['label']} +0.90" in gaps
+
+
+def test_best_per_class_marks_only_strict_or_tied_winners(runs):
+    logreg = load_result(runs[1].run_dir, "test")
+    labels = [c["label"] for c in logreg.metrics["per_class"] if c["seen_in_training"]]
+    a = _with(logreg, "a", "logreg", {label: 0.0 for label in labels})
+    b = _with(logreg, "b", "knn", {labels[0]: 0.5, **{label: 0.0 for label in labels[1:]}})
+    c = _with(logreg, "c", "mlp", {labels[0]: 0.5, **{label: 0.0 for label in labels[1:]}})
+    _, rows, best = per_class_table([a, b, c])
+    for row, marked in zip(rows, best, strict=True):
+        assert marked == ({1, 2} if row[0] == labels[0] else set())
+    with_html = compare_html([a, b, c])
+    assert with_html.count('class="best"') == 2
+
+
+def compare_html(results) -> str:
+    from cellformer.evaluation.render import _html_table
+
+    header, rows, best = per_class_table(results)
+    return _html_table(header, rows, best, offset=2)
+
+
+def test_ece_is_a_fraction_and_worse_scaling_is_said(runs):
+    logreg, knn = load_result(runs[1].run_dir, "test"), load_result(runs[2].run_dir, "test")
+    assert knn.metrics["macro_f1"] > logreg.metrics["macro_f1"]  # knn is the recommended run
+    hurt = _with(knn, "knn", "knn", calibration={"ece_before": 0.020, "ece_after": 0.150})
+    fine = _with(logreg, "logreg", "logreg", calibration={"ece_before": 0.300, "ece_after": 0.100})
+    analysis = analyse([fine, hurt])
+    (line,) = [v for v in analysis["verdict"] if v.startswith("Confidence")]
+    assert "is 0.150 after temperature scaling" in line and "0.020 before" in line
+    assert "Temperature scaling made knn's calibration worse" in line
+    # knn was better calibrated before scaling, but predictions use the temperature: logreg is best
+    assert "The best calibrated run is logreg (ECE 0.100 with the temperature" in line
+    assert "percentage points" not in line
+    values = re.findall(r"ECE ([0-9.]+)", " ".join(analysis["verdict"]))
+    assert values and all(re.fullmatch(r"0\.\d{3}", v) for v in values)
+    header, rows = summary_table([fine, hurt], analysis)
+    column = header.index("ECE before → after temperature scaling (T)")
+    assert rows[1][column].startswith("0.020 → 0.150") and "worse after scaling" in rows[1][column]
+    assert rows[0][column].startswith("0.300 → 0.100") and "worse" not in rows[0][column]

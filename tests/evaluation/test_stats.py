@@ -20,14 +20,17 @@ def _predictions(n: int, n_classes: int, error_rate: float, seed: int) -> tuple[
 def test_each_resample_matches_sklearn_on_the_point_estimates_labels():
     y, pred = _predictions(150, 6, 0.3, seed=0)
     y[:2], pred[:2] = 6, 7  # a rare true label, and a label only ever predicted
-    (index,) = list(stats._resamples(y, 5, seed=3))
     labels = sorted(set(y) | set(pred))
-    scores = stats._scores(stats._batched_confusion(y, pred, index, 8), stats.present_labels(y, pred, 8))
-    for b in range(5):
-        yb, pb = y[index[b]], pred[index[b]]
-        assert scores["accuracy"][b] == pytest.approx(accuracy_score(yb, pb))
-        expected = f1_score(yb, pb, labels=labels, average="macro", zero_division=0)
-        assert scores["macro_f1"][b] == pytest.approx(expected)
+    for stratified in (False, True):
+        (index,) = list(stats._resamples(y, 5, seed=3, stratified=stratified))
+        cms = stats._batched_confusion(y, pred, index, 8)
+        accuracy = stats._accuracy(cms)
+        macro_f1 = stats._macro_f1(cms, stats.present_labels(y, pred, 8))
+        for b in range(5):
+            yb, pb = y[index[b]], pred[index[b]]
+            assert accuracy[b] == pytest.approx(accuracy_score(yb, pb))
+            expected = f1_score(yb, pb, labels=labels, average="macro", zero_division=0)
+            assert macro_f1[b] == pytest.approx(expected)
 
 
 def test_resamples_are_stratified_by_true_label():
@@ -38,6 +41,11 @@ def test_resamples_are_stratified_by_true_label():
     for row in index:
         assert np.array_equal(np.bincount(y[row], minlength=6), counts)
     assert len({tuple(np.sort(row)) for row in index}) == 50  # and they do resample
+    (plain,) = list(stats._resamples(y, 50, seed=0, stratified=False))
+    assert any(not np.array_equal(np.bincount(y[row], minlength=6), counts) for row in plain)
+    constant = np.zeros_like(y)  # its accuracy varies only with the class mix: plain resampling sees it
+    ci = stats.bootstrap_ci(y, constant, 6, n_boot=200)
+    assert ci["accuracy"][1] - ci["accuracy"][0] > 0.05
 
 
 def test_ci_contains_estimate_and_is_reproducible(monkeypatch):

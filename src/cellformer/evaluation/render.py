@@ -73,16 +73,19 @@ def summary_table(results: list[RunResult], analysis: dict[str, Any]) -> tuple[l
         "Weighted F1",
         "Balanced acc.",
         "Top-2 acc.",
-        "ECE before → after (T)",
+        "ECE before → after temperature scaling (T)",
         f"Δ macro-F1 vs {reference} [95% CI]" if reference else "Δ macro-F1 vs best baseline",
         "p (bootstrap / McNemar)",
         "Parameters",
         "Training time",
     ]
+    from cellformer.evaluation.report import ece, scaling_hurt
+
     rows = []
     for r in results:
         m = r.metrics
         cal = m["calibration"]
+        worse = "; worse after scaling" if scaling_hurt(r) else ""
         test = analysis["vs_reference_baseline"].get(r.name)
         rows.append(
             [
@@ -93,7 +96,9 @@ def summary_table(results: list[RunResult], analysis: dict[str, Any]) -> tuple[l
                 f"{m['weighted_f1']:.3f}",
                 f"{m['balanced_accuracy']:.3f}",
                 f"{m['top2_accuracy']:.3f}",
-                f"{cal['ece_before']:.3f} → {cal['ece_after']:.3f} ({cal['temperature']:.2f})",
+                f"{ece(cal['ece_before'])} → {ece(cal['ece_after'])} (T={cal['temperature']:.2f}{worse})"
+                if cal.get("fitted_on")
+                else f"{ece(cal['ece_before'])} (not calibrated: no validation split)",
                 "reference"
                 if r.name == reference
                 else (
@@ -111,8 +116,12 @@ def summary_table(results: list[RunResult], analysis: dict[str, Any]) -> tuple[l
     return header, rows
 
 
-def per_class_table(results: list[RunResult]) -> tuple[list[str], list[list[str]], list[int | None]]:
-    """Header, rows (F1 of each run per class, by number of cells) and the index of each row's best run."""
+def per_class_table(results: list[RunResult]) -> tuple[list[str], list[list[str]], list[set[int]]]:
+    """Header, rows (F1 of each run per class, by number of cells) and each row's best runs.
+
+    A run is marked best when its F1 (as shown, 3 decimals) is the row's highest and some run scores
+    lower: all tied best runs are marked, none when every run scores the same.
+    """
     header = ["Cell type", "Cells"] + [r.name for r in results]
     first = results[0].metrics["per_class"]
     order = sorted(
@@ -122,7 +131,12 @@ def per_class_table(results: list[RunResult]) -> tuple[list[str], list[list[str]
     for i in order:
         f1 = [r.metrics["per_class"][i]["f1"] for r in results]
         rows.append([first[i]["label"], str(first[i]["support"])] + [f"{v:.3f}" for v in f1])
-        best.append(int(np.argmax(f1)) if len(results) > 1 and first[i]["support"] > 0 else None)
+        shown = np.round(f1, 3)
+        top = shown.max()
+        tied = shown == top
+        best.append(
+            {int(k) for k in np.flatnonzero(tied)} if first[i]["support"] > 0 and not tied.all() else set()
+        )
     return header, rows, best
 
 
@@ -216,7 +230,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 def _html_table(
     header: list[str],
     rows: list[list[str]],
-    best: list[int | None] | None = None,
+    best: list[set[int]] | None = None,
     offset: int = 0,
     css_class: str = "",
 ) -> str:
@@ -227,9 +241,7 @@ def _html_table(
     for i, row in enumerate(rows):
         cells = []
         for j, cell in enumerate(row):
-            cls = (
-                ' class="best"' if best is not None and best[i] is not None and j == best[i] + offset else ""
-            )
+            cls = ' class="best"' if best is not None and j - offset in best[i] else ""
             cells.append(f"<td{cls}>{html.escape(cell)}</td>")
         parts.append("<tr>" + "".join(cells) + "</tr>")
     parts.append("</table>")
@@ -250,13 +262,23 @@ SECTIONS = (
 
 
 def _intro(results: list[RunResult], analysis: dict[str, Any]) -> list[str]:
+    from cellformer.evaluation.report import SMALL_CLASS
+
     data = results[0].metrics["data"]
+    n_boot = results[0].metrics["ci"].get("n_bootstrap", 1000)
     return [
         f"{len(results)} run(s) compared on the same {analysis['n_cells']} cells of the "
         f"**{analysis['split']}** split of `{data['prepared']}` ({len(data['classes'])} cell types).",
-        "Confidence intervals: percentile bootstrap over cells (1000 resamples). Paired test: the same "
-        "resamples for both runs (bootstrap p-value of the macro-F1 difference) and McNemar's exact test on "
-        "which cells each run gets right. Calibration: temperature scaling fitted on the validation split.",
+        f"Confidence intervals: percentile bootstrap over cells ({n_boot} resamples). For macro-F1 the "
+        "cells are resampled within each true cell type, so every resample keeps every cell type (even one "
+        "with a single cell) and averages over the same cell types as the point estimate; the interval is "
+        "conditional on the split's number of cells per type. Paired test: the same resamples for both "
+        "runs (bootstrap "
+        "p-value of the macro-F1 difference) and McNemar's exact test on which cells each run gets right. "
+        "Calibration: temperature scaling fitted on the validation split; ECE (expected calibration "
+        "error) is given as a fraction, 0 is perfect. Per-class scores of cell types with fewer than "
+        f"{SMALL_CLASS} cells are too uncertain to rank models on; in the per-cell-type table the best "
+        "F1 of each row is marked only where the runs differ.",
     ]
 
 
@@ -273,7 +295,11 @@ def render_markdown(
     results: list[RunResult], analysis: dict[str, Any], figures: list[tuple[str, str, str]]
 ) -> str:
     header, rows = summary_table(results, analysis)
-    pc_header, pc_rows, _ = per_class_table(results)
+    pc_header, pc_rows, best = per_class_table(results)
+    pc_rows = [
+        [f"**{cell}**" if j - 2 in marked else cell for j, cell in enumerate(row)]
+        for row, marked in zip(pc_rows, best, strict=True)
+    ]
     out = ["# Cell-type classifier comparison", "", *_intro(results, analysis), "", "## Verdict", ""]
     out += [f"- {line}" for line in analysis["verdict"]]
     out += ["", "## All runs side by side", "", _md_table(header, rows), ""]

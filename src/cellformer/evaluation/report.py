@@ -23,6 +23,7 @@ import numpy as np
 from cellformer.atomic import atomic_directory, read_json, write_json
 from cellformer.errors import InputError, RunDirError
 from cellformer.evaluation.metrics import softmax
+from cellformer.evaluation.stats import METHOD as BOOTSTRAP_METHOD
 from cellformer.evaluation.stats import paired_comparison
 from cellformer.provenance import cellformer_version, now_iso
 from cellformer.runs import read_run_config
@@ -129,6 +130,8 @@ def needs_evaluation(run_dir: Path, split: str) -> bool:
     metrics = read_json(metrics_path)
     if metrics.get("format_version") != METRICS_FORMAT_VERSION:
         return True
+    if metrics.get("ci", {}).get("method") != BOOTSTRAP_METHOD:  # intervals from an older bootstrap
+        return True
     if any(not (run_dir / p).exists() for p in metrics.get("plots", {}).values()):
         return True
     model = run_dir / "model.safetensors"
@@ -216,6 +219,36 @@ def _cells(n: int) -> str:
     return f"{n} cell" if n == 1 else f"{n} cells"
 
 
+def _named(r: RunResult, noun: str) -> str:
+    """``"the transformer tf"``, or just the run's name when it already says ``noun`` ("transformer")."""
+    words = {w.lower() for w in re.split(r"[^A-Za-z0-9]+", r.name)}
+    return r.name if noun.split()[-1].lower() in words else f"the {noun} {r.name}"
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:] if text.startswith("the ") else text
+
+
+def ece(value: float) -> str:
+    """An expected calibration error as the report shows it everywhere: a fraction (0 is perfect)."""
+    return f"{value:.3f}"
+
+
+def ece_used(r: RunResult) -> float:
+    """The ECE of the probabilities the run hands out: after its fitted temperature.
+
+    ``cellformer predict`` applies the temperature fitted on the validation split (``T = 1``, so the
+    same as before, when there was none to fit on); ``ece_after`` is measured with that temperature.
+    """
+    return r.metrics["calibration"]["ece_after"]
+
+
+def scaling_hurt(r: RunResult) -> bool:
+    """True when temperature scaling made the run's ECE on the compared split worse."""
+    cal = r.metrics["calibration"]
+    return cal["ece_after"] > cal["ece_before"] + 5e-4
+
+
 def _n_labels(r: RunResult) -> int:
     return len(r.metrics["data"]["classes"]) + len(r.metrics["data"]["unseen"])
 
@@ -258,14 +291,13 @@ def verdict(
             f"macro-F1 {t.metrics['macro_f1']:.3f} vs {reference.metrics['macro_f1']:.3f} "
             f"(difference {d:+.3f}, 95% CI {lo:+.3f} to {hi:+.3f}, {n} {split} cells)"
         )
+        t_named, b_named = _named(t, "transformer"), _named(reference, "baseline")
         if lo > 0:
             lines.append(
-                f"The transformer **{t.name} is better than the best baseline {reference.name}**: {numbers}."
+                f"**{_cap(t_named)} is better than the best baseline, {reference.name}**: {numbers}."
             )
         elif hi < 0:
-            lines.append(
-                f"**The baseline {reference.name} is better than the transformer {t.name}**: {numbers}."
-            )
+            lines.append(f"**{_cap(b_named)} is better than {t_named}**: {numbers}.")
         else:
             t_params, t_time = _cost(t)
             b_params, b_time = _cost(reference)
@@ -276,7 +308,7 @@ def verdict(
                 costs.append(f"{t_time / b_time:.3g}× the training time")
             extra = f" The transformer needs {' and '.join(costs)} for no measurable gain." if costs else ""
             lines.append(
-                f"**The baseline {reference.name} is as good as the transformer {t.name}**: {numbers}; "
+                f"**{_cap(b_named)} is as good as {t_named}**: {numbers}; "
                 f"the difference is within the noise of this test set.{extra}"
             )
     best_transformer = max(transformers, key=lambda r: r.metrics["macro_f1"]) if transformers else None
@@ -309,8 +341,11 @@ def verdict(
         )
 
     # 3. On which cell types: where the recommended model is weak, and where runs disagree most.
+    #    A class with fewer than SMALL_CLASS test cells is never called reliable or unreliable.
     per_class = [c for c in pick.metrics["per_class"] if c["seen_in_training"] and c["support"] > 0]
-    weak = sorted((c for c in per_class if c["f1"] < WEAK_F1), key=lambda c: c["f1"])
+    large = [c for c in per_class if c["support"] >= SMALL_CLASS]
+    small = [c for c in per_class if c["support"] < SMALL_CLASS]
+    weak = sorted((c for c in large if c["f1"] < WEAK_F1), key=lambda c: c["f1"])
     if weak:
         lines.append(
             f"{pick.name} is unreliable on: "
@@ -318,44 +353,40 @@ def verdict(
             + ("; …" if len(weak) > 8 else "")
             + "."
         )
-    else:
-        lines.append(f"{pick.name} reaches F1 ≥ {WEAK_F1} on every cell type in the {split} split.")
-    small = [c for c in per_class if c["support"] < SMALL_CLASS]
+    elif large:
+        among = f"with at least {SMALL_CLASS} {split} cells" if small else f"in the {split} split"
+        lines.append(f"{pick.name} reaches F1 ≥ {WEAK_F1} on every cell type {among}.")
     if small:
-        lines.append(
+        low = sorted((c for c in small if c["f1"] < WEAK_F1), key=lambda c: c["f1"])
+        text = (
             f"{len(small)} cell type(s) have fewer than {SMALL_CLASS} {split} cells "
             f"({', '.join(c['label'] for c in small[:8])}{', …' if len(small) > 8 else ''}): their per-class "
-            "scores are too uncertain to rank models on."
+            "scores are too uncertain to rank models on, or to call a model reliable or unreliable on them."
         )
+        if low:
+            text += (
+                f" {pick.name} scores F1 < {WEAK_F1} on "
+                + ", ".join(f"{c['label']} ({c['f1']:.2f}, {_cells(c['support'])})" for c in low[:8])
+                + ("; …" if len(low) > 8 else "")
+                + ", too few cells to judge."
+            )
+        lines.append(text)
     if reference is not None:
         for t in transformers:
-            gaps = _class_gaps(t, reference)
+            gaps, small_gaps = _class_gaps(t, reference), _class_gaps(t, reference, small=True)
+            if not gaps and not small_gaps:
+                continue
+            text = f"Largest per-class F1 differences, {t.name} minus {reference.name}"
             if gaps:
-                lines.append(
-                    f"Largest per-class differences, {t.name} minus {reference.name}: "
-                    + ", ".join(f"{label} {gap:+.2f} ({_cells(support)})" for label, gap, support in gaps)
-                    + "."
-                )
+                text += f", cell types with at least {SMALL_CLASS} {split} cells: " + _gap_list(gaps)
+            else:
+                text += f": none over 0.02 among cell types with at least {SMALL_CLASS} {split} cells"
+            if small_gaps:
+                text += "; among smaller cell types (too few cells to rank on): " + _gap_list(small_gaps)
+            lines.append(text + ".")
 
-    # 4. How much to trust the probabilities.
-    calibrated = min(results, key=lambda r: r.metrics["calibration"]["ece_after"])
-    cal = pick.metrics["calibration"]
-    if cal.get("fitted_on"):
-        lines.append(
-            f"Confidence: after temperature scaling (T={cal['temperature']:.2f}, fitted on the validation split) "
-            f"{pick.name}'s probabilities are off by {100 * cal['ece_after']:.1f} percentage points on average "
-            f"(expected calibration error; {100 * cal['ece_before']:.1f} before)."
-            + (
-                ""
-                if calibrated is pick
-                else f" The best calibrated run is {calibrated.name} "
-                f"(ECE {100 * calibrated.metrics['calibration']['ece_after']:.1f})."
-            )
-        )
-    else:
-        lines.append(
-            f"Confidence: {pick.name}'s probabilities could not be calibrated (no validation split)."
-        )
+    # 4. How much to trust the probabilities (ECE of the probabilities each run hands out).
+    lines.append(_confidence_line(results, pick))
 
     # 5. Labels the models could never get right.
     unseen = first_unseen(results[0])
@@ -373,11 +404,55 @@ def first_unseen(result: RunResult) -> list[dict[str, Any]]:
     return list(result.metrics.get("unseen", []))
 
 
-def _class_gaps(a: RunResult, b: RunResult, top: int = 3) -> list[tuple[str, float, int]]:
-    """The classes with the largest absolute F1 difference (a - b), ignoring tiny classes."""
+def _confidence_line(results: list[RunResult], pick: RunResult) -> str:
+    """How well calibrated the recommended run's probabilities are, and which run is best calibrated."""
+    cal = pick.metrics["calibration"]
+    if not cal.get("fitted_on"):
+        return (
+            f"Confidence: {pick.name}'s probabilities could not be calibrated (no validation split); "
+            f"expected calibration error (ECE, a fraction: 0 is perfect) {ece(cal['ece_before'])}."
+        )
+    text = (
+        f"Confidence: {pick.name}'s expected calibration error (ECE, the average gap between stated "
+        f"confidence and accuracy, as a fraction: 0 is perfect) is {ece(cal['ece_after'])} after temperature "
+        f"scaling (T={cal['temperature']:.2f}, fitted on the validation split), {ece(cal['ece_before'])} before."
+    )
+    if scaling_hurt(pick):
+        text += (
+            f" Temperature scaling made {pick.name}'s calibration worse on these cells: the temperature "
+            "fitted on the validation split does not carry over, and predictions use it."
+        )
+    calibrated = min(results, key=ece_used)
+    if calibrated is not pick:
+        text += (
+            f" The best calibrated run is {calibrated.name} (ECE {ece(ece_used(calibrated))} with the "
+            "temperature its predictions use"
+            + (
+                f"; {ece(calibrated.metrics['calibration']['ece_before'])} before scaling, which made it worse)."
+                if scaling_hurt(calibrated)
+                else ")."
+            )
+        )
+    hurt = [r.name for r in results if r is not pick and r is not calibrated and scaling_hurt(r)]
+    if hurt:
+        text += f" Temperature scaling also made {', '.join(hurt)} worse calibrated (see the table)."
+    return text
+
+
+def _gap_list(gaps: list[tuple[str, float, int]]) -> str:
+    return ", ".join(f"{label} {gap:+.2f} ({_cells(support)})" for label, gap, support in gaps)
+
+
+def _class_gaps(
+    a: RunResult, b: RunResult, top: int = 3, *, small: bool = False
+) -> list[tuple[str, float, int]]:
+    """The classes with the largest absolute F1 difference (a - b), at least 0.02.
+
+    Among classes with at least ``SMALL_CLASS`` test cells, or (``small``) among the smaller ones.
+    """
     rows = []
     for ca, cb in zip(a.metrics["per_class"], b.metrics["per_class"], strict=True):
-        if ca["seen_in_training"] and ca["support"] >= SMALL_CLASS:
+        if ca["seen_in_training"] and ca["support"] > 0 and (ca["support"] < SMALL_CLASS) == small:
             rows.append((ca["label"], ca["f1"] - cb["f1"], ca["support"]))
     rows = [r for r in rows if abs(r[1]) >= 0.02]
     return sorted(rows, key=lambda r: -abs(r[1]))[:top]

@@ -1,11 +1,16 @@
 """Uncertainty of the headline metrics: bootstrap confidence intervals and paired tests.
 
-Cells are resampled with replacement *within each true label* (a stratified bootstrap, seeded, so
-results are reproducible): every resample holds exactly as many cells of each label as the test split.
-Without stratification a resample that misses a rare label (a 1-cell class is missed about a third of
-the time) drops that label from its macro average, which pushes the bootstrap distribution of macro-F1
-away from the point estimate. Each resample's macro-F1 averages over the same labels as the point
-estimate (scikit-learn's set: labels in the full ``y_true`` or the run's full ``y_pred``).
+Cells are resampled with replacement (seeded, so results are reproducible), in two ways:
+
+- **Accuracy**: plain resampling of the cells, so the interval includes the variation due to how many
+  cells of each type the test split happens to hold.
+- **Macro-F1**: resampling *within each true label* (a stratified bootstrap): every resample holds
+  exactly as many cells of each label as the test split. A plain resample misses a rare label often (a
+  1-cell class a third of the time) and then drops it from its macro average, which pushes the
+  bootstrap distribution of macro-F1 away from the point estimate. Each resample's macro-F1 averages
+  over the same labels as the point estimate (scikit-learn's set: labels in the full ``y_true`` or in
+  the run's predictions on all cells). The interval is therefore conditional on the test split's
+  cell-type counts (the usual choice for per-class metrics).
 
 The same resampled cells are used for both runs of a paired comparison, which is what makes it paired:
 the variation due to which cells happen to be in the test split cancels out of the difference.
@@ -23,21 +28,25 @@ from cellformer.evaluation.metrics import accuracy, macro_f1, per_class_scores
 
 N_BOOTSTRAP = 1000
 SEED = 0
-METHOD = "percentile bootstrap over cells, stratified by true label"
+METHOD = "percentile bootstrap over cells (macro-F1: resampled within each true label)"
 _MAX_INDICES = 4_000_000  # resampled cell indices held in memory at once
 
 
-def _resamples(y_true: np.ndarray, n_boot: int, seed: int) -> Iterator[np.ndarray]:
-    """Blocks of stratified bootstrap index arrays, ``(block, n_cells)``, from one seeded generator.
+def _resamples(
+    y_true: np.ndarray, n_boot: int, seed: int, *, stratified: bool = True
+) -> Iterator[np.ndarray]:
+    """Blocks of bootstrap index arrays, ``(block, n_cells)``, from one seeded generator.
 
-    Column ``j`` of a block draws, with replacement, one of the cells whose label is that of the
-    ``j``-th cell in label order, so every resample keeps each label's cell count. The uniform draws
-    are consumed row by row, so the resamples do not depend on the block size.
+    Stratified, column ``j`` of a block draws, with replacement, one of the cells whose label is that
+    of the ``j``-th cell in label order, so every resample keeps each label's cell count; otherwise
+    every column draws from all cells. The uniform draws are consumed row by row, so the resamples do
+    not depend on the block size.
     """
     y_true = np.asarray(y_true, dtype=np.int64)
     n_cells = y_true.size
-    order = np.argsort(y_true, kind="stable")  # cells grouped by label
-    _, starts, counts = np.unique(y_true[order], return_index=True, return_counts=True)
+    groups = y_true if stratified else np.zeros_like(y_true)
+    order = np.argsort(groups, kind="stable")  # cells grouped by label
+    _, starts, counts = np.unique(groups[order], return_index=True, return_counts=True)
     start = np.repeat(starts, counts)  # (n_cells,) first position of each column's label in `order`
     count = np.repeat(counts, counts)  # (n_cells,) that label's number of cells
     rng = np.random.default_rng(seed)
@@ -66,13 +75,14 @@ def present_labels(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int) -> np.
     return counts[:n_labels] > 0
 
 
-def _scores(cms: np.ndarray, present: np.ndarray) -> dict[str, np.ndarray]:
-    """Accuracy and macro-F1 over the labels ``present`` for a stack of confusion matrices."""
-    scores = per_class_scores(cms)
-    return {
-        "accuracy": np.diagonal(cms, axis1=1, axis2=2).sum(axis=1) / scores["support"].sum(axis=1),
-        "macro_f1": scores["f1"][:, present].sum(axis=1) / max(int(present.sum()), 1),
-    }
+def _accuracy(cms: np.ndarray) -> np.ndarray:
+    """Accuracy of each confusion matrix of a stack."""
+    return np.diagonal(cms, axis1=1, axis2=2).sum(axis=1) / cms.sum(axis=(1, 2))
+
+
+def _macro_f1(cms: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Macro-F1 over the labels ``present`` of each confusion matrix of a stack."""
+    return per_class_scores(cms)["f1"][:, present].sum(axis=1) / max(int(present.sum()), 1)
 
 
 def bootstrap_scores(
@@ -83,18 +93,27 @@ def bootstrap_scores(
     n_boot: int = N_BOOTSTRAP,
     seed: int = SEED,
 ) -> list[dict[str, np.ndarray]]:
-    """Accuracy and macro-F1 of each prediction vector on the same ``n_boot`` stratified resamples.
+    """Accuracy and macro-F1 of each prediction vector on the same ``n_boot`` resamples of the cells.
 
-    A run's macro-F1 averages, in every resample, over the labels of its point estimate (those in
-    ``y_true`` or in that run's predictions on all cells).
+    Accuracy on plain resamples, macro-F1 on resamples stratified by true label (see the module
+    docstring); a run's macro-F1 averages, in every resample, over the labels of its point estimate.
     """
     y_true = np.asarray(y_true, dtype=np.int64)
     preds = [np.asarray(p, dtype=np.int64) for p in preds]
     present = [present_labels(y_true, p, n_labels) for p in preds]
     parts: list[list[dict[str, np.ndarray]]] = [[] for _ in preds]
-    for index in _resamples(y_true, n_boot, seed):
+    plain = _resamples(y_true, n_boot, seed, stratified=False)
+    stratified = _resamples(y_true, n_boot, seed, stratified=True)
+    for index, strata_index in zip(plain, stratified, strict=True):
         for k, pred in enumerate(preds):
-            parts[k].append(_scores(_batched_confusion(y_true, pred, index, n_labels), present[k]))
+            parts[k].append(
+                {
+                    "accuracy": _accuracy(_batched_confusion(y_true, pred, index, n_labels)),
+                    "macro_f1": _macro_f1(
+                        _batched_confusion(y_true, pred, strata_index, n_labels), present[k]
+                    ),
+                }
+            )
     return [
         {key: np.concatenate([p[key] for p in part]) for key in ("accuracy", "macro_f1")} for part in parts
     ]
