@@ -56,6 +56,20 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
+class _DropMessages(logging.Filter):
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+def drop_log_lines(logger_name: str, *prefixes: str) -> None:
+    """Hide a library's log lines that the command's own summary repeats (one summary per command)."""
+    logging.getLogger(logger_name).addFilter(_DropMessages(prefixes))
+
+
 def quiet_lightning() -> None:
     """Lightning sets its own log levels (INFO, with its own handler) when imported: lower them again."""
     import lightning.pytorch  # noqa: F401

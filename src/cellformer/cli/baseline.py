@@ -32,10 +32,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from cellformer.atomic import read_json
     from cellformer.baselines.api import baseline
 
-    out = baseline(
+    # the library logs the summary (fit time, validation accuracy) and the run directory
+    baseline(
         args.prepared_dir,
         method=args.method,
         out=args.out,
@@ -44,10 +44,4 @@ def run(args: argparse.Namespace) -> int:
         n_hvg=args.n_hvg,
         n_pcs=args.n_pcs,
     )
-    config = read_json(out / "config.json")
-    print(
-        f"{args.method} baseline: validation accuracy {config['val_accuracy']:.3f}, "
-        f"fitted in {config['train_seconds']:.1f} s"
-    )
-    print(f"run directory: {out}")
     return 0

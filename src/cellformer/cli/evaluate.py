@@ -12,7 +12,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=(
             "Evaluate a run directory (transformer or baseline) on a split of the dataset it was prepared "
             "from. Writes predictions/{split}.npz, metrics/{split}.json (accuracy, macro/weighted F1, "
-            "balanced accuracy, per-class scores, confusion matrix, top-2 accuracy, bootstrap 95%% CIs, "
+            "balanced accuracy, per-class scores, confusion matrix, top-2 accuracy, bootstrap 95% CIs, "
             "temperature-scaling calibration with ECE before/after) and plots/ into the run directory."
         ),
     )
@@ -26,18 +26,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from cellformer.evaluation.api import evaluate
+    import logging
 
+    from cellformer.cli import drop_log_lines
+    from cellformer.evaluation.api import evaluate
+    from cellformer.training.log import plural
+
+    drop_log_lines("cellformer.evaluation.api", "%s on %s: accuracy")  # the block below says it all
     m = evaluate(args.run_dir, split=args.split, prepared=args.prepared)
     cal = m["calibration"]
     lo, hi = m["ci"]["macro_f1"]
-    print(f"{m['run']['name']} on {m['n_cells']} {m['split']} cells:")
-    print(f"  accuracy {m['accuracy']:.3f}   macro-F1 {m['macro_f1']:.3f} (95% CI {lo:.3f}-{hi:.3f})")
-    print(f"  balanced accuracy {m['balanced_accuracy']:.3f}   top-2 accuracy {m['top2_accuracy']:.3f}")
-    print(
-        f"  ECE {cal['ece_before']:.3f} -> {cal['ece_after']:.3f} after temperature scaling (T={cal['temperature']:.2f})"
-    )
+    lines = [
+        f"{m['run']['name']} on {plural(m['n_cells'], m['split'] + ' cell')}:",
+        f"  accuracy {m['accuracy']:.3f}   macro-F1 {m['macro_f1']:.3f} (95% CI {lo:.3f}-{hi:.3f})",
+        f"  balanced accuracy {m['balanced_accuracy']:.3f}   top-2 accuracy {m['top2_accuracy']:.3f}",
+        f"  ECE {cal['ece_before']:.3f} -> {cal['ece_after']:.3f} after temperature scaling "
+        f"(T={cal['temperature']:.2f})",
+    ]
     if m["n_unseen_cells"]:
-        print(f"  {m['n_unseen_cells']} cell(s) with labels unseen in training count as errors")
-    print(f"metrics: {args.run_dir}/metrics/{m['split']}.json   plots: {args.run_dir}/plots/")
+        lines.append(
+            f"  {plural(m['n_unseen_cells'], 'cell')} with labels unseen in training count as errors"
+        )
+    lines.append(f"metrics: {args.run_dir}/metrics/{m['split']}.json   plots: {args.run_dir}/plots/")
+    logging.getLogger(__name__).info("\n".join(lines))
     return 0

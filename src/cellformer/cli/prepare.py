@@ -7,12 +7,20 @@ import argparse
 from cellformer.config import PrepareConfig
 
 _DEFAULTS = PrepareConfig()
+TOKENIZERS = ("rank", "binned", "hybrid")  # cellformer.tokenize (listed here so --help stays instant)
 
 
-def _fraction_or_off(text: str) -> float | None:
-    if text.lower() in ("off", "none", "no"):
+def fraction_or_off(text: str) -> float | None:
+    """A fraction in [0, 1], or ``off`` / ``none`` / ``no`` (the step is switched off)."""
+    if text.strip().lower() in ("off", "none", "no"):
         return None
-    return float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, or 'off'; got {text!r}")
+    return value
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -44,12 +52,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--input-transform",
         choices=("auto", "log1p", "none"),
         default=_DEFAULTS.input_transform,
-        help="with --input-normalized: how values are stored (default: detect log1p)",
+        help="with --input-normalized (an error without it): how the values are stored; auto detects "
+        "log1p (values below 30), log1p undoes it (refused for larger values), none uses them as they are "
+        "(%(default)s)",
     )
 
     tok = parser.add_argument_group("tokens")
     tok.add_argument(
-        "--tokenizer", default=_DEFAULTS.tokenizer, help="rank (default), binned (scGPT) or hybrid"
+        "--tokenizer",
+        default=_DEFAULTS.tokenizer,
+        choices=TOKENIZERS,
+        help="rank: genes ordered by normalized expression (Geneformer); binned: highly variable genes "
+        "with value bins (scGPT); hybrid: ranked genes with value bins (%(default)s)",
     )
     tok.add_argument(
         "--max-genes", type=int, default=_DEFAULTS.max_genes, help="genes per cell (%(default)s)"
@@ -93,16 +107,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     qc.add_argument(
         "--max-mito-fraction",
-        type=_fraction_or_off,
+        type=fraction_or_off,
         default=_DEFAULTS.max_mito_fraction,
-        help="max mitochondrial fraction; 'off' to disable (%(default)s)",
+        metavar="FRACTION|off",
+        help="max mitochondrial fraction of a cell's counts, 0-1; 'off' (or 'none') disables (%(default)s)",
     )
     qc.add_argument("--doublets", action="store_true", help="remove doublets found by scrublet")
 
     split = parser.add_argument_group("splits")
     split.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="random seed (%(default)s)")
-    split.add_argument("--train-fraction", type=float, default=_DEFAULTS.train_fraction)
-    split.add_argument("--val-fraction", type=float, default=_DEFAULTS.val_fraction)
+    split.add_argument(
+        "--train-fraction",
+        type=float,
+        default=_DEFAULTS.train_fraction,
+        help="without --test: fraction of cells for training (%(default)s)",
+    )
+    split.add_argument(
+        "--val-fraction",
+        type=float,
+        default=_DEFAULTS.val_fraction,
+        help="without --test: fraction of cells for validation; the rest is the test split (%(default)s)",
+    )
     split.add_argument(
         "--test-val-fraction",
         type=float,
@@ -117,8 +142,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
 
     run_group = parser.add_argument_group("execution")
-    run_group.add_argument("--chunk-size", type=int, default=_DEFAULTS.chunk_size, help="cells per chunk")
-    run_group.add_argument("--workers", type=int, default=_DEFAULTS.workers, help="tokenizer processes")
+    run_group.add_argument(
+        "--chunk-size", type=int, default=_DEFAULTS.chunk_size, help="cells read at a time (%(default)s)"
+    )
+    run_group.add_argument(
+        "--workers", type=int, default=_DEFAULTS.workers, help="tokenizer processes (%(default)s)"
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -137,8 +166,6 @@ def run(args: argparse.Namespace) -> int:
 
         raise ConfigError("--previous auto derives the previous profile from a time column: give --time-key")
     config = config_from_args(args)
-    prepared = prepare_with_config(
-        args.input, out=args.out, config=config, test=args.test, overwrite=args.overwrite
-    )
-    print(f"prepared {len(prepared.labels)} cells ({prepared.n_classes} classes) in {prepared.path}")
+    # the library logs the one summary line (cells, genes, classes, output directory, split sizes)
+    prepare_with_config(args.input, out=args.out, config=config, test=args.test, overwrite=args.overwrite)
     return 0

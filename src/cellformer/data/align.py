@@ -80,7 +80,8 @@ def aligned_matrix(
     matrix_name = "X" if layer is None else f"layer '{layer}'"
     summary = ValueSummary(where, matrix_name)
     summary.update(np.asarray(X.data), 0)
-    transform = decide_transform(summary, input_normalized, input_transform)
+    matrices = ["X", *map(str, adata.layers.keys())] + ([RAW_LAYER] if adata.raw is not None else [])
+    transform = decide_transform(summary, input_normalized, input_transform, matrices=matrices)
     X = apply_transform(X.astype(np.float32) if X.dtype.kind != "f" else X, transform)
     return align_columns(X, column_map(names, list(genes)), len(genes)).astype(np.float32), overlap
 

@@ -110,6 +110,11 @@ def prepare_with_config(
     if out.exists() and not overwrite:
         raise ConfigError(f"output directory {out} already exists; choose another --out or pass --overwrite")
     get_tokenizer_class(config.tokenizer)  # unknown names fail before any reading
+    if config.input_transform != "auto" and not config.input_normalized:
+        raise ConfigError(
+            f"--input-transform {config.input_transform} describes normalized values: add --input-normalized "
+            "(raw counts are always used as they are)"
+        )
     with contextlib.ExitStack() as stack:
         inputs = [_load_input(Path(input), "train", config, stack)]
         if test is not None:
@@ -210,6 +215,13 @@ def prepare_with_config(
     return PreparedData(out)
 
 
+def _transform_text(transform: str, config: PrepareConfig) -> str:
+    if transform == "none":
+        return "used as stored"
+    how = "detected" if config.input_transform == "auto" else "forced by --input-transform log1p"
+    return f"log1p {how}, undone with expm1"
+
+
 def natural_key(label: str) -> tuple:
     """Sort key putting ``class_2`` before ``class_10`` and ``"9"`` before ``"10"``."""
     return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", label))
@@ -240,7 +252,9 @@ def _load_input(path: Path, role: str, config: PrepareConfig, stack: contextlib.
         max_mito_fraction=config.max_mito_fraction if count_qc else None,
         mito=mito,
     )
-    transform = decide_transform(scan.values, config.input_normalized, config.input_transform)
+    transform = decide_transform(
+        scan.values, config.input_normalized, config.input_transform, matrices=reader.matrices()
+    )
     if config.input_normalized and scan.values.is_counts:
         log.warning(
             "%s of %s holds integer counts, but --input-normalized was given", reader.matrix_name, path
@@ -251,7 +265,7 @@ def _load_input(path: Path, role: str, config: PrepareConfig, stack: contextlib.
         reader.n_obs,
         reader.n_vars,
         reader.matrix_name,
-        {"none": "used as stored", "expm1": "log1p detected, undone with expm1"}[transform],
+        _transform_text(transform, config),
     )
 
     n = reader.n_obs

@@ -28,10 +28,17 @@ class PreparedData:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        if self.path.is_file():
+            kind = "an .h5ad file" if self.path.suffix.lower() == ".h5ad" else "a file"
+            raise RunDirError(
+                f"{self.path} is {kind}, not a prepared dataset directory; run "
+                f"`cellformer prepare {self.path} --out DIR` first and pass DIR"
+            )
         if not self.path.is_dir():
             raise RunDirError(f"prepared dataset {self.path} does not exist; run `cellformer prepare` first")
         meta_path = self.path / "meta.json"
         if not meta_path.exists():
+            _refuse_run_directory(self.path)
             raise RunDirError(
                 f"{self.path} is not a complete prepared dataset (no meta.json; an interrupted "
                 "`cellformer prepare`?); prepare it again"
@@ -134,3 +141,22 @@ class PreparedData:
                 f"prepared dataset {self.path} has no {split!r} split; available: {', '.join(self.splits)}"
             )
         return self.splits[split]
+
+
+def _refuse_run_directory(path: Path) -> None:
+    """A run directory (``config.json`` with a run record) given where a prepared dataset is expected."""
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        return
+    try:
+        config = read_json(config_path)
+    except (OSError, ValueError):
+        return
+    if not isinstance(config, dict) or "kind" not in config:
+        return
+    prepared = config.get("prepared", {}).get("path") if isinstance(config.get("prepared"), dict) else None
+    made_from = f" made from prepared dataset {prepared}" if prepared else ""
+    raise RunDirError(
+        f"{path} is a {config['kind']} run directory{made_from}, not a prepared dataset; give the "
+        "prepared dataset (the --out of `cellformer prepare`)"
+    )

@@ -123,12 +123,16 @@ class H5adReader:
                 f"and {n_var} genes; the file is inconsistent"
             )
 
-    def _layers_text(self) -> str:
+    def matrices(self) -> list[str]:
+        """Matrices of the file that ``--layer`` can name: ``X``, each layer, ``raw.X``."""
         names = ["X"] if "X" in self._file else []
         names += [str(k) for k in self._file.get("layers", {}).keys()]
         if "raw" in self._file and "X" in self._file["raw"]:
             names.append(RAW_LAYER)
-        return ", ".join(names) if names else "none"
+        return names
+
+    def _layers_text(self) -> str:
+        return ", ".join(self.matrices()) or "none"
 
     @property
     def matrix_name(self) -> str:

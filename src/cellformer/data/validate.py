@@ -47,7 +47,16 @@ def check_gene_names(names: np.ndarray, path: Path, gene_key: str | None) -> Non
     duplicated = [name for name, n in counts.items() if n > 1]
     if duplicated:
         examples = ", ".join(repr(n) for n in duplicated[:5])
-        hint = "make them unique (adata.var_names_make_unique()) or choose a unique column with --gene-key"
+        if gene_key:
+            hint = (
+                f"column '{gene_key}' cannot name genes one to one: choose a var column with unique values "
+                "with --gene-key, or leave --gene-key out to use var_names"
+            )
+        else:
+            hint = (
+                "make them unique (adata.var_names_make_unique(), then save the file again) or choose a "
+                "var column with unique values with --gene-key"
+            )
         raise InputError(
             f"{len(duplicated)} duplicated gene name(s) in {where} of {path} (e.g. {examples}); {hint}"
         )
@@ -85,11 +94,28 @@ class ValueSummary:
         return self.n_negative == 0 and self.n_fractional == 0
 
 
-def decide_transform(summary: ValueSummary, input_normalized: bool, input_transform: str) -> str:
+def _other_matrices(summary: ValueSummary, matrices: list[str] | None) -> str:
+    """``--layer`` advice naming the file's other matrices (a ``counts``-like layer first)."""
+    if not matrices:
+        return "Point --layer at a raw-count layer"
+    others = [m for m in matrices if f"'{m}'" not in summary.matrix and m != summary.matrix]
+    counts = [m for m in others if "count" in m.lower()]
+    listed = f"available: {', '.join(matrices)}"
+    if counts:
+        return f"The file has a '{counts[0]}' layer: pass --layer {counts[0]} ({listed})"
+    if not others:
+        return f"The file has no other matrix ({listed}): use the raw counts"
+    return f"Point --layer at a raw-count layer ({listed})"
+
+
+def decide_transform(
+    summary: ValueSummary, input_normalized: bool, input_transform: str, matrices: list[str] | None = None
+) -> str:
     """Choose how stored values become count-like values: ``"none"`` or ``"expm1"`` (undo log1p).
 
     Without ``input_normalized``, anything that is not a non-negative integer is refused.
     With it, log1p values are detected (all values <= ``LOG1P_MAX``) unless ``input_transform`` says.
+    ``matrices`` (the file's ``X`` / layers / ``raw.X``) make the advice name a counts layer.
     """
     where = f"{summary.matrix} of {summary.path}"
     if summary.n_negative:
@@ -102,10 +128,16 @@ def decide_transform(summary: ValueSummary, input_normalized: bool, input_transf
             looks = "log-normalized" if summary.max_value <= LOG1P_MAX else "normalized (FPKM/TPM/CPM?)"
             raise InputError(
                 f"{where} does not hold raw counts: {summary.n_fractional} of {summary.n_values} values are "
-                f"not integers (max {summary.max_value:.3g}; looks {looks}). Point --layer at a raw-count "
-                "layer, or pass --input-normalized to use normalized values as they are"
+                f"not integers (max {summary.max_value:.3g}; looks {looks}). "
+                f"{_other_matrices(summary, matrices)}, or pass --input-normalized to use normalized values"
             )
         return "none"
     if input_transform == "auto":
         return "expm1" if summary.n_fractional and summary.max_value <= LOG1P_MAX else "none"
+    if input_transform == "log1p" and summary.max_value > LOG1P_MAX:
+        raise InputError(
+            f"values up to {summary.max_value:.3g} in {where} cannot be log1p-transformed (log1p data stays "
+            f"below {LOG1P_MAX:g}, i.e. 1e13 counts); use --input-transform none (values used as they are) "
+            "or auto"
+        )
     return "expm1" if input_transform == "log1p" else "none"
