@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -188,3 +189,17 @@ def test_ece_is_a_fraction_and_worse_scaling_is_said(runs):
     column = header.index("ECE before → after temperature scaling (T)")
     assert rows[1][column].startswith("0.020 → 0.150") and "worse after scaling" in rows[1][column]
     assert rows[0][column].startswith("0.300 → 0.100") and "worse" not in rows[0][column]
+
+
+def test_runs_with_intervals_from_an_older_bootstrap_are_re_evaluated(runs, tmp_path):
+    from cellformer.evaluation.report import needs_evaluation
+    from cellformer.evaluation.stats import METHOD
+
+    copied = tmp_path / "logreg"
+    shutil.copytree(runs[1].run_dir, copied)  # file times kept: the model is not newer than its metrics
+    assert not needs_evaluation(copied, "test")
+    metrics = json.loads((copied / "metrics" / "test.json").read_text())
+    assert metrics["ci"]["method"] == METHOD
+    metrics["ci"]["method"] = "percentile bootstrap over cells"  # what earlier versions wrote
+    (copied / "metrics" / "test.json").write_text(json.dumps(metrics))
+    assert needs_evaluation(copied, "test")
