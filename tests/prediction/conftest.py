@@ -67,3 +67,38 @@ def withheld_transformer(withheld_prepared: Path, tmp_path_factory: pytest.TempP
         )
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def pbmc68k_logreg(pbmc68k_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """``(prepared, logreg run)`` on pbmc68k_reduced: 700 cells, so only 104 validation cells."""
+    import cellformer
+    from cellformer.data.prepare import prepare
+
+    base = tmp_path_factory.mktemp("pbmc68k")
+    prepare(pbmc68k_path, out=base / "prepared", max_genes=128, input_normalized=True)
+    return base / "prepared", cellformer.baseline(base / "prepared", method="logreg", out=base / "logreg")
+
+
+@pytest.fixture(scope="session")
+def no_val_logreg(
+    withheld_prepared: Path, withheld_runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The withheld logreg run calibrated (as ``train`` / ``baseline`` end) on a copy of its prepared
+    dataset whose validation cells were moved to test: a run without validation cells."""
+    import shutil
+
+    import numpy as np
+
+    from cellformer.calibrate_run import calibrate_run
+
+    base = tmp_path_factory.mktemp("no_val")
+    shutil.copytree(withheld_prepared, base / "prepared")
+    with np.load(base / "prepared" / "splits.npz") as npz:
+        splits = dict(npz)
+    splits["test"] = np.sort(np.r_[splits["test"], splits["val"]])
+    splits["val"] = np.zeros(0, np.int64)
+    np.savez(base / "prepared" / "splits.npz", **splits)
+    shutil.copytree(withheld_runs["logreg"], base / "logreg")
+    calibrate_run(base / "logreg", base / "prepared")
+    return base / "logreg"
