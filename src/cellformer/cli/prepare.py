@@ -61,7 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     tok.add_argument(
         "--tokenizer",
         default=_DEFAULTS.tokenizer,
-        choices=TOKENIZERS,
+        metavar="{" + ",".join(TOKENIZERS) + "}",  # checked by PrepareConfig (one-line error)
         help="rank: genes ordered by normalized expression (Geneformer); binned: highly variable genes "
         "with value bins (scGPT); hybrid: ranked genes with value bins (%(default)s)",
     )

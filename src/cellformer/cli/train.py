@@ -120,7 +120,11 @@ def run(args: argparse.Namespace) -> int:
     # Ctrl-C and SIGTERM (what SLURM and `kill` send) stop training at once, leaving the run resumable
     # from its last finished epoch's checkpoint. Lightning turns Ctrl-C into exit status 1 and would
     # swallow SIGTERM (stop, then return normally); its SIGTERM handler calls this one after its own.
-    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {  # a signal the caller ignores (nohup, `&` in a script) stays ignored
+        sig: signal.signal(sig, _raise_interrupted)
+        for sig in (signal.SIGINT, signal.SIGTERM)
+        if signal.getsignal(sig) is not signal.SIG_IGN
+    }
     try:
         from cellformer.training.api import train
 

@@ -201,10 +201,10 @@ def prepare_with_config(
             write_json(tmp / "meta.json", meta)  # last: its presence marks a complete dataset
     sizes = ", ".join(f"{name} {len(rows)}" for name, rows in splits.items())
     log.info(
-        "prepared %d cells, %d genes, %d classes into %s (%s)",
-        len(labels),
-        len(vocab),
-        len(classes),
+        "prepared %s, %s, %s into %s (%s)",
+        qc.plural(len(labels), "cell"),
+        qc.plural(len(vocab), "gene"),
+        qc.plural(len(classes), "class", "classes"),
         out,
         sizes,
     )
@@ -300,7 +300,8 @@ def _load_input(path: Path, role: str, config: PrepareConfig, stack: contextlib.
     if empty.any():
         first = int(np.flatnonzero(empty)[0])
         raise InputError(
-            f"{int(empty.sum())} cells in {reader.matrix_name} of {path} have no counts (e.g. cell {first}); "
+            f"{qc.plural(int(empty.sum()), 'cell')} in {reader.matrix_name} of {path} have no counts "
+            f"(e.g. cell {first}); "
             "they cannot be tokenized: remove them or keep --min-genes at 1 or more to filter them out"
         )
     if config.doublets and count_qc:
@@ -430,9 +431,9 @@ def _split(inputs: list[_Input], config: PrepareConfig) -> tuple[dict[str, np.nd
             log.warning("the %s split is empty", name)
     for label, info in report["small_classes"].items():
         log.warning(
-            "class %r has only %d cells: too few to stratify, all in %s",
+            "class %r has only %s: too few to stratify, all in %s",
             label,
-            info["n_cells"],
+            qc.plural(info["n_cells"], "cell"),
             info["all_in"],
         )
     return splits, report

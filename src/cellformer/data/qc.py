@@ -24,6 +24,11 @@ MITO_PREFIXES = ("mt-", "mt:")  # compared in lower case: MT- (human), mt- (mous
 SYMBOL_COLUMNS = ("gene_symbols", "gene_symbol", "gene_short_name", "gene_name", "feature_name", "symbol")
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``1 cell``, ``2 cells`` (``words`` for irregular plurals)."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
 def find_mito_genes(reader: H5adReader, gene_names: np.ndarray) -> tuple[np.ndarray | None, str]:
     """Boolean mask of mitochondrial genes and where their symbols came from (``None`` if no symbols)."""
     candidates = [("gene names", gene_names)]
@@ -161,10 +166,10 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     """Human-readable QC summary (logged by ``prepare``)."""
     lines = []
     for name, entry in report["files"].items():
-        lines.append(f"QC {name}: {entry['n_cells']} cells -> {entry['kept_cells']} kept")
+        lines.append(f"QC {name}: {plural(entry['n_cells'], 'cell')} -> {entry['kept_cells']} kept")
         for item in entry["steps"]:
             if item["enabled"]:
-                lines.append(f"  {item['step']}: removed {item['removed_cells']} cells")
+                lines.append(f"  {item['step']}: removed {plural(item['removed_cells'], 'cell')}")
             else:
                 lines.append(f"  {item['step']}: off ({item.get('reason', 'switched off')})")
     genes = report["genes"]

@@ -104,7 +104,7 @@ def _other_matrices(summary: ValueSummary, matrices: list[str] | None) -> str:
     if counts:
         return f"The file has a '{counts[0]}' layer: pass --layer {counts[0]} ({listed})"
     if not others:
-        return f"The file has no other matrix ({listed}): use the raw counts"
+        return f"Use a file with raw counts (--layer can name a layer, but this file has only {', '.join(matrices)})"
     return f"Point --layer at a raw-count layer ({listed})"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from cellformer.data.qc import plural
 from cellformer.runs import LOG_COLUMNS as COLUMNS
 
 
@@ -38,11 +39,6 @@ class EpochLog:
 
 def _fmt(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:.6g}"
-
-
-def plural(n: int, word: str, words: str | None = None) -> str:
-    """``1 epoch``, ``2 epochs`` (``words`` for irregular plurals)."""
-    return f"{n} {word if n == 1 else (words or word + 's')}"
 
 
 def best_epoch(rows: list[dict[str, str]], monitor: str) -> tuple[int, float] | None:
