@@ -57,3 +57,43 @@ def test_nll_and_summary():
     )
     summary = calibration_summary(fit_temperature(logits, np.array([0, 1])), logits, np.array([0, 1]), "val")
     assert {"temperature", "ece_before", "ece_after", "fitted_on", "n_fit_cells"} <= set(summary)
+
+
+def test_temperature_is_clipped_to_a_sane_range():
+    from cellformer.evaluation.calibration import T_MAX, T_MIN
+
+    # always right with tiny margins: the NLL keeps falling as T -> 0; the fit stops at T_MIN
+    y = np.arange(400) % 4
+    logits = 0.01 * np.eye(4)[y]
+    fit = fit_temperature(logits, y)
+    assert fit.fitted == pytest.approx(T_MIN, rel=1e-4) and fit.temperature == fit.fitted
+    assert fit.decision == "temperature scaling"
+    # always wrong with huge margins: softening without bound; stops at T_MAX
+    wrong = 50.0 * np.eye(4)[(y + 1) % 4]
+    assert fit_temperature(wrong, y).temperature == pytest.approx(T_MAX, rel=1e-4)
+
+
+def test_keeps_t1_when_the_fit_does_not_hold_on_held_out_halves():
+    # 20 cells, one confidently wrong: the NLL fit sharpens (T 0.55), driven by which half holds the error
+    y = np.arange(20) % 3
+    logits = 2.0 * np.eye(3)[y]
+    logits[0] = 2.0 * np.eye(3)[(y[0] + 1) % 3]
+    fit = fit_temperature(logits, y)
+    assert fit.fitted != 1.0 and fit.temperature == 1.0 and fit.decision.startswith("kept T=1")
+    assert fit.heldout_nll_scaled >= fit.heldout_nll_identity
+    # fewer than MIN_CELLS labelled cells: no scaling at all
+    few = fit_temperature(4.0 * logits[:5], y[:5])
+    assert few.temperature == 1.0 and "only 5 labelled" in few.decision
+
+
+def test_fit_round_trips_through_json():
+    import json
+
+    from cellformer.evaluation.calibration import TemperatureFit
+
+    logits, y = _well_calibrated(300, 4, seed=4)
+    fit = fit_temperature(3.0 * logits, y)
+    assert TemperatureFit.from_dict(json.loads(json.dumps(fit.to_dict()))) == fit
+    identity = TemperatureFit.identity("no labelled validation cells")
+    again = TemperatureFit.from_dict(json.loads(json.dumps(identity.to_dict())))
+    assert again.temperature == 1.0 and again.decision == identity.decision and np.isnan(again.nll_before)
