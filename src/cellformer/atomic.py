@@ -81,8 +81,12 @@ def remove_stale_siblings(path: str | os.PathLike) -> list[Path]:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling path; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary sibling path; rename it onto ``path`` only if the block succeeds.
+
+    Leftover ``.NAME.tmp-PID`` files of processes no longer running are removed first.
+    """
     path = Path(path)
+    remove_stale_siblings(path)
     tmp = _tmp_sibling(path)
     try:
         yield tmp

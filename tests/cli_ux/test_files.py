@@ -66,6 +66,12 @@ def test_stale_temporary_siblings_are_removed(tmp_path: Path, caplog) -> None:
     assert alive.exists() and other.exists() and (tmp_path / "out" / "meta.json").exists()
     assert f"process {dead}" in caplog.text and "interrupted" in caplog.text
     assert remove_stale_siblings(tmp_path / "out") == []
+    # single files too (e.g. a checkpoint half-written by a killed `train`)
+    half = tmp_path / f".last.ckpt.tmp-{dead}"
+    half.write_bytes(b"partial")
+    with atomic_path(tmp_path / "last.ckpt") as tmp:
+        tmp.write_bytes(b"complete")
+    assert not half.exists() and (tmp_path / "last.ckpt").read_bytes() == b"complete"
 
 
 def test_prepare_removes_what_a_killed_prepare_left(cli, bladder_path: Path, tmp_path: Path) -> None:
