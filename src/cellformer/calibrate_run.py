@@ -71,6 +71,13 @@ def run_calibration(model: TrainedModel, prepared: str | Path | None = None) -> 
     run_dir = Path(model.run_dir)
     stored = UnknownDetector.load(run_dir)
     if stored is not None:
+        if "calibration" not in stored.info:
+            logger.warning(
+                "run %s stores a temperature (T=%.3g) fitted by an older cellformer without the held-out "
+                "check; train the run again for the current calibration",
+                run_dir,
+                stored.temperature,
+            )
         return stored
     recorded = (model.config.get("prepared") or {}).get("path")
     location = prepared if prepared is not None else recorded
