@@ -55,6 +55,7 @@ def predict(
     min_gene_overlap: float | None = None,
     unknown_quantile: float = DEFAULT_QUANTILE,
     prepared: str | Path | None = None,
+    source: str | Path | None = None,
 ) -> ad.AnnData | None:
     """Annotate cells with a trained model's predictions.
 
@@ -83,6 +84,8 @@ def predict(
     prepared
         Only for runs made before calibration was stored in the run directory: the prepared dataset they
         were trained on, when it has moved (by default the recorded one).
+    source
+        What error messages call ``adata`` (e.g. the file it was read from; default "the input AnnData").
 
     Returns
     -------
@@ -111,6 +114,8 @@ def predict(
         for k, v in (("layer", layer), ("gene_key", gene_key), ("min_overlap", min_gene_overlap))
         if v is not None
     }
+    if source is not None:
+        options["where"] = str(source)
     outputs, overlap, no_genes = model_outputs(model, adata, batch_size=batch_size, **options)
     target = adata.copy() if copy else adata
     annotate(
@@ -174,12 +179,13 @@ def tokenize_adata(
     from cellformer.tokenize.context import ContextVocab, context_value_id
 
     run_dir = Path(model.run_dir)
+    where = options.get("where", "the input AnnData")
     meta = model.config.get("prepared", {}).get("meta", {})
     previous_layer = meta.get("config", {}).get("previous_layer")
     if previous_layer and previous_layer not in adata.layers:
         raise InputError(
             f"run {run_dir} was trained with each cell's previous-time-point profile from layer "
-            f"'{previous_layer}', which the input AnnData lacks (layers: "
+            f"'{previous_layer}', which {where} lacks (layers: "
             f"{', '.join(map(str, adata.layers.keys())) or 'none'}); add it with the same genes as X"
         )
     ancestors = _ancestor_source(run_dir, adata, meta.get("config", {}).get("time_key"))
@@ -192,7 +198,7 @@ def tokenize_adata(
     genes = list(vocab["genes"])
     tokenizer = get_tokenizer_class(meta.get("tokenizer", "rank")).load(run_dir / "tokenizer")
     context = ContextVocab.from_vocab(vocab, N_SPECIAL)  # --batch-key / --context-key tokens, if any
-    context_ids = None if context is None else context.encode_obs(adata.obs, where="the input AnnData")
+    context_ids = None if context is None else context.encode_obs(adata.obs, where=where)
     settings = {**training_input_options(model.config), **options}
     parts, overlap = [], None
     n = adata.n_obs
@@ -424,7 +430,7 @@ def predict_file(
         raise InputError(
             f"cannot read {input} as an .h5ad file ({exc}); re-save it with anndata's write_h5ad"
         ) from None
-    annotated = predict(adata, run_dir, batch_size=batch_size, key_added=key_added, **options)
+    annotated = predict(adata, run_dir, batch_size=batch_size, key_added=key_added, source=input, **options)
     written = {}
     out.parent.mkdir(parents=True, exist_ok=True)
     if umap:

@@ -77,3 +77,17 @@ def test_help_shows_defaults(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "0.5 unless changed" in text and "--key-added" in text and "X_cellformer_umap" in text
     assert "--unknown-quantile" in text and "(0.95" in text and "--prepared" in text
+
+
+def test_input_errors_name_the_input_file(bladder, withheld_runs, tmp_path, capsys):
+    """An error about the cells to annotate names the file they came from, not "the input AnnData"."""
+    from cellformer.cli import main
+
+    source = tmp_path / "duplicated_symbols.h5ad"
+    adata = _subset(bladder, n=40)
+    adata.var["symbol"] = ["same"] * 2 + list(adata.var_names[2:])
+    adata.write_h5ad(source)
+    args = ["predict", str(withheld_runs["logreg"]), str(source), "--out", str(tmp_path / "o.h5ad")]
+    assert main([*args, "--gene-key", "symbol", "--no-umap"]) == 2
+    err = capsys.readouterr().err
+    assert f"var['symbol'] of {source}" in err and "the input AnnData" not in err
