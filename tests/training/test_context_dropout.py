@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from training_helpers import THREADS, metrics
+from training_helpers import THREADS, TINY, metrics
 
 import cellformer
 from cellformer.config import ModelConfig, TrainConfig
@@ -25,20 +25,12 @@ from cellformer.training.context_dropout import ContextDropout
 
 # Tiny and fast (plumbing, not accuracy). weight_decay 0: AdamW decays every row of the context table,
 # trained or not, so only without it does a row that never gets a gradient keep its initial value.
-TINY_CTX = dict(
-    n_layers=1,
-    d_model=16,
-    n_heads=2,
-    ff_hidden=32,
-    head_hidden=16,
-    max_length=20,
-    batch_size=64,
-    max_epochs=2,
-    lr=1e-2,
-    weight_decay=0.0,
-    patience=0,
-    progress_bar=False,
-)
+TINY_CTX = {
+    **{k: v for k, v in TINY.items() if k not in ("dropout", "warmup_fraction")},
+    **dict(
+        d_model=16, ff_hidden=32, head_hidden=16, max_length=20, max_epochs=2, weight_decay=0.0, patience=0
+    ),
+}
 
 
 def _cli_flags(config: dict) -> list[str]:
