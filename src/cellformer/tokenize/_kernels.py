@@ -33,15 +33,6 @@ def value_of(key):
     return np.int64(key).view(np.float64)
 
 
-@njit(cache=True)
-def are_counts(data):
-    """Whether every value is a non-negative integer (no early exit: the loop vectorizes)."""
-    counts = True
-    for p in range(len(data)):
-        counts &= (data[p] >= 0) & (data[p] == np.floor(data[p]))
-    return counts
-
-
 def exact_below(dtype: np.dtype) -> float:
     """Below this, sums of positive integers in ``dtype`` are exact in any order, and the integers
     convert to int64 exactly (the ``below`` of :func:`_count_total`)."""
@@ -457,38 +448,24 @@ def bins_csr(indptr, values, quantiles, out):
 
 
 @njit(cache=True)
-def log_input(indptr, indices, data, gene_mask, scale):
-    """``x / total * scale`` (``total`` over all genes, as :func:`row_totals`) of the entries whose
-    gene has ``gene_mask[gene] == 1`` (else 0), as a CSR layout (indptr, gene ids, values);
-    ``log1p`` is left to numpy.
+def log_input(indptr, indices, data, gene_mask, totals, scale):
+    """``x / total * scale`` (``totals`` from :func:`row_totals`) of the entries whose gene has
+    ``gene_mask[gene] == 1`` (else 0), as a CSR layout (indptr, gene ids, values); ``log1p`` is left
+    to numpy.
 
     One pass: each entry is written at the output's end and kept by advancing it (no branch);
     the outputs are allocated for every entry but only their used start is ever touched.
     """
     n_rows = len(indptr) - 1
-    counts = are_counts(data)
     sub_indptr = np.zeros(n_rows + 1, dtype=np.int64)
     genes, values = np.empty(len(data), dtype=np.int32), np.empty(len(data))
     q = 0
     for row in range(n_rows):
-        start, end = indptr[row], indptr[row + 1]
-        t0 = t1 = t2 = t3 = 0.0  # counts: the row total in four lanes (exact, as any order)
-        p = start
-        while counts and p + 4 <= end:
-            t0, t1, t2, t3 = t0 + data[p], t1 + data[p + 1], t2 + data[p + 2], t3 + data[p + 3]
-            for i in range(p, p + 4):
-                genes[q], values[q] = indices[i], data[i]
-                q += gene_mask[indices[i]]
-            p += 4
-        total = (t0 + t1) + (t2 + t3)
-        for i in range(p, end):
-            total += data[i]
+        for i in range(indptr[row], indptr[row + 1]):
             genes[q], values[q] = indices[i], data[i]
             q += gene_mask[indices[i]]
-        if counts and total >= 2.0**53:
-            total = _sequential_sum(data, start, end)
         for i in range(sub_indptr[row], q):  # a loop the compiler vectorizes
-            values[i] = values[i] / total * scale
+            values[i] = values[i] / totals[row] * scale
         sub_indptr[row + 1] = q
     return sub_indptr, genes[:q], values[:q]
 
@@ -567,7 +544,7 @@ def _count_total(data, start, end, below):
 @njit(cache=True)
 def count_entries(indptr, indices, data, gene_mask, below):
     """Kept entries (``gene_mask[gene] == 1``) of count data as CSR (indptr, gene ids, counts in
-    ``data``'s dtype), and each row's total over all genes (as :func:`log_input`). The first item
+    ``data``'s dtype), and each row's total over all genes (as :func:`row_totals`). The first item
     says whether ``data`` are counts (integers in ``[1, below)``, see :func:`_count_total`: an
     explicit zero counts as no count); if not, the others are empty."""
     n_rows = len(indptr) - 1

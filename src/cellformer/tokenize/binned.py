@@ -55,7 +55,7 @@ def log_normalized_entries(
     """Nonzero entries of ``X`` as (row, gene, ``log1p(x / total * 1e4)``), float64, CSR order.
 
     ``total`` is the cell's sum over all genes; ``keep_genes`` (a boolean mask over genes) limits
-    the entries returned, not the totals. Same arithmetic as :func:`rank.normalized_entries`.
+    the entries returned, not the totals. Same arithmetic as the tokenizers' kernels.
     """
     X = _as_csr(X)
     rows = np.repeat(np.arange(X.shape[0], dtype=np.int64), np.diff(X.indptr))
@@ -255,6 +255,14 @@ class _ValueTokens:
         """Rows a value embedding needs: zero/pad, ``n_bins - 1`` bins, ``<CLS>``, ``<SEP>``."""
         return self.n_bins + 2
 
+    def _value_layout(self) -> dict[str, int]:
+        """The value ids a saved tokenizer.json records (read by the model set-up)."""
+        return {
+            "value_vocab_size": self.value_vocab_size,
+            "cls_value": self.cls_value,
+            "sep_value": self.sep_value,
+        }
+
     block_drops_zeros = False  # whether _block takes explicit zeros (and drops them itself)
 
     def _block(self, X: sp.csr_matrix, k: int) -> Block:
@@ -387,7 +395,8 @@ class BinnedTokenizer(_ValueTokens):
         if block is not None:
             return block
         X = _as_csr(X)  # the general path needs explicit zeros dropped
-        indptr, genes, values = kernels.log_input(X.indptr, X.indices, X.data, hvg_mask, TARGET_SUM)
+        totals = kernels.row_totals(X.indptr, X.data, kernels.exact_below(X.data.dtype))
+        indptr, genes, values = kernels.log_input(X.indptr, X.indices, X.data, hvg_mask, totals, TARGET_SUM)
         np.log1p(values, out=values)  # numpy's log1p, as log_normalized_entries
         quantiles = _quantiles(self.n_bins)
 
@@ -413,9 +422,7 @@ class BinnedTokenizer(_ValueTokens):
             "max_genes": self.max_genes,
             "flavor": self.flavor,
             "n_genes": self.n_genes,
-            "value_vocab_size": self.value_vocab_size,
-            "cls_value": self.cls_value,
-            "sep_value": self.sep_value,
+            **self._value_layout(),
         }
         (directory / "tokenizer.json").write_text(json.dumps(state, indent=2))
 
@@ -494,9 +501,7 @@ class HybridTokenizer(_ValueTokens):
             "max_genes": self.max_genes,
             "n_bins": self.n_bins,
             "normalize_total": self.rank.normalize_total,
-            "value_vocab_size": self.value_vocab_size,
-            "cls_value": self.cls_value,
-            "sep_value": self.sep_value,
+            **self._value_layout(),
         }
         (directory / "tokenizer.json").write_text(json.dumps(state, indent=2))
 
