@@ -159,6 +159,10 @@ def _check_types(config: _Config) -> None:
         )
 
 
+POOLINGS = ("cls", "mean")  # ModelConfig.pooling
+EMBEDDING_INITS = ("random", "svd")  # TrainConfig.embedding_init
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig(_Config):
     """The transformer encoder and its classifier head (``cellformer.model``).
@@ -186,9 +190,13 @@ class ModelConfig(_Config):
     # time course: a learned embedding added to the tokens after <SEP> (the previous-time-point block), so
     # a gene now and the same gene at the previous time point differ; None: on when the data has <SEP>
     segment_embedding: bool | None = None
+    # what the classifier head reads: "cls" (the final <CLS> state) or "mean" (the mean of the final
+    # states of <CLS> and every gene token, padding left out)
+    pooling: str = "cls"
 
     def __post_init__(self) -> None:
         _check_types(self)
+        _require(self.pooling in POOLINGS, f"model pooling must be {' or '.join(POOLINGS)}, got {self.pooling!r}")
         for name in ("n_layers", "d_model", "n_heads", "head_hidden", "max_length"):
             _require(getattr(self, name) > 0, f"model {name} must be positive, got {getattr(self, name)}")
         for name in ("head_dim", "ff_hidden", "vocab_size", "n_classes"):
@@ -244,6 +252,13 @@ class TrainConfig(_Config):
     # context tokens (--batch-key / --context-key): each training cell's context token is replaced by its
     # covariate's <UNK> with this probability (training only), so <UNK> (unseen batches) gets trained
     context_dropout: float = 0.1
+    # small-data regularisation (training steps only): each gene token of each training cell is dropped
+    # (masked like padding) with this probability; cross-entropy label smoothing
+    gene_dropout: float = 0.0
+    label_smoothing: float = 0.0
+    # gene embeddings at the start of training: "random" or "svd" (principal axes of the training cells'
+    # token matrix, cellformer.training.embedding_init)
+    embedding_init: str = "random"
     # devices
     accelerator: str = "cpu"  # "cpu", "gpu", "auto" (Lightning names)
     devices: int = 1
@@ -284,6 +299,18 @@ class TrainConfig(_Config):
             0 <= self.context_dropout < 1,
             f"train context_dropout must be in [0, 1) (the probability of replacing a training cell's "
             f"context token by <UNK>), got {self.context_dropout}",
+        )
+        _require(
+            0 <= self.gene_dropout < 1,
+            f"train gene_dropout must be in [0, 1) (the probability of dropping each gene token of a "
+            f"training cell), got {self.gene_dropout}",
+        )
+        _require(
+            0 <= self.label_smoothing < 1, f"train label_smoothing must be in [0, 1), got {self.label_smoothing}"
+        )
+        _require(
+            self.embedding_init in EMBEDDING_INITS,
+            f"train embedding_init must be {' or '.join(EMBEDDING_INITS)}, got {self.embedding_init!r}",
         )
         _require(self.num_workers >= 0, f"train num_workers must be >= 0, got {self.num_workers}")
         _require(

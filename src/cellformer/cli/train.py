@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from cellformer.config import MONITORS, ModelConfig, TrainConfig
+from cellformer.config import EMBEDDING_INITS, MONITORS, POOLINGS, ModelConfig, TrainConfig
 
 
 def add_parser(subparsers) -> None:
@@ -40,13 +40,24 @@ def add_parser(subparsers) -> None:
 FROM_DATA = ("vocab_size", "n_classes", "n_values", "n_context")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 _METAVARS = {"bool": "BOOL", "int": "N", "float": "X", "str": "NAME"}
-_CHOICES = {"monitor": MONITORS, "precision": PRECISIONS, "norm": ("pre", "post")}
-_TYPES = {"precision": str, "norm": str, "monitor": str}
+_CHOICES = {
+    "monitor": MONITORS,
+    "precision": PRECISIONS,
+    "norm": ("pre", "post"),
+    "pooling": POOLINGS,
+    "embedding_init": EMBEDDING_INITS,
+}
+_TYPES = {"precision": str, "norm": str, "monitor": str, "pooling": str, "embedding_init": str}
 _HELP = {
     "precision": "Lightning precision; default: bf16-mixed on a GPU, 32-true on the CPU",
     "norm": "LayerNorm before (pre) or after (post) attention and feed-forward",
     "monitor": "validation metric for early stopping and the best checkpoint: val_loss (lowest) or "
     "val_macro_f1 (highest)",
+    "pooling": "what the classifier reads: the final <CLS> state (cls) or the mean of all token states (mean)",
+    "embedding_init": "gene embeddings at the start: random, or svd (principal axes of the training cells' "
+    "tokens; docs/accuracy.md)",
+    "gene_dropout": "probability of dropping each gene token of a training cell in each step (augmentation)",
+    "label_smoothing": "cross-entropy label smoothing",
     "context_dropout": "probability of replacing each training cell's context token (--batch-key / "
     "--context-key) by its covariate's <UNK>, so cells of batches unseen in training get a trained token",
 }

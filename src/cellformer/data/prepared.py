@@ -120,6 +120,13 @@ class PreparedData:
     def has_values(self) -> bool:
         return bool(self.meta.get("has_values", False))
 
+    @property
+    def value_bins(self) -> int | None:
+        """``n_bins`` of value tokens (ids ``1 .. n_bins - 1`` are expression bins); ``None`` without values."""
+        if not self.has_values:
+            return None
+        return int(self.meta["config"]["n_bins"])
+
     def tokenizer(self):
         """The fitted tokenizer saved with the dataset."""
         cls = get_tokenizer_class(self.meta.get("tokenizer", "rank"))

@@ -163,9 +163,14 @@ class CellTransformer(nn.Module):
     def forward(
         self, ids: torch.Tensor, padding_mask: torch.Tensor | None = None, values: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class logits ``(B, n_classes)`` and the final ``<CLS>`` embedding ``(B, C)``."""
-        cls = self.encode(ids, padding_mask, values)[:, 0]  # (B, C)
-        return self.head(cls), cls
+        """Class logits ``(B, n_classes)`` and the pooled embedding ``(B, C)`` (``config.pooling``)."""
+        states = self.encode(ids, padding_mask, values)  # (B, T, C)
+        if self.config.pooling == "cls" or padding_mask is None:
+            pooled = states[:, 0] if self.config.pooling == "cls" else states.mean(dim=1)  # (B, C)
+        else:
+            keep = (~padding_mask).unsqueeze(-1).to(states.dtype)  # (B, T, 1)
+            pooled = (states * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)  # (B, C)
+        return self.head(pooled), pooled
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

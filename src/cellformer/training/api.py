@@ -151,6 +151,17 @@ def _fit(out, prepared, datamodule, model_config, train_config, run_config, resu
     )
     last = out / "checkpoints" / "last.ckpt"
     ckpt_path = last if resume and last.exists() else None
+    if train_config.embedding_init == "svd" and ckpt_path is None:  # a resumed run loads its weights
+        from cellformer.training.embedding_init import initialize_gene_embeddings
+
+        initialize_gene_embeddings(
+            module.model.gene_embedding,
+            prepared.store,
+            datamodule.train_rows,
+            value_limit=prepared.value_bins,
+            seed=train_config.seed,
+            max_length=model_config.max_length,
+        )
     if primary:
         epoch_log.start(completed_epochs(ckpt_path) if ckpt_path else 0)
     logger.info(

@@ -15,6 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from cellformer.config import ModelConfig, TrainConfig
 from cellformer.model import CellTransformer
+from cellformer.training.augment import GeneDropout
 from cellformer.training.context_dropout import ContextDropout
 
 METRICS = ("loss", "acc", "macro_f1")
@@ -85,16 +86,25 @@ class CellClassifierModule(pl.LightningModule):
         self.on_epoch = on_epoch
         self.validate = validate
         self.context_dropout = context_dropout
+        self.gene_dropout = (
+            GeneDropout(train_config.gene_dropout, model_config.vocab_size, train_config.seed)
+            if train_config.gene_dropout > 0
+            else None
+        )
         self._epoch_start = 0.0
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         values = batch.get("values") if self.model.value_embedding is not None else None
         return self.model(batch["ids"], batch["padding_mask"], values)
 
-    def _step(self, batch: dict[str, torch.Tensor], metrics: _EpochMetrics) -> torch.Tensor:
+    def _step(
+        self, batch: dict[str, torch.Tensor], metrics: _EpochMetrics, label_smoothing: float = 0.0
+    ) -> torch.Tensor:
         logits, _ = self(batch)  # (B, n_classes)
         labels = batch["label"]
-        loss = F.cross_entropy(logits.float(), labels, weight=self.class_weights)
+        loss = F.cross_entropy(
+            logits.float(), labels, weight=self.class_weights, label_smoothing=label_smoothing
+        )
         weight = (
             self.class_weights[labels].sum()
             if self.class_weights is not None
@@ -106,7 +116,9 @@ class CellClassifierModule(pl.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if self.context_dropout is not None:  # training only; draws nothing when there is none
             batch = {**batch, "ids": self.context_dropout(batch["ids"], self.global_step, self.global_rank)}
-        return self._step(batch, self.train_metrics)
+        if self.gene_dropout is not None:
+            batch = self.gene_dropout(batch, self.global_step, self.global_rank)
+        return self._step(batch, self.train_metrics, self.train_config.label_smoothing)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, self.val_metrics)
