@@ -259,6 +259,9 @@ class TrainConfig(_Config):
     # gene embeddings at the start of training: "random" or "svd" (principal axes of the training cells'
     # token matrix, cellformer.training.embedding_init)
     embedding_init: str = "random"
+    # the gene embeddings' learning rate as a fraction of lr (0: kept as initialised; with
+    # embedding_init "svd" that keeps the data-derived gene space and trains everything else)
+    embedding_lr_factor: float = 1.0
     # devices
     accelerator: str = "cpu"  # "cpu", "gpu", "auto" (Lightning names)
     devices: int = 1
@@ -311,6 +314,10 @@ class TrainConfig(_Config):
         _require(
             self.embedding_init in EMBEDDING_INITS,
             f"train embedding_init must be {' or '.join(EMBEDDING_INITS)}, got {self.embedding_init!r}",
+        )
+        _require(
+            0 <= self.embedding_lr_factor <= 1,
+            f"train embedding_lr_factor must be in [0, 1], got {self.embedding_lr_factor}",
         )
         _require(self.num_workers >= 0, f"train num_workers must be >= 0, got {self.num_workers}")
         _require(

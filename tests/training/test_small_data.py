@@ -155,3 +155,26 @@ def test_mean_pooling_ignores_padding() -> None:
     torch.testing.assert_close(alone_pooled[0], pooled[0], atol=1e-5, rtol=1e-5)
     states = model.encode(ids[:1, :4])
     torch.testing.assert_close(pooled[0], states[0].mean(dim=0), atol=1e-5, rtol=1e-5)
+
+
+def test_frozen_gene_embeddings_stay_as_initialised(bladder_prepared: Path, tmp_path: Path) -> None:
+    """``embedding_lr_factor=0`` keeps the SVD gene table; everything else trains."""
+    from safetensors.torch import load_file
+
+    from cellformer.training.embedding_init import initialize_gene_embeddings
+
+    options = {**TINY, "max_epochs": 1, "embedding_init": "svd", "embedding_lr_factor": 0.0}
+    run = cellformer.train(bladder_prepared, out=tmp_path / "frozen", **options)
+    weights = load_file(str(run / "model.safetensors"))
+    config = ModelConfig.from_dict(cellformer.load(run).config["model"])
+    torch.manual_seed(0)
+    fresh = CellTransformer(config)
+    prepared = PreparedData(bladder_prepared)
+    initialize_gene_embeddings(
+        fresh.gene_embedding, prepared.store, prepared.splits["train"], value_limit=None, seed=0, max_length=64
+    )
+    genes = slice(N_SPECIAL, None)
+    torch.testing.assert_close(weights["gene_embedding.weight"][genes], fresh.gene_embedding.weight[genes])
+    assert not torch.equal(weights["head.out.weight"], fresh.head.out.weight)
+    with pytest.raises(ConfigError, match="embedding_lr_factor"):
+        TrainConfig(embedding_lr_factor=1.5)

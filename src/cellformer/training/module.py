@@ -149,15 +149,20 @@ class CellClassifierModule(pl.LightningModule):
             log.info(epoch_line(row, self.trainer.max_epochs))
 
     def configure_optimizers(self):
-        decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
-        no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.train_config.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=self.train_config.lr,
-        )
+        config = self.train_config
+        genes = self.model.gene_embedding.weight
+        others = [p for p in self.parameters() if p.requires_grad and p is not genes]
+        groups = [
+            {"params": [p for p in others if p.dim() >= 2], "weight_decay": config.weight_decay},
+            {"params": [p for p in others if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        if config.embedding_lr_factor > 0:
+            groups.append(
+                {"params": [genes], "weight_decay": config.weight_decay, "lr": config.lr * config.embedding_lr_factor}
+            )
+        else:  # kept as initialised (a parameter without gradient: DDP and checkpoints see it unchanged)
+            genes.requires_grad_(False)
+        optimizer = torch.optim.AdamW(groups, lr=config.lr)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         factor = warmup_cosine(total, self.train_config.warmup_fraction, self.train_config.min_lr_fraction)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
