@@ -36,6 +36,12 @@ def hsmm_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def kidney_path() -> Path:
+    """human_kidney_5685_top2000.h5ad: 5685 cells x 2000 HVGs (anonymous), raw UMI counts, 11 classes."""
+    return shared_file("human_kidney_5685_top2000.h5ad")
+
+
+@pytest.fixture(scope="session")
 def pbmc3k_path() -> Path:
     """pbmc3k_unlabelled.h5ad: 2700 cells, raw counts, no labels."""
     return shared_file("pbmc3k_unlabelled.h5ad")

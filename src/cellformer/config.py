@@ -64,7 +64,9 @@ class PrepareConfig(_Config):
     batch_key: str | None = None
     context_keys: tuple[str, ...] = ()
     # QC
-    min_genes: int = 200
+    # a cell needs this many expressed genes; None: 200 on whole-transcriptome files, 1 % of the file's
+    # genes on smaller panels (a 2,000-gene HVG file: 20), see auto_min_genes
+    min_genes: int | None = None
     min_cells: int = 3
     max_mito_fraction: float | None = 0.2
     doublets: bool = False
@@ -80,7 +82,10 @@ class PrepareConfig(_Config):
 
     def __post_init__(self) -> None:
         _require(self.max_genes > 0, f"max_genes must be positive, got {self.max_genes}")
-        _require(self.min_genes >= 0 and self.min_cells >= 0, "min_genes and min_cells must be >= 0")
+        _require(
+            (self.min_genes is None or self.min_genes >= 0) and self.min_cells >= 0,
+            "min_genes and min_cells must be >= 0",
+        )
         _require(
             self.max_mito_fraction is None or 0 < self.max_mito_fraction <= 1,
             f"max_mito_fraction must be in (0, 1], got {self.max_mito_fraction}",
@@ -128,10 +133,21 @@ class PrepareConfig(_Config):
             "drop it from --batch-key / --context-key",
         )
 
+    def min_genes_for(self, n_genes: int) -> int:
+        """The ``min_genes`` QC threshold for a file of ``n_genes`` genes (``auto_min_genes`` when None)."""
+        return auto_min_genes(n_genes) if self.min_genes is None else self.min_genes
+
     @property
     def covariate_keys(self) -> tuple[str, ...]:
         """The obs columns that become context tokens, in token order (``batch_key`` first)."""
         return ((self.batch_key,) if self.batch_key else ()) + tuple(self.context_keys)
+
+
+def auto_min_genes(n_genes: int) -> int:
+    """Default ``min_genes``: scanpy's customary 200 of a whole transcriptome (~20,000 genes), scaled
+    down on preselected gene panels (1 % of the file's genes, at least 1), which would otherwise lose
+    most of their cells (a 2,000-HVG CITE-seq file: 86 % of cells express fewer than 200 of them)."""
+    return int(min(200, max(1, round(n_genes / 100))))
 
 
 def _check_types(config: _Config) -> None:

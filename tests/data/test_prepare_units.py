@@ -257,3 +257,27 @@ def test_train_and_test_files_with_the_same_name(tmp_path):
     cells = pd.read_csv(prepared.path / "cells.csv.gz")
     assert cells["source"].iloc[-1] == str(tmp_path / "b" / "cells.h5ad")
     assert (cells["source"] == str(tmp_path / "a" / "cells.h5ad")).sum() == 90
+
+
+def test_default_min_genes_scales_with_the_gene_panel(write_h5ad, tmp_path):
+    """200 genes on whole transcriptomes; 1 % of a smaller panel's genes, so panels keep their cells."""
+    from cellformer.config import PrepareConfig, auto_min_genes
+
+    assert auto_min_genes(33_000) == 200 and auto_min_genes(20_000) == 200
+    assert auto_min_genes(2_000) == 20 and auto_min_genes(765) == 8 and auto_min_genes(30) == 1
+    assert PrepareConfig(min_genes=0).min_genes_for(2_000) == 0  # an explicit value wins
+    adata = make_adata(n_cells=60, n_genes=300)
+    dense = adata.X.toarray()
+    dense[0] = 0
+    dense[0, :2] = 1  # 2 of 300 genes: below the automatic 3
+    adata.X = sp.csr_matrix(dense)
+    prepared = prepare(write_h5ad(adata), out=tmp_path / "out", min_cells=1, max_genes=8)
+    step = {s["step"]: s for s in prepared.meta["qc"]["files"]["cells.h5ad"]["steps"]}["min_genes"]
+    assert step["threshold"] == 3 and step["rule"].startswith("auto") and step["removed_cells"] == 1
+    assert len(prepared.labels) == 59
+
+
+def test_default_qc_keeps_a_real_hvg_panel(kidney_path, tmp_path):
+    """kidney (2,000 HVGs, median 116 expressed per cell): a fixed 200 dropped 70 % of its cells."""
+    prepared = prepare(kidney_path, out=tmp_path / "kidney", max_genes=16)
+    assert len(prepared.labels) > 0.95 * 5685

@@ -100,7 +100,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     qc = parser.add_argument_group("quality control (each step can be switched off)")
     qc.add_argument(
-        "--min-genes", type=int, default=_DEFAULTS.min_genes, help="min genes per cell; 0 = off (%(default)s)"
+        "--min-genes",
+        type=int,
+        default=_DEFAULTS.min_genes,
+        help="min genes per cell; 0 = off (default: 200, or 1%% of the file's genes on smaller gene panels)"
     )
     qc.add_argument(
         "--min-cells", type=int, default=_DEFAULTS.min_cells, help="min cells per gene; 0 = off (%(default)s)"

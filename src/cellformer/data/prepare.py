@@ -245,10 +245,11 @@ def _load_input(path: Path, role: str, config: PrepareConfig, stack: contextlib.
     mito, mito_where = (None, "input is normalized (count-based QC skipped)")
     if count_qc and config.max_mito_fraction is not None:
         mito, mito_where = qc.find_mito_genes(reader, genes)
+    min_genes = config.min_genes_for(reader.n_vars)
     scan = qc.scan_file(
         reader,
         chunk_size=config.chunk_size,
-        min_genes=config.min_genes,
+        min_genes=min_genes,
         max_mito_fraction=config.max_mito_fraction if count_qc else None,
         mito=mito,
     )
@@ -271,12 +272,13 @@ def _load_input(path: Path, role: str, config: PrepareConfig, stack: contextlib.
     n = reader.n_obs
     has_label = np.array([label is not None for label in labels], dtype=bool)
     steps = [qc.step("missing_label", True, removed_cells=int((~has_label).sum()))]
-    too_few = scan.n_genes < config.min_genes
+    too_few = scan.n_genes < min_genes
     steps.append(
         qc.step(
             "min_genes",
-            config.min_genes > 0,
-            threshold=config.min_genes,
+            min_genes > 0,
+            threshold=min_genes,
+            rule="given" if config.min_genes is not None else f"auto: 1% of the file's {reader.n_vars} genes, at most 200",
             removed_cells=int((too_few & has_label).sum()),
         )
     )
@@ -321,8 +323,18 @@ def _load_input(path: Path, role: str, config: PrepareConfig, stack: contextlib.
     kept = np.flatnonzero(keep).astype(np.int64)
     if len(kept) == 0:
         raise InputError(
-            f"no cells of {path} pass QC (min_genes={config.min_genes}, max_mito_fraction="
+            f"no cells of {path} pass QC (min_genes={min_genes}, max_mito_fraction="
             f"{config.max_mito_fraction}); lower --min-genes or switch the mitochondrial filter off"
+        )
+    if len(kept) < 0.5 * int(has_label.sum()):
+        log.warning(
+            "QC keeps only %d of %d labelled cells of %s (see qc.json; min_genes=%d, max_mito_fraction=%s): "
+            "check the thresholds suit this data (--min-genes, --max-mito-fraction)",
+            len(kept),
+            int(has_label.sum()),
+            path,
+            min_genes,
+            config.max_mito_fraction,
         )
     report = {"n_cells": n, "kept_cells": int(len(kept)), "steps": steps, "value_transform": transform}
     names = reader.obs_names()[kept] if covariates else None
