@@ -53,7 +53,7 @@ class PrepareConfig(_Config):
     gene_key: str | None = None
     input_normalized: bool = False
     input_transform: str = "auto"  # with input_normalized: "auto" (detect log1p), "log1p" or "none"
-    tokenizer: str = "rank"
+    tokenizer: str = "hybrid"  # rank genes with value bins (docs/accuracy.md: best on validation cells)
     max_genes: int = 2048
     n_hvg: int = 2000  # binned tokenizer: highly variable genes kept
     n_bins: int = 51  # binned tokenizer: value bins
@@ -196,7 +196,7 @@ class ModelConfig(_Config):
     head_hidden: int = 64  # hidden width of the one-hidden-layer MLP classifier on <CLS>
     dropout: float = 0.1
     norm: str = "pre"  # "pre" (LayerNorm before attention / feed-forward) or "post"
-    max_length: int = 256  # tokens per cell including <CLS>; longer cells keep their top-ranked genes
+    max_length: int = 128  # tokens per cell including <CLS>; longer cells keep their top-ranked genes
     vocab_size: int | None = None  # from the prepared dataset: specials + genes
     n_classes: int | None = None  # from the prepared dataset
     n_values: int | None = None  # value ids (binned tokenizer); None: from the data, 0: no value embedding
@@ -262,22 +262,22 @@ class TrainConfig(_Config):
     min_lr_fraction: float = 0.05  # the cosine ends at lr * min_lr_fraction
     grad_clip: float | None = 1.0  # max gradient norm; None: no clipping
     class_weights: bool = True  # cross-entropy weighted by inverse class frequency of the training split
-    patience: int = 5  # early stopping on the monitored validation metric; 0: never stop early
+    patience: int = 10  # early stopping on the monitored validation metric; 0: never stop early
     # what early stopping and the best checkpoint follow: "val_loss" (lowest) or "val_macro_f1" (highest)
-    monitor: str = "val_loss"
+    monitor: str = "val_macro_f1"
     # context tokens (--batch-key / --context-key): each training cell's context token is replaced by its
     # covariate's <UNK> with this probability (training only), so <UNK> (unseen batches) gets trained
     context_dropout: float = 0.1
     # small-data regularisation (training steps only): each gene token of each training cell is dropped
     # (masked like padding) with this probability; cross-entropy label smoothing
-    gene_dropout: float = 0.0
-    label_smoothing: float = 0.0
+    gene_dropout: float = 0.2
+    label_smoothing: float = 0.1
     # gene embeddings at the start of training: "random" or "svd" (principal axes of the training cells'
     # token matrix, cellformer.training.embedding_init)
-    embedding_init: str = "random"
+    embedding_init: str = "svd"
     # the gene embeddings' learning rate as a fraction of lr (0: kept as initialised; with
     # embedding_init "svd" that keeps the data-derived gene space and trains everything else)
-    embedding_lr_factor: float = 1.0
+    embedding_lr_factor: float = 0.0
     # devices
     accelerator: str = "cpu"  # "cpu", "gpu", "auto" (Lightning names)
     devices: int = 1

@@ -23,7 +23,7 @@ DATA_NAME = "pbmc68k_reduced.h5ad"
 PARTS = (DATA_NAME, "prepared", "runs", "report")
 # a 765-gene panel: cells express ~100-400 of its genes, so the 200-gene QC default would drop most
 PREPARE_OPTIONS = dict(input_normalized=True, min_genes=20, min_cells=3, max_genes=256, seed=0)
-TRANSFORMER_OPTIONS = dict(max_epochs=20, patience=5, batch_size=32, max_length=256, progress_bar=False)
+TRANSFORMER_OPTIONS = dict(progress_bar=False)  # cellformer.train's defaults (docs/accuracy.md)
 BASELINES = ("logreg", "knn")
 
 
@@ -40,7 +40,7 @@ def demo(
     overwrite
         Replace the demo's own folders in an existing ``out`` (nothing else in it is touched).
     max_epochs
-        Transformer epochs (default 20, with early stopping); lower it for a quicker look.
+        Transformer epochs (default: ``cellformer.train``'s, with early stopping); lower it for a quicker look.
     """
     import cellformer
 
@@ -63,7 +63,10 @@ def demo(
     options: dict[str, Any] = dict(TRANSFORMER_OPTIONS)
     if max_epochs is not None:
         options["max_epochs"] = max_epochs
-    step(2, "train", f"a small transformer (up to {options['max_epochs']} epochs on the CPU)")
+    from cellformer.config import TrainConfig
+
+    epochs = options.get("max_epochs", TrainConfig().max_epochs)
+    step(2, "train", f"a small transformer (up to {epochs} epochs on the CPU)")
     cellformer.train(out / "prepared", out=runs / "transformer", **options)
     run_dirs = [runs / "transformer"]
     for i, method in enumerate(BASELINES, start=3):

@@ -51,6 +51,7 @@ def prepared(pbmc68k_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Pr
         out=base / "prepared",
         input_normalized=True,
         max_genes=16,
+        tokenizer="rank",  # context tokens are the subject here, not value tokens
         batch_key="batch",
         context_keys=["phase"],
     )

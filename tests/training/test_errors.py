@@ -67,7 +67,7 @@ def test_unknown_key_lists_valid_ones(bladder_prepared: Path, tmp_path: Path) ->
         (dict(max_epochs=0), "max_epochs must be positive"),
         (dict(lr=-1.0), "lr must be positive"),
         (dict(n_classes=3), "n_classes is 3 but prepared dataset"),
-        (dict(n_values=8), "stores no values"),
+        (dict(n_values=8), "smaller than the 53 value ids"),  # hybrid: 51 bins + <CLS> + <SEP>
     ],
 )
 def test_impossible_sizes_are_refused(

@@ -50,7 +50,8 @@ def test_trainer_callbacks_follow_the_monitor(tmp_path: Path) -> None:
     _, checkpoint, early = build_trainer(tmp_path, TrainConfig(monitor="val_macro_f1"), validate=True)
     assert (checkpoint.monitor, checkpoint.mode) == ("val_macro_f1", "max")
     assert early is not None and (early.monitor, early.mode) == ("val_macro_f1", "max")
-    _, checkpoint, early = build_trainer(tmp_path, TrainConfig(), validate=True)
+    assert TrainConfig().monitor == "val_macro_f1"  # the default (docs/accuracy.md)
+    _, checkpoint, early = build_trainer(tmp_path, TrainConfig(monitor="val_loss"), validate=True)
     assert (checkpoint.monitor, checkpoint.mode, early.monitor, early.mode) == ("val_loss", "min") * 2
 
 

@@ -171,7 +171,12 @@ def test_frozen_gene_embeddings_stay_as_initialised(bladder_prepared: Path, tmp_
     fresh = CellTransformer(config)
     prepared = PreparedData(bladder_prepared)
     initialize_gene_embeddings(
-        fresh.gene_embedding, prepared.store, prepared.splits["train"], value_limit=None, seed=0, max_length=64
+        fresh.gene_embedding,
+        prepared.store,
+        prepared.splits["train"],
+        value_limit=prepared.value_bins,
+        seed=0,
+        max_length=64,
     )
     genes = slice(N_SPECIAL, None)
     torch.testing.assert_close(weights["gene_embedding.weight"][genes], fresh.gene_embedding.weight[genes])

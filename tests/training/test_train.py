@@ -47,7 +47,8 @@ def test_run_directory_is_complete(tiny_run: Path, bladder_prepared: Path) -> No
     assert config["seed"] == 0 and config["train"]["max_epochs"] == TINY["max_epochs"]
     prepared = PreparedData(bladder_prepared)
     assert config["model"]["vocab_size"] == prepared.vocab_size
-    assert config["model"]["n_classes"] == prepared.n_classes and config["model"]["n_values"] == 0
+    assert config["model"]["n_classes"] == prepared.n_classes
+    assert config["model"]["n_values"] == prepared.meta["n_values"] > 0  # default tokens carry values
     assert config["prepared"]["meta"]["format"] == "cellformer-prepared"
     assert len(config["data_fingerprint"]) == 64 and "torch" in config["versions"]
     assert (tiny_run / "vocab.json").read_text() == (bladder_prepared / "vocab.json").read_text()

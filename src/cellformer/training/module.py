@@ -80,6 +80,8 @@ class CellClassifierModule(pl.LightningModule):
         self.model_config = model_config
         self.train_config = train_config
         self.model = CellTransformer(model_config)
+        if train_config.embedding_lr_factor == 0:  # frozen before DDP wraps the model: no gradient to sync
+            self.model.gene_embedding.weight.requires_grad_(False)
         self.register_buffer("class_weights", class_weights, persistent=False)
         self.train_metrics = _EpochMetrics(model_config.n_classes)
         self.val_metrics = _EpochMetrics(model_config.n_classes)
@@ -156,12 +158,10 @@ class CellClassifierModule(pl.LightningModule):
             {"params": [p for p in others if p.dim() >= 2], "weight_decay": config.weight_decay},
             {"params": [p for p in others if p.dim() < 2], "weight_decay": 0.0},
         ]
-        if config.embedding_lr_factor > 0:
+        if genes.requires_grad:  # embedding_lr_factor 0: frozen in __init__, kept as initialised
             groups.append(
                 {"params": [genes], "weight_decay": config.weight_decay, "lr": config.lr * config.embedding_lr_factor}
             )
-        else:  # kept as initialised (a parameter without gradient: DDP and checkpoints see it unchanged)
-            genes.requires_grad_(False)
         optimizer = torch.optim.AdamW(groups, lr=config.lr)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         factor = warmup_cosine(total, self.train_config.warmup_fraction, self.train_config.min_lr_fraction)
