@@ -125,3 +125,18 @@ def test_invalid_sizes_are_refused(changes: dict, message: str) -> None:
 def test_unknown_key_lists_valid_ones() -> None:
     with pytest.raises(ConfigError, match="valid keys are: n_layers, d_model"):
         ModelConfig.from_dict({"n_layer": 3})
+
+
+def test_attention_dropout_is_its_own_setting() -> None:
+    """``attention_dropout`` drops attention probabilities only; ``None`` follows ``dropout``."""
+    assert CellTransformer(_config(dropout=0.1)).blocks[0].attn.dropout == 0.1
+    assert CellTransformer(_config(dropout=0.1, attention_dropout=0.0)).blocks[0].attn.dropout == 0.0
+    ids = _cells([9, 6])
+    torch.manual_seed(0)
+    noisy = CellTransformer(_config(dropout=0.0, attention_dropout=0.5)).train()
+    assert not torch.allclose(noisy(ids, ids == PAD)[0], noisy(ids, ids == PAD)[0])
+    torch.manual_seed(0)
+    quiet = CellTransformer(_config(dropout=0.0, attention_dropout=0.0)).train()
+    torch.testing.assert_close(quiet(ids, ids == PAD)[0], quiet(ids, ids == PAD)[0])
+    with pytest.raises(ConfigError, match="attention_dropout"):
+        _config(attention_dropout=1.0)

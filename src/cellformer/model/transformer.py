@@ -30,7 +30,7 @@ class SelfAttention(nn.Module):
         inner = self.n_heads * self.head_dim
         self.qkv = nn.Linear(config.d_model, 3 * inner)
         self.proj = nn.Linear(inner, config.d_model)
-        self.dropout = config.dropout
+        self.dropout = config.attention_dropout_p
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
