@@ -13,8 +13,8 @@ existing keys of that name are replaced, with a warning):
   transformer, the principal components of the training features for logreg / kNN, the hidden layer
   for the MLP)
 - ``obsm['X_cellformer_umap']``: 2-d UMAP of ``X_cellformer`` (only from :func:`predict_file` with a plot)
-- ``uns['cellformer']``: ``classes`` and ``params`` (run, kind, gene overlap, calibration, unknown-cell
-  rule, versions)
+- ``uns['cellformer']``: ``classes`` and ``params`` (run, kind, gene overlap, input values and the
+  transform applied to them, calibration, unknown-cell rule, versions)
 
 Calibration (temperature, unknown-cell threshold) is read from the run directory, never written to it
 (:mod:`cellformer.calibrate_run`).
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TOKENIZE_CHUNK = 2048  # cells aligned and tokenized at a time
+INPUT_TRANSFORMS = ("auto", "log1p", "none")  # as prepare's --input-transform
 
 
 def predict(
@@ -56,6 +57,8 @@ def predict(
     unknown_quantile: float = DEFAULT_QUANTILE,
     prepared: str | Path | None = None,
     source: str | Path | None = None,
+    input_normalized: bool | None = None,
+    input_transform: str | None = None,
 ) -> ad.AnnData | None:
     """Annotate cells with a trained model's predictions.
 
@@ -86,12 +89,19 @@ def predict(
         were trained on, when it has moved (by default the recorded one).
     source
         What error messages call ``adata`` (e.g. the file it was read from; default "the input AnnData").
+    input_normalized, input_transform
+        The values are normalized, not raw counts (``prepare``'s options of the same names): log1p is
+        detected (``input_transform="auto"``) or asserted (``"log1p"``) and undone with ``expm1``;
+        ``"none"`` uses the values as they are. ``None``: as the run's training data was read. A run
+        trained on counts then sees the de-logged values, which it tokenizes as it would their counts
+        (see ``docs/predict.md``). The transform applied is logged and recorded in ``params['input']``.
 
     Returns
     -------
     The annotated copy, or ``None`` with ``copy=False``.
     """
     from cellformer.calibrate_run import run_calibration
+    from cellformer.data.align import pinned_transform
     from cellformer.runs import load
 
     if batch_size <= 0:
@@ -100,6 +110,13 @@ def predict(
         raise ConfigError(f"min_gene_overlap must be a fraction in (0, 1], got {min_gene_overlap}")
     if not 0.0 < unknown_quantile <= 1.0:
         raise ConfigError(f"unknown_quantile must be in (0, 1], got {unknown_quantile}")
+    if input_transform is not None and input_transform not in INPUT_TRANSFORMS:
+        raise ConfigError(f"input_transform must be auto, log1p or none, got {input_transform!r}")
+    if input_transform is not None and not input_normalized:
+        raise ConfigError(
+            f"input_transform={input_transform!r} describes normalized values: add input_normalized=True "
+            "(raw counts are always used as they are)"
+        )
     model = load(run_dir)
     detector = run_calibration(model, prepared)
     try:
@@ -109,13 +126,18 @@ def predict(
             f"cannot use unknown_quantile {unknown_quantile} with run {run_dir}: {exc} "
             f"({detector.quantile}); train it again to choose another"
         ) from None
-    options = {
-        k: v
-        for k, v in (("layer", layer), ("gene_key", gene_key), ("min_overlap", min_gene_overlap))
-        if v is not None
-    }
+    given = (
+        ("layer", layer),
+        ("gene_key", gene_key),
+        ("min_overlap", min_gene_overlap),
+        ("input_normalized", input_normalized),
+        ("input_transform", input_transform),
+    )
+    options = {k: v for k, v in given if v is not None}
     if source is not None:
         options["where"] = str(source)
+    values = check_input_values(model, adata, **options)
+    options.update(pinned_transform(values))  # every chunk gets the transform chosen on the whole matrix
     outputs, overlap, no_genes = model_outputs(model, adata, batch_size=batch_size, **options)
     target = adata.copy() if copy else adata
     annotate(
@@ -127,8 +149,63 @@ def predict(
         key_added=key_added,
         batch_size=batch_size,
         no_genes=no_genes,
+        values=values,
     )
     return target if copy else None
+
+
+def check_input_values(model: TrainedModel, adata: ad.AnnData, **options: Any) -> dict[str, Any]:
+    """Check the whole input matrix, choose its transform (:func:`~cellformer.data.align.input_values`,
+    with ``options`` over the run's training settings) and log what was done, in one line."""
+    from cellformer.data.align import input_values, training_input_options
+
+    trained = training_input_options(model.config)
+    values = input_values(adata, **{**trained, **options})
+    values["trained_on"] = "normalized values" if trained["input_normalized"] else "raw counts"
+    if values["input_normalized"]:
+        _log_values(values, model, options.get("where", "the input AnnData"), "input_normalized" in options)
+    return values
+
+
+def _log_values(values: dict[str, Any], model: TrainedModel, where: str, asked: bool) -> None:
+    """One line: what the (normalized) values look like, what was done to them, what it costs."""
+    what = f"{values['matrix']} of {where}"
+    if values["integers"]:
+        reason = "--input-normalized was given" if asked else "the run was trained on normalized values"
+        logger.warning("%s holds integer counts, but %s: used as they are", what, reason)
+        return
+    tokenizer = model.config.get("prepared", {}).get("meta", {}).get("tokenizer", "rank")
+    if values["transform"] == "expm1":
+        how = "looks log1p-normalized" if values["input_transform"] == "auto" else "is log1p (as asserted)"
+        done = "values de-logged with expm1 (e.g. to counts per 10k, after normalize_total(1e4) + log1p)"
+    else:
+        how = "is normalized but not log1p" if values["input_transform"] == "auto" else "is normalized"
+        done = "values used as they are"
+    if values["trained_on"] == "normalized values":
+        cost = "the run was trained on normalized values too"
+    elif model.kind != "transformer":
+        cost = (
+            f"the {model.kind} run was trained on counts; its features, log1p(x / cell total * 1e4), are "
+            "scale-free within a cell, so a per-cell scaling of counts gives the same features up to rounding"
+        )
+    elif tokenizer == "rank":
+        cost = (
+            "the run was trained on counts; rank tokens are scale-free within a cell, so a per-cell scaling "
+            "of counts gives the same gene order up to rounding"
+        )
+    else:
+        cost = (
+            f"the run was trained on counts; {tokenizer} value tokens are per-cell quantile bins of "
+            "log1p(x / cell total * 1e4), so a per-cell scaling of counts gives the same bins up to rounding"
+        )
+    logger.info(
+        "%s %s (max %.3g): %s; %s (not so for log2, scaled or gene-length-normalized values)",
+        what,
+        how,
+        values["max_value"],
+        done,
+        cost,
+    )
 
 
 # -- model outputs ------------------------------------------------------------------------------
@@ -269,10 +346,12 @@ def annotate(
     key_added: str = "cellformer",
     batch_size: int = 256,
     no_genes: np.ndarray | None = None,
+    values: dict[str, Any] | None = None,
 ) -> None:
     """Write predictions into ``adata`` (in place) under ``key_added``.
 
-    ``no_genes`` marks cells with no expressed model gene: they are flagged unknown.
+    ``no_genes`` marks cells with no expressed model gene: they are flagged unknown. ``values``
+    (from :func:`check_input_values`) is recorded as ``params['input']``.
     """
     import pandas as pd
 
@@ -327,6 +406,7 @@ def annotate(
         "temperature": float(temperature),
         "calibration": _calibration_params(detector),
         "n_no_genes": int(no_genes.sum()),
+        **({} if values is None else {"input": _input_params(values)}),
         "embedding": {
             "transformer": "<CLS>",
             "mlp": "hidden layer",
@@ -365,6 +445,17 @@ def annotate(
         100 * n_unknown / max(adata.n_obs, 1),
         calibration_note(params),
     )
+
+
+def _input_params(values: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "matrix": str(values["matrix"]),
+        "input_normalized": bool(values["input_normalized"]),
+        "input_transform": str(values["input_transform"]),
+        "transform_applied": str(values["transform"]),
+        "max_value": float(values["max_value"]),
+        "trained_on": str(values.get("trained_on", "")),
+    }
 
 
 def _calibration_params(detector: UnknownDetector) -> dict[str, Any]:

@@ -40,6 +40,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--layer", help="matrix to read instead of the training one (e.g. counts, raw.X)")
     parser.add_argument("--gene-key", help="var column with gene names instead of the training one")
     parser.add_argument(
+        "--input-normalized",
+        action="store_true",
+        default=None,
+        help="the values are normalized, not raw counts (e.g. log1p of normalize_total): log1p is detected "
+        "and undone with expm1, other values are used as they are; the default is the training setting",
+    )
+    parser.add_argument(
+        "--input-transform",
+        choices=("auto", "log1p", "none"),
+        help="with --input-normalized (an error without it): how the values are stored, as in prepare; "
+        "auto detects log1p (values below 30), log1p undoes it, none uses them as they are (auto)",
+    )
+    parser.add_argument(
         "--min-gene-overlap",
         type=_fraction,
         metavar="FRACTION",
@@ -73,13 +86,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     import anndata as ad
 
+    from cellformer.errors import ConfigError
     from cellformer.prediction import calibration_note, predict_file
 
+    if args.input_transform is not None and not args.input_normalized:
+        raise ConfigError(
+            f"--input-transform {args.input_transform} describes normalized values: add --input-normalized "
+            "(raw counts are always used as they are)"
+        )
     options = {
         "layer": args.layer,
         "gene_key": args.gene_key,
         "min_gene_overlap": args.min_gene_overlap,
         "prepared": args.prepared,
+        "input_normalized": args.input_normalized,
+        "input_transform": args.input_transform,
     }
     key = args.key_added
     written = predict_file(

@@ -27,11 +27,13 @@ log = logging.getLogger(__name__)
 
 
 def _matrix_and_genes(adata: ad.AnnData, layer: str | None, gene_key: str | None, where: str):
-    available = ["X", *map(str, adata.layers.keys())] + ([RAW_LAYER] if adata.raw is not None else [])
+    available = _matrices(adata)
     if layer is None:
         X, var = adata.X, adata.var
         if X is None:
-            raise InputError(f"{where} has no X matrix; choose one with layer= ({', '.join(available)})")
+            raise InputError(
+                f"{where} has no X matrix; choose one with --layer (layer= in Python): {', '.join(available)}"
+            )
     elif layer == RAW_LAYER:
         if adata.raw is None:
             raise InputError(
@@ -42,7 +44,7 @@ def _matrix_and_genes(adata: ad.AnnData, layer: str | None, gene_key: str | None
         if layer not in adata.layers:
             raise InputError(
                 f"layer '{layer}' (the one the model was trained on) not found in {where}; available: "
-                f"{', '.join(available)}; pass layer= to choose another"
+                f"{', '.join(available)}; pass --layer (layer= in Python) to choose another"
             )
         X, var = adata.layers[layer], adata.var
     if gene_key is None:
@@ -51,10 +53,62 @@ def _matrix_and_genes(adata: ad.AnnData, layer: str | None, gene_key: str | None
         if gene_key not in var.columns:
             raise InputError(
                 f"gene column '{gene_key}' (the one the model was trained with) not found in var of {where}; "
-                f"available columns: {', '.join(map(str, var.columns)) or 'none'}; pass gene_key= to choose another"
+                f"available columns: {', '.join(map(str, var.columns)) or 'none'}; pass --gene-key (gene_key= in "
+                "Python) to choose another"
             )
         genes = np.array([str(g) for g in var[gene_key]], dtype=object)
     return X, genes
+
+
+def _matrices(adata: ad.AnnData) -> list[str]:
+    return ["X", *map(str, adata.layers.keys())] + ([RAW_LAYER] if adata.raw is not None else [])
+
+
+def input_values(
+    adata: ad.AnnData,
+    *,
+    layer: str | None = None,
+    gene_key: str | None = None,
+    input_normalized: bool = False,
+    input_transform: str = "auto",
+    where: str = "the input AnnData",
+    chunk_size: int = 4096,
+    **_: Any,
+) -> dict[str, Any]:
+    """What the whole matrix holds and how :func:`aligned_matrix` turns it into count-like values.
+
+    One pass over the matrix, ``chunk_size`` cells at a time, with ``prepare``'s checks and detection
+    (:func:`~cellformer.data.validate.decide_transform`; raises :class:`InputError` on bad values).
+    Returns ``matrix``, ``input_normalized``, ``input_transform`` (as asked), ``transform`` (applied:
+    ``"expm1"`` or ``"none"``), ``max_value`` and ``integers`` (all values integers). Passing
+    :func:`pinned_transform` of it to every chunk's :func:`aligned_matrix` makes them all agree.
+    """
+    X, _ = _matrix_and_genes(adata, layer, gene_key, where)
+    matrix_name = "X" if layer is None else f"layer '{layer}'"
+    summary = ValueSummary(where, matrix_name)
+    for start in range(0, X.shape[0], chunk_size):
+        block = X[start : start + chunk_size]
+        block = block.tocsr() if sp.issparse(block) else sp.csr_matrix(np.asarray(block))
+        summary.update(np.asarray(block.data), start)
+    transform = decide_transform(summary, input_normalized, input_transform, matrices=_matrices(adata))
+    return {
+        "matrix": matrix_name,
+        "input_normalized": bool(input_normalized),
+        "input_transform": input_transform,
+        "transform": transform,
+        "max_value": float(summary.max_value),
+        "integers": bool(summary.is_counts),
+    }
+
+
+def pinned_transform(values: dict[str, Any]) -> dict[str, Any]:
+    """:func:`aligned_matrix` options applying ``values["transform"]`` without detecting it again."""
+    if not values["input_normalized"]:
+        return {"input_normalized": False, "input_transform": "auto"}
+    return {
+        "input_normalized": True,
+        "input_transform": "log1p" if values["transform"] == "expm1" else "none",
+    }
 
 
 def aligned_matrix(
@@ -80,8 +134,7 @@ def aligned_matrix(
     matrix_name = "X" if layer is None else f"layer '{layer}'"
     summary = ValueSummary(where, matrix_name)
     summary.update(np.asarray(X.data), 0)
-    matrices = ["X", *map(str, adata.layers.keys())] + ([RAW_LAYER] if adata.raw is not None else [])
-    transform = decide_transform(summary, input_normalized, input_transform, matrices=matrices)
+    transform = decide_transform(summary, input_normalized, input_transform, matrices=_matrices(adata))
     X = apply_transform(X.astype(np.float32) if X.dtype.kind != "f" else X, transform)
     return align_columns(X, column_map(names, list(genes)), len(genes)).astype(np.float32), overlap
 

@@ -99,7 +99,8 @@ def _split_labels(prepared: PreparedData, split: str) -> tuple[np.ndarray, np.nd
     if not (labels >= 0).any():
         raise InputError(
             f"the {split!r} split of {prepared.path} has no labelled cells (labels.npy is -1 for all of "
-            "them); evaluation needs true labels: prepare the data with --label-key"
+            "them); evaluation needs true labels: prepare the data with `cellformer prepare INPUT --label-key "
+            "COLUMN --out DIR`"
         )
     return rows, labels
 
