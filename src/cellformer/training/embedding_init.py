@@ -111,7 +111,10 @@ def svd_gene_embeddings(
         rows = np.sort(np.random.default_rng(seed).choice(rows, MAX_CELLS, replace=False))
     X = token_matrix(store, rows, n_genes, value_limit, max_length)
     seen = np.asarray((X != 0).sum(axis=0)).ravel() > 0
-    S, Vt = principal_axes(X, d_model, seed)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):  # one BLAS thread: the same bits whatever the machine's thread count
+        S, Vt = principal_axes(X, d_model, seed)
     coordinates = (Vt * S[:, None]).T  # (genes, k)
     spread = coordinates[seen].std() if seen.any() else 0.0
     if spread > 0:
