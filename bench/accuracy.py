@@ -141,7 +141,9 @@ def fmt(values: list[float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help=f"one seed, {' + '.join(QUICK)} (< 15 min)")
     parser.add_argument("--datasets", nargs="+", choices=[d.name for d in DATASETS])
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="training seeds (default 0 1 2)")

@@ -215,7 +215,9 @@ class ModelConfig(_Config):
 
     def __post_init__(self) -> None:
         _check_types(self)
-        _require(self.pooling in POOLINGS, f"model pooling must be {' or '.join(POOLINGS)}, got {self.pooling!r}")
+        _require(
+            self.pooling in POOLINGS, f"model pooling must be {' or '.join(POOLINGS)}, got {self.pooling!r}"
+        )
         for name in ("n_layers", "d_model", "n_heads", "head_hidden", "max_length"):
             _require(getattr(self, name) > 0, f"model {name} must be positive, got {getattr(self, name)}")
         for name in ("head_dim", "ff_hidden", "vocab_size", "n_classes"):
@@ -336,7 +338,8 @@ class TrainConfig(_Config):
             f"training cell), got {self.gene_dropout}",
         )
         _require(
-            0 <= self.label_smoothing < 1, f"train label_smoothing must be in [0, 1), got {self.label_smoothing}"
+            0 <= self.label_smoothing < 1,
+            f"train label_smoothing must be in [0, 1), got {self.label_smoothing}",
         )
         _require(
             self.embedding_init in EMBEDDING_INITS,

@@ -202,7 +202,9 @@ def _fit(out, prepared, datamodule, model_config, train_config, run_config, resu
     write_json(out / "config.json", run_config)
     from cellformer.calibrate_run import calibrate_run
 
-    calibrate_run(out, prepared)  # temperature + unknown-cell threshold on the validation split (unknown.json)
+    calibrate_run(
+        out, prepared
+    )  # temperature + unknown-cell threshold on the validation split (unknown.json)
     from cellformer.training.log import summary_line
 
     logger.info(summary_line(out, run_config["result"], rows))

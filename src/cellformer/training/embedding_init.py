@@ -61,7 +61,9 @@ def token_matrix(
         position = gene_rank - first[cell_of]
         weights = 1.0 - position / np.maximum(per_cell[cell_of], 1)
     matrix = sp.csr_matrix(
-        (weights[is_gene], (cell_of[is_gene], genes[is_gene])), shape=(len(lengths), n_genes), dtype=np.float64
+        (weights[is_gene], (cell_of[is_gene], genes[is_gene])),
+        shape=(len(lengths), n_genes),
+        dtype=np.float64,
     )
     matrix.sum_duplicates()
     return matrix

@@ -160,7 +160,11 @@ class CellClassifierModule(pl.LightningModule):
         ]
         if genes.requires_grad:  # embedding_lr_factor 0: frozen in __init__, kept as initialised
             groups.append(
-                {"params": [genes], "weight_decay": config.weight_decay, "lr": config.lr * config.embedding_lr_factor}
+                {
+                    "params": [genes],
+                    "weight_decay": config.weight_decay,
+                    "lr": config.lr * config.embedding_lr_factor,
+                }
             )
         optimizer = torch.optim.AdamW(groups, lr=config.lr)
         total = max(1, int(self.trainer.estimated_stepping_batches))
