@@ -273,7 +273,12 @@ def tokenize_adata(
             )
     vocab = read_json(run_dir / "vocab.json")
     genes = list(vocab["genes"])
-    tokenizer = get_tokenizer_class(meta.get("tokenizer", "rank")).load(run_dir / "tokenizer")
+    from cellformer.integrity import require_tokenizer
+
+    get_tokenizer_class(meta.get("tokenizer", "rank"))  # an unknown name: its own message
+    tokenizer = require_tokenizer(
+        run_dir / "tokenizer", meta.get("tokenizer", "rank"), owner=f"run {run_dir}"
+    )
     context = ContextVocab.from_vocab(vocab, N_SPECIAL)  # --batch-key / --context-key tokens, if any
     context_ids = None if context is None else context.encode_obs(adata.obs, where=where)
     settings = {**training_input_options(model.config), **options}
@@ -501,7 +506,10 @@ def predict_file(
     from cellformer.runs import read_run_config
 
     input, out = Path(input), Path(out)
+    from cellformer.integrity import verify_run
+
     read_run_config(run_dir)  # fail early on a bad run directory
+    verify_run(run_dir)  # ... or a damaged one (cellformer.integrity), before reading the input
     if not input.is_file():
         raise InputError(f"input file {input} does not exist")
     if out.resolve() == input.resolve():

@@ -184,6 +184,9 @@ def baseline(
             _write_log(tmp / "log.csv", epoch_log)
         detector.save(tmp)
         write_json(tmp / "config.json", run_config)
+        from cellformer.integrity import write_manifest
+
+        write_manifest(tmp, "run")  # sizes and SHA-256 of the run's files (cellformer.integrity)
     logger.info("baseline run directory %s", out)
     return out
 

@@ -65,7 +65,14 @@ class BaselineRun:
                 raise RunDirError(
                     f"baseline run directory {run_dir} is incomplete: {name} is missing; run `cellformer baseline` again"
                 )
-        arrays = load_file(str(run_dir / "model.safetensors"))
+        try:
+            arrays = load_file(str(run_dir / "model.safetensors"))
+        except Exception as exc:  # safetensors' own error types (truncated, not safetensors)
+            raise RunDirError(
+                f"cannot read {run_dir / 'model.safetensors'}: the file is damaged or truncated "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); copy the run "
+                "again from a good copy or run `cellformer baseline` again"
+            ) from None
         missing = [name for name in FEATURE_ARRAYS if name not in arrays]
         if missing:
             raise RunDirError(

@@ -22,7 +22,7 @@ import numpy as np
 
 from cellformer.atomic import atomic_directory, write_json
 from cellformer.config import PrepareConfig
-from cellformer.data import ancestors, qc
+from cellformer.data import ancestors, leakage, qc
 from cellformer.data.parallel import transform_chunks
 from cellformer.data.prepared import FORMAT, FORMAT_VERSION, PreparedData
 from cellformer.data.previous import make_previous_source, open_layer
@@ -33,6 +33,7 @@ from cellformer.data.validate import check_gene_names, decide_transform, labels_
 from cellformer.data.view import FileView, column_map
 from cellformer.data.vocab import gene_overlap, write_vocab
 from cellformer.errors import ConfigError, InputError
+from cellformer.integrity import write_manifest
 from cellformer.provenance import cellformer_version, file_fingerprint, now_iso, package_versions
 from cellformer.tokenize.base import N_SPECIAL, Tokenizer, get_tokenizer_class
 from cellformer.tokenize.context import ContextVocab, context_value_id, covariate_strings
@@ -121,6 +122,7 @@ def prepare_with_config(
             inputs.append(_load_input(Path(test), "test", config, stack))
         _name_sources(inputs)
         train_in = inputs[0]
+        leakage_report = leakage.check_inputs(train_in, inputs[1] if len(inputs) > 1 else None)
 
         vocab, gene_report = _vocabulary(train_in, config)
         views, overlap = _views(inputs, vocab, config)
@@ -159,7 +161,12 @@ def prepare_with_config(
                     times[0].iloc[train_file_rows],
                     tmp / ancestors.MAPPING_DIR,
                 )
-            lengths = _write_tokens(tmp, tokenizer, views, config, mapping, times, context, context_ids)
+            cell_hashes = [np.zeros(len(view.rows), np.uint64) for view in views]
+            lengths = _write_tokens(
+                tmp, tokenizer, views, config, mapping, times, context, context_ids, cell_hashes
+            )
+            leakage.check_contents(inputs, cell_hashes, splits, leakage_report)
+            np.save(tmp / leakage.HASH_FILE, np.concatenate(cell_hashes))
             np.save(tmp / "labels.npy", label_ids)
             np.savez(tmp / "splits.npz", **splits)
             write_json(tmp / "classes.json", {"classes": classes, "unseen": unseen})
@@ -196,9 +203,11 @@ def prepare_with_config(
                 "splits": split_report,
                 "gene_overlap": overlap,
                 "qc": qc_report,
+                "leakage": leakage_report,
                 "created": now_iso(),
             }
-            write_json(tmp / "meta.json", meta)  # last: its presence marks a complete dataset
+            write_json(tmp / "meta.json", meta)  # its presence marks a complete dataset
+            write_manifest(tmp, "prepared")  # sizes and SHA-256 of every file (cellformer.integrity)
     sizes = ", ".join(f"{name} {len(rows)}" for name, rows in splits.items())
     log.info(
         "prepared %s, %s, %s into %s (%s)",
@@ -509,11 +518,13 @@ def _write_tokens(
     times: list[Any] | None = None,
     context: ContextVocab | None = None,
     context_ids: list[np.ndarray] | None = None,
+    hashes: list[np.ndarray] | None = None,
 ) -> np.ndarray:
     """Tokenize every kept cell of every file into ``directory/tokens``; returns the lengths.
 
     ``mapping`` and ``times`` (one time column per view) are the ancestor mapping for ``--time-key``;
-    ``context`` and ``context_ids`` (one ``(cells, covariates)`` array per view) add context tokens."""
+    ``context`` and ``context_ids`` (one ``(cells, covariates)`` array per view) add context tokens;
+    ``hashes`` (one array per view) receive each cell's content hash (cellformer.data.leakage)."""
     from tqdm.auto import tqdm
 
     writer = TokenStoreWriter(directory, tokenizer.has_values)
@@ -523,9 +534,10 @@ def _write_tokens(
     for i, view in enumerate(views):
         previous = make_previous_source(config, view, mapping, None if times is None else times[i])
         try:
-            chunks = (
-                (X, None if previous is None else previous(view, rows)) for rows, X in view.iter_chunks()
-            )
+            stream = view.iter_chunks()
+            if hashes is not None:
+                stream = leakage.hashed_chunks(stream, hashes[i])
+            chunks = ((X, None if previous is None else previous(view, rows)) for rows, X in stream)
             done = 0
             for cells in transform_chunks(tokenizer, chunks, config.workers):
                 if context is not None:

@@ -43,7 +43,16 @@ class PreparedData:
                 f"{self.path} is not a complete prepared dataset (no meta.json; an interrupted "
                 "`cellformer prepare`?); prepare it again"
             )
-        self.meta: dict[str, Any] = read_json(meta_path)
+        from cellformer.integrity import verify
+
+        self.manifest = verify(self.path, "prepared")  # every file as written (cellformer.integrity)
+        try:
+            self.meta: dict[str, Any] = read_json(meta_path)
+        except (OSError, ValueError):
+            raise RunDirError(
+                f"{meta_path} is unreadable or truncated (not valid JSON): the prepared dataset is damaged; "
+                "prepare it again"
+            ) from None
         if self.meta.get("format") != FORMAT:
             raise RunDirError(
                 f"{self.path} is not a cellformer prepared dataset (meta.json format={self.meta.get('format')!r})"
@@ -129,8 +138,12 @@ class PreparedData:
 
     def tokenizer(self):
         """The fitted tokenizer saved with the dataset."""
-        cls = get_tokenizer_class(self.meta.get("tokenizer", "rank"))
-        return cls.load(self.path / "tokenizer")
+        from cellformer.integrity import require_tokenizer
+
+        get_tokenizer_class(self.meta.get("tokenizer", "rank"))  # an unknown name: its own message
+        return require_tokenizer(
+            self.path / "tokenizer", self.meta.get("tokenizer", "rank"), owner=f"prepared dataset {self.path}"
+        )
 
     def fingerprint(self) -> str:
         """SHA-256 over the metadata, offsets, labels and splits (not the large token file).

@@ -61,7 +61,25 @@ class TokenStore:
             raise RunDirError(
                 f"{directory} has no token store ({offsets_path} is missing); run `cellformer prepare`"
             )
-        self.offsets = np.load(offsets_path)
+        try:
+            self.offsets = np.load(offsets_path)
+        except (OSError, ValueError, EOFError):
+            raise RunDirError(
+                f"token offsets {offsets_path} are unreadable or truncated; the token store is damaged: "
+                "prepare again"
+            ) from None
+        offsets = self.offsets
+        if (
+            offsets.ndim != 1
+            or len(offsets) == 0
+            or offsets.dtype.kind not in "iu"
+            or offsets[0] != 0
+            or np.any(np.diff(offsets) < 0)
+        ):
+            raise RunDirError(
+                f"token offsets {offsets_path} are not a valid index (int, starting at 0, non-decreasing); "
+                "the token store is damaged: prepare again"
+            )
         total = int(self.offsets[-1])
         self.ids = _memmap(base / "ids.bin", IDS_DTYPE, total)
         values_path = base / "values.bin"

@@ -62,6 +62,10 @@ def evaluate(
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     prepared_data = resolve_prepared(run_dir, config, prepared)
+    from cellformer.integrity import check_distinct_inputs, check_trained_on
+
+    check_trained_on(run_dir, config, prepared_data)  # re-prepared since training: refused
+    check_distinct_inputs(prepared_data)
     return evaluate_model(load(run_dir), prepared_data, split=split)
 
 
@@ -188,6 +192,9 @@ def evaluate_model(model: TrainedModel, prepared: PreparedData, *, split: str = 
     rows, labels = _split_labels(prepared, split)
     preds = _predict(model, prepared, split, rows)
     _write_predictions(run_dir / "predictions" / f"{split}.npz", preds, labels)
+    from cellformer.integrity import evaluation_record
+
+    integrity = evaluation_record(run_dir, prepared, rows, labels, preds.logits)
     fit, fitted_on = _calibrate(model, prepared, split, preds.logits, labels)
     fit, fitted_on = _stored_temperature(run_dir, fit, fitted_on)  # the one `predict` uses
 
@@ -205,6 +212,9 @@ def evaluate_model(model: TrainedModel, prepared: PreparedData, *, split: str = 
         "data": {
             "prepared": str(Path(prepared.path).resolve()),
             "fingerprint": data_fingerprint(prepared, split),
+            # which prepared data and cells (cellformer.integrity): compare checks them
+            "prepared_fingerprint": integrity["prepared_fingerprint"],
+            "cells_sha256": integrity["cells_sha256"],
             "classes": classes,
             "unseen": list(prepared.unseen),
             "n_unlabelled_excluded": int((~labelled).sum()),
@@ -221,6 +231,7 @@ def evaluate_model(model: TrainedModel, prepared: PreparedData, *, split: str = 
             "epochs": None if training_log is None else len(training_log["epoch"]),
         },
         "plots": _write_plots(run_dir, split, metrics, fit, y_true, logits, training_log),
+        "integrity": {k: integrity[k] for k in ("predictions_sha256", "run_manifest")},
         "created": now_iso(),
         "cellformer_version": cellformer_version(),
     }

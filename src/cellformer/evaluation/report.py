@@ -88,6 +88,9 @@ def compare(
     for run_dir, name in zip(run_dirs, names, strict=True):
         run_dir = Path(run_dir)
         read_run_config(run_dir)
+        from cellformer.integrity import verify_run
+
+        verify_run(run_dir)  # its files as written (cellformer.integrity)
         if needs_evaluation(run_dir, split):
             from cellformer.evaluation.api import evaluate
 
@@ -134,8 +137,23 @@ def needs_evaluation(run_dir: Path, split: str) -> bool:
         return True
     if any(not (run_dir / p).exists() for p in metrics.get("plots", {}).values()):
         return True
+    if _evaluated_on_other_files(run_dir, metrics):
+        return True
     model = run_dir / "model.safetensors"
     return model.exists() and model.stat().st_mtime > metrics_path.stat().st_mtime
+
+
+def _evaluated_on_other_files(run_dir: Path, metrics: dict[str, Any]) -> bool:
+    """The metrics predate the run's current files or were computed on other prepared data."""
+    from cellformer.integrity import digest, read_manifest
+
+    recorded = metrics.get("integrity", {}).get("run_manifest")
+    manifest = read_manifest(run_dir)
+    if manifest is not None and recorded != digest(manifest):
+        return True
+    trained_on = read_run_config(run_dir).get("data_fingerprint")
+    evaluated_on = metrics.get("data", {}).get("prepared_fingerprint")
+    return bool(trained_on) and evaluated_on != trained_on
 
 
 def load_result(run_dir: str | Path, split: str, *, name: str | None = None) -> RunResult:
@@ -147,8 +165,18 @@ def load_result(run_dir: str | Path, split: str, *, name: str | None = None) -> 
             f"{run_dir} has not been evaluated on the {split!r} split; run `cellformer evaluate {run_dir} --split {split}`"
         )
     metrics = read_json(metrics_path)
-    with np.load(run_dir / "predictions" / f"{split}.npz") as npz:
+    predictions = run_dir / "predictions" / f"{split}.npz"
+    with np.load(predictions) as npz:
         y_true, logits = npz["y_true"], npz["logits"]
+    recorded = metrics.get("integrity", {}).get("predictions_sha256")
+    if recorded:
+        from cellformer.integrity import predictions_digest
+
+        if predictions_digest(y_true, logits) != recorded:
+            raise RunDirError(
+                f"{predictions} changed since `cellformer evaluate` wrote {metrics_path}: its labels or "
+                f"predictions differ; evaluate the run again: `cellformer evaluate {run_dir} --split {split}`"
+            )
     labelled = y_true >= 0
     return RunResult(
         name=name or run_dir.name,
@@ -173,6 +201,13 @@ def check_comparable(results: list[RunResult]) -> None:
         if a["data"]["classes"] != b["data"]["classes"]:
             raise InputError(
                 f"runs {first.name} and {other.name} predict different classes; compare runs trained on the same prepared dataset"
+            )
+        cells_a, cells_b = a["data"].get("cells_sha256"), b["data"].get("cells_sha256")
+        if cells_a and cells_b and cells_a != cells_b:
+            raise InputError(
+                f"runs {first.name} ({a['data']['prepared']}) and {other.name} ({b['data']['prepared']}) were "
+                f"evaluated on different {a['split']} cells (by content, cellformer.data.leakage); compare only "
+                "runs trained on the same prepared dataset"
             )
         if a["data"]["fingerprint"] != b["data"]["fingerprint"] or not np.array_equal(
             first.y_true, other.y_true

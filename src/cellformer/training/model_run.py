@@ -85,7 +85,14 @@ class TransformerRun:
                 "continue it with `cellformer train PREPARED --out RUN --resume`"
             )
         model = CellTransformer(ModelConfig.from_dict(config["model"]))
-        model.load_state_dict(load_file(str(weights)))
+        try:
+            model.load_state_dict(load_file(str(weights)))
+        except Exception as exc:  # safetensors' own error types, or tensors of other shapes / names
+            raise RunDirError(
+                f"cannot read the weights {weights}: the file is damaged or truncated, or not this run's "
+                f"model ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); copy the "
+                "run again from a good copy or train it again"
+            ) from None
         classes = read_json(run_dir / "classes.json")["classes"]
         return cls(run_dir, config, model, classes)
 
@@ -124,6 +131,7 @@ class TransformerRun:
         with tqdm(total=n, desc="predicting", unit="cells", leave=False, disable=n < 10 * batch_size) as bar:
             for indices, batch in zip(batches, loader, strict=True):
                 values = batch.get("values") if self.model.value_embedding is not None else None
+                _check_ids(batch["ids"], values, self.model_config, self.run_dir)
                 with autocast:
                     out, cls = self.model(
                         batch["ids"].to(self.device),
@@ -134,3 +142,21 @@ class TransformerRun:
                 embeddings[indices] = cls.float().cpu().numpy()
                 bar.update(len(indices))
         return logits, embeddings
+
+
+def _check_ids(ids: torch.Tensor, values: torch.Tensor | None, config: ModelConfig, run_dir: Path) -> None:
+    """Refuse token ids past the model's embedding tables (a damaged token store) with one clear line."""
+    limit = int(config.vocab_size or 0) + int(config.n_context or 0)
+    if values is not None and values.numel() and config.n_values:
+        if int(values.max()) >= config.n_values or int(values.min()) < 0:
+            raise RunDirError(
+                f"value ids {int(values.min())}..{int(values.max())} are outside the {config.n_values} value "
+                f"bins of run {run_dir}: the token store (tokens/values.bin) is damaged or was made with other "
+                "settings; prepare the data again"
+            )
+    if ids.numel() and (int(ids.max()) >= limit or int(ids.min()) < 0):
+        raise RunDirError(
+            f"token ids {int(ids.min())}..{int(ids.max())} are outside the {limit} tokens of run {run_dir}'s "
+            "vocabulary: the token store (tokens/ids.bin) is damaged or was made for another vocabulary; "
+            "prepare the data again"
+        )
