@@ -41,6 +41,10 @@ def fit_calibration(
 ) -> UnknownDetector:
     """The detector from the run's outputs on the training (centroids) and validation (T, threshold) cells."""
     from cellformer.baselines.api import UNKNOWN_SPACE
+    from cellformer.integrity import MANIFEST, write_manifest
+
+    if (Path(run_dir) / MANIFEST).exists():  # a finished run calibrated again: record its new files
+        write_manifest(run_dir, "run")
 
     logger.info("calibrating %s on the validation split of %s", model.run_dir, prepared.path)
     labels = np.asarray(prepared.labels)
@@ -100,6 +104,9 @@ def run_calibration(model: TrainedModel, prepared: str | Path | None = None) -> 
     )
     return fit_calibration(model, data)
 
+    from cellformer.integrity import check_trained_on
+
+    check_trained_on(run_dir, model.config, data)  # never calibrate on data prepared again since
 
 def _open(prepared: str | Path | PreparedData) -> PreparedData:
     from cellformer.data.prepared import PreparedData

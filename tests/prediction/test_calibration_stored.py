@@ -28,7 +28,7 @@ def _as_old_run(run, tmp_path, prepared_path="/nonexistent/prepared"):
     """A copy of ``run`` as an older cellformer left it: no stored calibration; its prepared dir moved."""
     old = tmp_path / "old_run"
     shutil.copytree(run, old)
-    for name in ("unknown.json", "unknown.safetensors"):
+    for name in ("unknown.json", "unknown.safetensors", "manifest.json"):  # older runs had no manifest
         (old / name).unlink(missing_ok=True)
     config = json.loads((old / "config.json").read_text())
     config["prepared"]["path"] = str(prepared_path)

@@ -7,12 +7,14 @@ for every vocabulary gene.
 
 What ``prepare`` refuses and what it reports:
 
-- refused: a ``--test`` file that is the input itself (same SHA-256), ``--test`` cells whose
-  ``obs_name`` is also a training input cell's, and ``--test`` cells with the same expression as a
-  training input cell (their validation/test scores would be scores on training cells);
-- reported (a warning with counts, and ``meta.json["leakage"]``): duplicate ``obs_names`` inside one
-  file, and cells of one file that are exact copies of each other, with how many validation/test cells
-  have a copy in the training split (their scores are inflated; remove the duplicates to avoid it).
+- refused: a ``--test`` file that is the input itself (same SHA-256), and ``--test`` cells with the
+  same expression as a training input cell over the genes both files have (the same cells, whatever
+  their names: their validation/test scores would be scores on training cells);
+- reported (a warning with counts, and ``meta.json["leakage"]``): ``--test`` cells named like training
+  cells but with other expression (default names ``"0", "1", ...`` and 10x barcodes recur in unrelated
+  files, so a name alone does not make a cell the same), duplicate ``obs_names`` inside one file, and
+  cells of one file that are exact copies of each other, with how many validation/test cells have a
+  copy in the training split (their scores are inflated; remove the duplicates to avoid it).
 """
 
 from __future__ import annotations
@@ -62,15 +64,52 @@ def row_hashes(X: sp.csr_matrix) -> np.ndarray:
         return _mix(sums ^ _mix(nnz.astype(np.uint64)))
 
 
+def _columns(X: sp.csr_matrix, keep: np.ndarray) -> sp.csr_matrix:
+    """``X`` with the entries of columns outside ``keep`` (a boolean mask) removed."""
+    X = sp.csr_matrix(X)
+    mask = keep[X.indices]
+    indptr = np.r_[0, np.cumsum(mask)][X.indptr]
+    return sp.csr_matrix((X.data[mask], X.indices[mask], indptr), shape=X.shape)
+
+
 def hashed_chunks(
-    chunks: Iterator[tuple[np.ndarray, sp.csr_matrix]], out: np.ndarray
+    chunks: Iterator[tuple[np.ndarray, sp.csr_matrix]],
+    out: np.ndarray,
+    shared: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Iterator[tuple[np.ndarray, sp.csr_matrix]]:
-    """Pass ``(rows, X)`` chunks through, writing each row's hash into ``out`` (in order)."""
+    """Pass ``(rows, X)`` chunks through, writing each row's hash into ``out`` (in order); with
+    ``shared=(columns mask, out2)`` also the hash over those columns only into ``out2``."""
     done = 0
     for rows, X in chunks:
         out[done : done + X.shape[0]] = row_hashes(X)
+        if shared is not None:
+            shared[1][done : done + X.shape[0]] = row_hashes(_columns(X, shared[0]))
         done += X.shape[0]
         yield rows, X
+
+
+class CellHashes:
+    """Content hashes of every kept cell of prepare's file views, filled while they are tokenized.
+
+    ``per_file[i]``: hashes of view ``i``'s cells over the vocabulary; with a ``--test`` file (view 1)
+    also ``train_shared``: the training cells' hashes over the vocabulary genes the test file has.
+    """
+
+    def __init__(self, views: list[Any], n_genes: int) -> None:
+        self.per_file = [np.zeros(len(view.rows), np.uint64) for view in views]
+        self.shared_mask = None
+        self.train_shared = None
+        if len(views) > 1:
+            self.shared_mask = np.zeros(n_genes, dtype=bool)
+            self.shared_mask[views[1].col_map[views[1].col_map >= 0]] = True
+            self.train_shared = np.zeros(len(views[0].rows), np.uint64)
+
+    def wrap(
+        self, i: int, chunks: Iterator[tuple[np.ndarray, sp.csr_matrix]]
+    ) -> Iterator[tuple[np.ndarray, sp.csr_matrix]]:
+        """View ``i``'s ``(rows, X)`` chunks, passed through while their hashes are recorded."""
+        shared = (self.shared_mask, self.train_shared) if i == 0 and self.train_shared is not None else None
+        return hashed_chunks(chunks, self.per_file[i], shared)
 
 
 def _examples(names: np.ndarray) -> str:
@@ -79,8 +118,15 @@ def _examples(names: np.ndarray) -> str:
 
 
 def check_inputs(train: Any, test: Any | None) -> dict[str, Any]:
-    """Before any tokenizing: refuse a ``--test`` file that is the input or shares cell names with it;
-    report duplicate names inside each file. ``train`` / ``test`` are prepare's loaded inputs."""
+    """Before any tokenizing: refuse a ``--test`` file that is the input itself; count the ``--test``
+    cells named like training cells; report duplicate names inside each file. ``train`` / ``test`` are
+    prepare's loaded inputs."""
+    if test is not None and test.sha256 == train.sha256:
+        raise InputError(
+            f"the --test file {test.reader.path} is the training input {train.reader.path} itself (same "
+            "SHA-256): its validation and test cells would all be training cells; give a file of other "
+            "cells, or omit --test to split the input into train/val/test"
+        )
     report: dict[str, Any] = {"method": HASH_METHOD, "files": {}}
     items = [train] if test is None else [train, test]
     for item in items:
@@ -100,50 +146,44 @@ def check_inputs(train: Any, test: Any | None) -> dict[str, Any]:
             )
     if test is None:
         return report
-    if test.sha256 == train.sha256:
-        raise InputError(
-            f"the --test file {test.reader.path} is the training input {train.reader.path} itself (same "
-            "SHA-256): its validation and test cells would all be training cells; give a file of other "
-            "cells, or omit --test to split the input into train/val/test"
-        )
     train_names = np.asarray(train.reader.obs_names()[train.kept]).astype(str)
     test_names = np.asarray(test.reader.obs_names()[test.kept]).astype(str)
     shared = np.intersect1d(train_names, test_names)
-    n_shared = int(np.isin(test_names, shared).sum())
-    report["same_names"] = n_shared
-    if n_shared:
-        raise InputError(
-            f"{n_shared} of the {len(test_names)} cells of the --test file {test.reader.path} have the "
-            f"obs_name of a cell of the training input {train.reader.path} ({_examples(shared)}): they look "
-            "like the same cells, whose validation/test scores would be scores on training cells; remove "
-            "them from the --test file, or, if they are other cells that share names (barcodes reused "
-            "across samples), make the names unique first (e.g. adata.obs_names = 'sample2_' + "
-            "adata.obs_names)"
-        )
+    report["same_names"] = int(np.isin(test_names, shared).sum())
+    report["same_name_examples"] = shared[:_EXAMPLES].tolist()
     return report
 
 
 def check_contents(
-    inputs: list[Any],
-    hashes: list[np.ndarray],
-    splits: dict[str, np.ndarray],
-    report: dict[str, Any],
+    inputs: list[Any], cell_hashes: CellHashes, splits: dict[str, np.ndarray], report: dict[str, Any]
 ) -> dict[str, Any]:
-    """After tokenizing: refuse ``--test`` cells identical to training input cells; report exact copies
-    inside a file and how many validation/test cells have a copy in the training split."""
-    train_hashes = hashes[0]
+    """After tokenizing: refuse ``--test`` cells identical to training input cells over the genes both
+    files have; report test cells named like training cells, exact copies inside a file and how many
+    validation/test cells have a copy in the training split."""
+    hashes = cell_hashes.per_file
     if len(inputs) > 1:
         test_hashes = hashes[1]
-        same = np.isin(test_hashes, train_hashes)
+        same = np.isin(test_hashes, cell_hashes.train_shared)
         report["same_content"] = int(same.sum())
         if same.any():
             names = np.asarray(inputs[1].reader.obs_names()[inputs[1].kept]).astype(str)
             raise InputError(
                 f"{int(same.sum())} of the {len(test_hashes)} cells of the --test file "
                 f"{inputs[1].reader.path} have exactly the expression of a cell of the training input "
-                f"{inputs[0].reader.path} over every vocabulary gene ({_examples(names[same])}): they are "
+                f"{inputs[0].reader.path} over the genes both files have ({_examples(names[same])}): they are "
                 "training cells under other names, so their scores would be scores on training cells; "
                 "remove them from the --test file"
+            )
+        if report.get("same_names"):
+            log.warning(
+                "%d of the %d cells of the --test file %s have the obs_name of a training input cell (%s) "
+                "but other expression: kept as other cells (names like '0', '1', ... and 10x barcodes recur "
+                "across files); if they are the same cells processed differently, remove them from the "
+                "--test file",
+                report["same_names"],
+                len(test_hashes),
+                inputs[1].reader.path,
+                _examples(np.asarray(report["same_name_examples"])),
             )
     split_of = np.empty(sum(len(h) for h in hashes), dtype=object)
     for name, rows in splits.items():

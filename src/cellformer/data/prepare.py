@@ -161,12 +161,12 @@ def prepare_with_config(
                     times[0].iloc[train_file_rows],
                     tmp / ancestors.MAPPING_DIR,
                 )
-            cell_hashes = [np.zeros(len(view.rows), np.uint64) for view in views]
+            cell_hashes = leakage.CellHashes(views, len(vocab))
             lengths = _write_tokens(
                 tmp, tokenizer, views, config, mapping, times, context, context_ids, cell_hashes
             )
             leakage.check_contents(inputs, cell_hashes, splits, leakage_report)
-            np.save(tmp / leakage.HASH_FILE, np.concatenate(cell_hashes))
+            np.save(tmp / leakage.HASH_FILE, np.concatenate(cell_hashes.per_file))
             np.save(tmp / "labels.npy", label_ids)
             np.savez(tmp / "splits.npz", **splits)
             write_json(tmp / "classes.json", {"classes": classes, "unseen": unseen})
@@ -518,13 +518,13 @@ def _write_tokens(
     times: list[Any] | None = None,
     context: ContextVocab | None = None,
     context_ids: list[np.ndarray] | None = None,
-    hashes: list[np.ndarray] | None = None,
+    hashes: leakage.CellHashes | None = None,
 ) -> np.ndarray:
     """Tokenize every kept cell of every file into ``directory/tokens``; returns the lengths.
 
     ``mapping`` and ``times`` (one time column per view) are the ancestor mapping for ``--time-key``;
     ``context`` and ``context_ids`` (one ``(cells, covariates)`` array per view) add context tokens;
-    ``hashes`` (one array per view) receive each cell's content hash (cellformer.data.leakage)."""
+    ``hashes`` records each cell's content hash (cellformer.data.leakage)."""
     from tqdm.auto import tqdm
 
     writer = TokenStoreWriter(directory, tokenizer.has_values)
@@ -536,7 +536,7 @@ def _write_tokens(
         try:
             stream = view.iter_chunks()
             if hashes is not None:
-                stream = leakage.hashed_chunks(stream, hashes[i])
+                stream = hashes.wrap(i, stream)
             chunks = ((X, None if previous is None else previous(view, rows)) for rows, X in stream)
             done = 0
             for cells in transform_chunks(tokenizer, chunks, config.workers):

@@ -43,12 +43,13 @@ class PreparedData:
                 f"{self.path} is not a complete prepared dataset (no meta.json; an interrupted "
                 "`cellformer prepare`?); prepare it again"
             )
-        from cellformer.integrity import verify
+        from cellformer.integrity import MANIFEST, verify
 
-        self.manifest = verify(self.path, "prepared")  # every file as written (cellformer.integrity)
         try:
             self.meta: dict[str, Any] = read_json(meta_path)
         except (OSError, ValueError):
+            if (self.path / MANIFEST).exists():
+                verify(self.path, "prepared")  # names what changed
             raise RunDirError(
                 f"{meta_path} is unreadable or truncated (not valid JSON): the prepared dataset is damaged; "
                 "prepare it again"
@@ -68,6 +69,9 @@ class PreparedData:
                 raise RunDirError(
                     f"prepared dataset {self.path} is incomplete: {name} is missing; prepare it again"
                 )
+        # every file as written (cellformer.integrity), after the format checks: another version's
+        # dataset gets the message about versions
+        self.manifest = verify(self.path, "prepared")
 
     @cached_property
     def vocab(self) -> dict[str, Any]:

@@ -64,8 +64,8 @@ def evaluate(
     prepared_data = resolve_prepared(run_dir, config, prepared)
     from cellformer.integrity import check_distinct_inputs, check_trained_on
 
-    check_trained_on(run_dir, config, prepared_data)  # re-prepared since training: refused
     check_distinct_inputs(prepared_data)
+    check_trained_on(run_dir, config, prepared_data)  # re-prepared since training: refused
     return evaluate_model(load(run_dir), prepared_data, split=split)
 
 
