@@ -78,16 +78,28 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
             f"{run_dir} is not a cellformer run directory (no config.json); "
             "pass a directory made by `cellformer train` or `cellformer baseline`"
         )
-    config = read_json(config_path)
-    if config.get("kind") not in _LOADERS:
+    try:
+        config = read_json(config_path)
+    except (OSError, ValueError):
         raise RunDirError(
-            f"{config_path} has unknown kind {config.get('kind')!r}; expected one of {', '.join(_LOADERS)}"
+            f"{config_path} is unreadable or truncated (not valid JSON): the run directory is damaged; "
+            "copy it again from a good copy or make the run again"
+        ) from None
+    if not isinstance(config, dict) or config.get("kind") not in _LOADERS:
+        raise RunDirError(
+            f"{config_path} has unknown kind {config.get('kind') if isinstance(config, dict) else None!r}; expected one of {', '.join(_LOADERS)}"
         )
     return config
 
 
 def load(run_dir: str | Path) -> TrainedModel:
-    """Rebuild a trained model from its run directory alone (transformer or baseline)."""
+    """Rebuild a trained model from its run directory alone (transformer or baseline).
+
+    A finished run's files are first checked against its ``manifest.json`` (:mod:`cellformer.integrity`).
+    """
+    from cellformer.integrity import verify_run
+
+    verify_run(run_dir)
     config = read_run_config(run_dir)
     module, attr = _LOADERS[config["kind"]].split(":")
     return getattr(importlib.import_module(module), attr).load(Path(run_dir))

@@ -49,6 +49,7 @@ def train(
         Single config keys, e.g. ``max_epochs=10, d_model=128``; they win over ``config``.
     """
     prepared = PreparedData(prepared_dir)
+    prepared.tokenizer()  # its state must load: the run copies it and `predict` needs it
     out = Path(out)
     requested = options.split_keys(options.read_config_source(config), source=f"config {config}")
     for section, values in options.split_keys(overrides).items():
@@ -58,6 +59,10 @@ def train(
 
     if resume:
         stored = _stored_run(out, fingerprint)
+        from cellformer.integrity import check_copies, verify_run
+
+        verify_run(out)  # a finished run is checked against its manifest
+        check_copies(out, prepared, COPIED)
         if stored.get("status") == "finished":
             logger.info("%s has already finished training; nothing to resume", out)
             return out
@@ -200,11 +205,15 @@ def _fit(out, prepared, datamodule, model_config, train_config, run_config, resu
     if resume:
         run_config["created"] = read_json(out / "config.json").get("created")
     write_json(out / "config.json", run_config)
+    from cellformer.integrity import write_manifest
+
+    write_manifest(out, "run")  # calibrate_run loads the run: its files are checked against this
     from cellformer.calibrate_run import calibrate_run
 
     calibrate_run(
         out, prepared
     )  # temperature + unknown-cell threshold on the validation split (unknown.json)
+    write_manifest(out, "run")  # again, with unknown.json / unknown.safetensors: the run's last file
     from cellformer.training.log import summary_line
 
     logger.info(summary_line(out, run_config["result"], rows))
