@@ -13,8 +13,8 @@ state (``checkpoints/``, ``wandb/``) are not part of it. ``config.json`` of a ru
 ``prepared.path`` (a location hint, edited when data move). Directories made before manifests existed
 load with one logged warning.
 
-Hashing is cheap on reload: a file's SHA-256 is remembered per (path, size, mtime, ctime, inode) in the
-process, and for files of 16 MiB and more also across processes in ``$CELLFORMER_CACHE_DIR``
+Hashing is cheap on reload: a file's SHA-256 is remembered per (device, inode, size, mtime, ctime) in
+the process, and for files of 16 MiB and more also across processes in ``$CELLFORMER_CACHE_DIR``
 (default ``~/.cache/cellformer``) ``/sha256.json``. Any write changes the mtime or ctime, so a changed
 file is hashed again.
 """
@@ -47,8 +47,10 @@ _WARNED: set[str] = set()
 
 # -- hashing ------------------------------------------------------------------------------------
 def _stat_key(path: Path) -> tuple:
+    """The file's identity and state: renaming its folder (prepare's last step) keeps it, any write or
+    copy changes it."""
     stat = path.stat()
-    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 def _cache_file() -> Path:
@@ -87,7 +89,7 @@ def sha256(path: str | Path) -> str:
     key = _stat_key(path)
     if key in _MEMORY:
         return _MEMORY[key]
-    persistent = key[1] >= PERSISTENT_MIN_BYTES
+    persistent = key[2] >= PERSISTENT_MIN_BYTES
     text_key = json.dumps(key)
     digest = _read_cache().get(text_key) if persistent else None
     if digest is None:
@@ -316,7 +318,7 @@ def require_tokenizer(directory: str | Path, name: str, *, owner: str) -> Any:
         detail = Path(exc.filename).name if getattr(exc, "filename", None) else str(exc) or type(exc).__name__
         missing = isinstance(exc, FileNotFoundError)
         raise RunDirError(
-            f"{owner} has a {'incomplete' if missing else 'damaged'} tokenizer state in {directory} "
+            f"{owner} has {'an incomplete' if missing else 'a damaged'} tokenizer state in {directory} "
             f"({'missing ' if missing else ''}{detail}): it cannot tokenize cells; "
             + ("prepare the data again" if owner.startswith("prepared") else "train the run again")
         ) from None
@@ -354,11 +356,49 @@ def evaluation_record(
     from cellformer.data.leakage import HASH_FILE, split_cells_sha256
 
     hashes_path = Path(prepared.path) / HASH_FILE
-    cells = split_cells_sha256(np.load(hashes_path), rows) if hashes_path.exists() else None
+    cells, copies = None, None
+    if hashes_path.exists():
+        hashes = np.load(hashes_path)
+        cells = split_cells_sha256(hashes, rows)
+        train_rows = prepared.splits.get("train", np.zeros(0, np.int64))
+        in_train = np.isin(np.asarray(rows), train_rows)
+        copies = int((np.isin(hashes[rows], hashes[train_rows]) & ~in_train).sum())
+        if copies:
+            log.warning(
+                "%d of the %d evaluated cells of %s are exact copies of training cells (duplicated cells "
+                "in the input, see meta.json 'leakage'): their scores are inflated",
+                copies,
+                len(rows),
+                prepared.path,
+            )
     manifest = read_manifest(run_dir)
     return {
         "prepared_fingerprint": prepared.fingerprint(),
         "cells_sha256": cells,
+        "copies_of_training_cells": copies,
         "predictions_sha256": predictions_digest(y_true, logits),
         "run_manifest": None if manifest is None else digest(manifest),
     }
+
+
+def check_token_range(prepared: Any, n_tokens: int, n_values: int) -> None:
+    """Refuse a token store with ids past the vocabulary (or value ids past ``n_values``), read in blocks.
+
+    Only needed for datasets without a manifest: with one, the files are those ``prepare`` wrote.
+    """
+    import numpy as np
+
+    store = prepared.store
+    arrays = [("tokens/ids.bin", store.ids, n_tokens)]
+    if store.values is not None and n_values:
+        arrays.append(("tokens/values.bin", store.values, n_values))
+    block = 1 << 24
+    for name, array, limit in arrays:
+        for start in range(0, len(array), block):
+            part = np.asarray(array[start : start + block])
+            low, high = int(part.min()), int(part.max())
+            if low < 0 or high >= limit:
+                raise RunDirError(
+                    f"{Path(prepared.path) / name} holds ids {low}..{high}, outside the {limit} the dataset "
+                    "has: the token store is damaged; prepare the data again"
+                )

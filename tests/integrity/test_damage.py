@@ -58,6 +58,9 @@ def test_out_of_range_token_ids(prepared, tiny_run, copy_of, cli):
     del ids
     line = error_line(*cli("evaluate", tiny_run, "--prepared", data))
     assert "token ids" in line and "tokens/ids.bin" in line and "prepare the data again" in line
+    line = error_line(*cli("train", data, "--out", data.parent / "run", "--max-epochs", "1"))
+    assert "tokens/ids.bin holds ids" in line and "prepare the data again" in line
+    assert not (data.parent / "run").exists()
 
 
 def test_missing_tokenizer_state(prepared, tiny_run, copy_of, cli, tmp_path, pbmc68k_path):

@@ -98,6 +98,15 @@ def test_duplicates_inside_a_file_are_reported(pbmc, tmp_path, caplog):
     assert f"{report['eval_cells_copied_in_train']} validation/test cells have a copy" in warned
     hashes = np.load(data.path / "cell_hashes.npy")
     assert len(hashes) == 770 and hashes[0] == hashes[700]
+    # evaluation says how many of the cells it scores are copies of training cells
+    run = cellformer.baseline(data.path, method="logreg", out=tmp_path / "lr")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        metrics = cellformer.evaluate(run, split="test")
+    assert metrics["data"]["copies_of_training_cells"] > 0
+    assert (
+        f"{metrics['data']['copies_of_training_cells']} of the {metrics['n_cells']} evaluated" in caplog.text
+    )
 
 
 def test_re_prepared_data_is_refused_by_evaluate(pbmc68k_path, tmp_path, cli):

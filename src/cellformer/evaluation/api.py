@@ -215,6 +215,7 @@ def evaluate_model(model: TrainedModel, prepared: PreparedData, *, split: str = 
             # which prepared data and cells (cellformer.integrity): compare checks them
             "prepared_fingerprint": integrity["prepared_fingerprint"],
             "cells_sha256": integrity["cells_sha256"],
+            "copies_of_training_cells": integrity["copies_of_training_cells"],
             "classes": classes,
             "unseen": list(prepared.unseen),
             "n_unlabelled_excluded": int((~labelled).sum()),

@@ -96,6 +96,11 @@ def train(
                 "pass --accelerator cpu (and e.g. --precision 32-true) or run on a GPU machine"
             )
 
+    if prepared.manifest is None:  # no record of the files prepare wrote: check the ids fit the model
+        from cellformer.integrity import check_token_range
+
+        n_tokens = model_config.vocab_size + (model_config.n_context or 0)
+        check_token_range(prepared, n_tokens, model_config.n_values or 0)
     from cellformer.training.data import CellDataModule
 
     datamodule = CellDataModule(
