@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +124,9 @@ def test_re_prepared_data_is_refused_by_evaluate(pbmc68k_path, tmp_path, cli):
     other = cellformer.baseline(data, method="logreg", out=tmp_path / "lr_seed1")
     line = error_line(*cli("compare", run, other, "--out", tmp_path / "report"))
     assert "cells differ" in line or "different test cells" in line
+    shutil.rmtree(run / "metrics")  # compare evaluates it again: refused the same way
+    line = error_line(*cli("compare", run, "--out", tmp_path / "report"))
+    assert "was not trained on prepared dataset" in line and not (tmp_path / "report").exists()
 
 
 def test_metrics_recorded_on_other_data_are_evaluated_again(logreg_run, copy_of, tmp_path):
