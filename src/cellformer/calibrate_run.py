@@ -26,13 +26,25 @@ logger = logging.getLogger(__name__)
 
 
 def calibrate_run(
-    run_dir: str | Path, prepared: str | Path | PreparedData, *, quantile: float = DEFAULT_QUANTILE
+    run_dir: str | Path,
+    prepared: str | Path | PreparedData,
+    *,
+    quantile: float = DEFAULT_QUANTILE,
+    unfinished: bool = False,
 ) -> UnknownDetector:
-    """Fit a finished run's temperature and unknown-cell detector and store them in ``run_dir``."""
+    """Fit a finished run's temperature and unknown-cell detector and store them in ``run_dir``.
+
+    ``unfinished``: the run is still in state "training" (``train`` calibrates before it marks the run
+    finished, so a finished run always has its calibration).
+    """
     from cellformer.runs import load
 
-    detector = fit_calibration(load(run_dir), _open(prepared), quantile=quantile)
+    detector = fit_calibration(load(run_dir, unfinished=unfinished), _open(prepared), quantile=quantile)
     detector.save(run_dir)
+    from cellformer.integrity import MANIFEST, write_manifest
+
+    if (Path(run_dir) / MANIFEST).exists():  # a finished run calibrated again: record its new files
+        write_manifest(run_dir, "run")
     return detector
 
 
@@ -41,10 +53,6 @@ def fit_calibration(
 ) -> UnknownDetector:
     """The detector from the run's outputs on the training (centroids) and validation (T, threshold) cells."""
     from cellformer.baselines.api import UNKNOWN_SPACE
-    from cellformer.integrity import MANIFEST, write_manifest
-
-    if (Path(run_dir) / MANIFEST).exists():  # a finished run calibrated again: record its new files
-        write_manifest(run_dir, "run")
 
     logger.info("calibrating %s on the validation split of %s", model.run_dir, prepared.path)
     labels = np.asarray(prepared.labels)
@@ -96,6 +104,9 @@ def run_calibration(model: TrainedModel, prepared: str | Path | None = None) -> 
             "calibrated nor unknown cells flagged: pass the prepared dataset it was trained on with "
             "--prepared DIR (prepared=... in Python), or train the run again"
         )
+    from cellformer.integrity import check_trained_on
+
+    check_trained_on(run_dir, model.config, data)  # never calibrate on data prepared again since
     logger.warning(
         "run %s has no stored calibration (made by an older cellformer): fitting the temperature and "
         "unknown-cell threshold on the validation split of %s now (in memory; the run is not changed)",
@@ -104,9 +115,6 @@ def run_calibration(model: TrainedModel, prepared: str | Path | None = None) -> 
     )
     return fit_calibration(model, data)
 
-    from cellformer.integrity import check_trained_on
-
-    check_trained_on(run_dir, model.config, data)  # never calibrate on data prepared again since
 
 def _open(prepared: str | Path | PreparedData) -> PreparedData:
     from cellformer.data.prepared import PreparedData

@@ -49,6 +49,8 @@ class PrepareConfig(_Config):
     """Everything ``cellformer prepare`` does to turn an h5ad into a token store."""
 
     label_key: str = "cell_type"
+    # a label column with more classes than cell types would have (cellformer.data.labels) is refused
+    allow_many_classes: bool = False
     layer: str | None = None
     gene_key: str | None = None
     input_normalized: bool = False

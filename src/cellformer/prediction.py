@@ -106,6 +106,7 @@ def predict(
 
     if batch_size <= 0:
         raise ConfigError(f"batch_size must be positive, got {batch_size}")
+    check_key_added(key_added)
     if min_gene_overlap is not None and not 0.0 < min_gene_overlap <= 1.0:
         raise ConfigError(f"min_gene_overlap must be a fraction in (0, 1], got {min_gene_overlap}")
     if not 0.0 < unknown_quantile <= 1.0:
@@ -154,13 +155,22 @@ def predict(
     return target if copy else None
 
 
+def check_key_added(key_added: str) -> None:
+    """Refuse a ``key_added`` that cannot name AnnData keys in an ``.h5ad`` (empty, or with ``/``)."""
+    if not isinstance(key_added, str) or not key_added.strip() or "/" in key_added:
+        raise ConfigError(
+            f"--key-added {key_added!r} (key_added= in Python) cannot prefix AnnData keys: give a non-empty name "
+            "without '/' (h5ad stores keys as HDF5 paths), e.g. cellformer or cellformer_v2"
+        )
+
+
 def check_input_values(model: TrainedModel, adata: ad.AnnData, **options: Any) -> dict[str, Any]:
     """Check the whole input matrix, choose its transform (:func:`~cellformer.data.align.input_values`,
     with ``options`` over the run's training settings) and log what was done, in one line."""
     from cellformer.data.align import input_values, training_input_options
 
     trained = training_input_options(model.config)
-    values = input_values(adata, **{**trained, **options})
+    values = input_values(adata, **{**trained, **options}, given=tuple(options))  # errors say whose option
     values["trained_on"] = "normalized values" if trained["input_normalized"] else "raw counts"
     if values["input_normalized"]:
         _log_values(values, model, options.get("where", "the input AnnData"), "input_normalized" in options)
@@ -510,8 +520,13 @@ def predict_file(
 
     read_run_config(run_dir)  # fail early on a bad run directory
     verify_run(run_dir)  # ... or a damaged one (cellformer.integrity), before reading the input
+    check_key_added(key_added)
+    if input.is_dir():
+        raise InputError(f"input {input} is a directory; give an .h5ad file")
     if not input.is_file():
         raise InputError(f"input file {input} does not exist")
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a directory; give the path of the .h5ad file to write")
     if out.resolve() == input.resolve():
         raise ConfigError(
             f"--out {out} is the input file; cellformer never overwrites its input: choose another path"
@@ -536,8 +551,13 @@ def predict_file(
         plotted = plot_umap(annotated, png, key_added=key_added)
         if plotted is not None:
             written["umap"] = plotted
-    with atomic_path(out) as tmp:
-        annotated.write_h5ad(tmp, compression=compression)
+    try:
+        with atomic_path(out) as tmp:
+            annotated.write_h5ad(tmp, compression=compression)
+    except BaseException:  # disk full, interrupted, ...: no plot of an output that was not written
+        if "umap" in written:
+            written["umap"].unlink(missing_ok=True)
+        raise
     written["h5ad"] = out
     return written
 

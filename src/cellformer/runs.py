@@ -72,6 +72,11 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
     if not run_dir.is_dir():
+        if run_dir.exists():
+            raise RunDirError(
+                f"{run_dir} is a file, not a run directory; pass a directory made by `cellformer train` or "
+                "`cellformer baseline`"
+            )
         raise RunDirError(f"run directory {run_dir} does not exist")
     if not config_path.exists():
         raise RunDirError(
@@ -92,14 +97,41 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     return config
 
 
-def load(run_dir: str | Path) -> TrainedModel:
+def load(run_dir: str | Path, *, unfinished: bool = False) -> TrainedModel:
     """Rebuild a trained model from its run directory alone (transformer or baseline).
 
     A finished run's files are first checked against its ``manifest.json`` (:mod:`cellformer.integrity`).
+    A run that is not finished (still training, or diverged) is refused unless ``unfinished``.
     """
     from cellformer.integrity import verify_run
 
     verify_run(run_dir)
     config = read_run_config(run_dir)
+    if not unfinished:
+        check_finished(run_dir, config)
     module, attr = _LOADERS[config["kind"]].split(":")
     return getattr(importlib.import_module(module), attr).load(Path(run_dir))
+
+
+def check_finished(run_dir: str | Path, config: dict[str, Any]) -> None:
+    """Refuse a run whose training diverged or has not finished (``config.json`` ``status``)."""
+    status = config.get("status", "finished")  # runs made before the status was recorded are finished
+    if status == "finished":
+        return
+    if status == "diverged":
+        info = (config.get("result") or {}).get("diverged") or {}
+        what = (
+            f": {info['what']} became NaN or infinite in epoch {info.get('epoch')}"
+            if info.get("what")
+            else ""
+        )
+        lr = float(info.get("lr", (config.get("train") or {}).get("lr", float("nan"))))
+        raise RunDirError(
+            f"run {run_dir} has no usable model: its training diverged{what}; train again with a lower "
+            f"learning rate (--lr, it was {lr:g}) into a new --out"
+        )
+    prepared = (config.get("prepared") or {}).get("path", "PREPARED_DIR")
+    raise RunDirError(
+        f"run {run_dir} is in state {status!r}: training did not finish; continue it with "
+        f"`cellformer train {prepared} --out {run_dir} --resume`"
+    )

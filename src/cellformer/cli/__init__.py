@@ -91,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     except CellformerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, permission denied, read-only location: one line, no traceback
+        from cellformer.cli.os_errors import os_error_line
+
+        hint = getattr(sys.modules.get(getattr(args.run, "__module__", "")), "os_error_hint", None)
+        print(f"error: {os_error_line(exc, args, hint(args) if hint else None)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

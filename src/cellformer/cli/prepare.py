@@ -35,7 +35,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("input", help="training .h5ad (split train/val/test unless --test is given)")
     parser.add_argument("--out", required=True, help="output directory (must not exist unless --overwrite)")
     parser.add_argument(
-        "--label-key", default=_DEFAULTS.label_key, help="obs column with the labels (%(default)s)"
+        "--label-key",
+        default=_DEFAULTS.label_key,
+        help="obs column with the labels (%(default)s); cells whose label is missing (NaN, or the text '', "
+        "'nan', 'None', 'NA', 'null') are left out and counted in one line",
+    )
+    parser.add_argument(
+        "--allow-many-classes",
+        action="store_true",
+        help="accept a label column with more than 50 classes and more classes than 10%% of the labelled "
+        "cells (refused by default: such a column, e.g. n_counts, is rarely one of cell types)",
     )
     parser.add_argument("--test", help="separate .h5ad split into validation/test (60/40 by default)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")

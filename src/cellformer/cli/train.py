@@ -116,6 +116,18 @@ def _interrupted_by(exc: BaseException) -> int | None:
     return None
 
 
+def os_error_hint(args: argparse.Namespace) -> str | None:
+    """After a disk-full or permission failure: continue the run if an epoch of it was saved."""
+    import os
+    import shlex
+
+    if not os.path.exists(os.path.join(args.out, "checkpoints", "last.ckpt")):
+        return None
+    return (
+        f"continue with: cellformer train {shlex.quote(args.prepared)} --out {shlex.quote(args.out)} --resume"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     import os
     import shlex

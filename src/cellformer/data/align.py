@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
-from cellformer.data.read import RAW_LAYER
+from cellformer.data.read import RAW_LAYER, check_column_indices, supported_dtype
 from cellformer.data.validate import ValueSummary, check_gene_names, decide_transform
 from cellformer.data.view import align_columns, apply_transform, column_map
 from cellformer.data.vocab import gene_overlap
@@ -26,8 +26,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _matrix_and_genes(adata: ad.AnnData, layer: str | None, gene_key: str | None, where: str):
+def _matrix_and_genes(
+    adata: ad.AnnData, layer: str | None, gene_key: str | None, where: str, given: tuple[str, ...] = ()
+):
+    """The matrix and gene names; ``given`` names the options the user chose (not the training ones)."""
     available = _matrices(adata)
+    layer_origin = "given with --layer" if "layer" in given else "the one the model was trained on"
+    gene_origin = "given with --gene-key" if "gene_key" in given else "the one the model was trained with"
     if layer is None:
         X, var = adata.X, adata.var
         if X is None:
@@ -36,28 +41,35 @@ def _matrix_and_genes(adata: ad.AnnData, layer: str | None, gene_key: str | None
             )
     elif layer == RAW_LAYER:
         if adata.raw is None:
-            raise InputError(
-                f"{where} has no adata.raw (the model was trained on raw.X); available: {', '.join(available)}"
-            )
+            origin = "given with --layer" if "layer" in given else "the model was trained on raw.X"
+            raise InputError(f"{where} has no adata.raw ({origin}); available: {', '.join(available)}")
         X, var = adata.raw.X, adata.raw.var
     else:
         if layer not in adata.layers:
             raise InputError(
-                f"layer '{layer}' (the one the model was trained on) not found in {where}; available: "
+                f"layer '{layer}' ({layer_origin}) not found in {where}; available: "
                 f"{', '.join(available)}; pass --layer (layer= in Python) to choose another"
             )
         X, var = adata.layers[layer], adata.var
+    _check_sparse(X, "X" if layer is None else f"layer '{layer}'", where)
     if gene_key is None:
         genes = np.array([str(g) for g in var.index], dtype=object)
     else:
         if gene_key not in var.columns:
             raise InputError(
-                f"gene column '{gene_key}' (the one the model was trained with) not found in var of {where}; "
+                f"gene column '{gene_key}' ({gene_origin}) not found in var of {where}; "
                 f"available columns: {', '.join(map(str, var.columns)) or 'none'}; pass --gene-key (gene_key= in "
                 "Python) to choose another"
             )
         genes = np.array([str(g) for g in var[gene_key]], dtype=object)
     return X, genes
+
+
+def _check_sparse(X: Any, matrix: str, where: str) -> None:
+    """A CSR / CSC matrix whose stored indices point outside its shape is damaged: one clear error."""
+    if sp.issparse(X) and X.format in ("csr", "csc"):
+        n = X.shape[1] if X.format == "csr" else X.shape[0]
+        check_column_indices(np.asarray(X.indices), n, f"{matrix} of {where}", 0, X.shape[0])
 
 
 def _matrices(adata: ad.AnnData) -> list[str]:
@@ -73,6 +85,7 @@ def input_values(
     input_transform: str = "auto",
     where: str = "the input AnnData",
     chunk_size: int = 4096,
+    given: tuple[str, ...] = (),
     **_: Any,
 ) -> dict[str, Any]:
     """What the whole matrix holds and how :func:`aligned_matrix` turns it into count-like values.
@@ -83,12 +96,12 @@ def input_values(
     ``"expm1"`` or ``"none"``), ``max_value`` and ``integers`` (all values integers). Passing
     :func:`pinned_transform` of it to every chunk's :func:`aligned_matrix` makes them all agree.
     """
-    X, _ = _matrix_and_genes(adata, layer, gene_key, where)
+    X, _ = _matrix_and_genes(adata, layer, gene_key, where, given)
     matrix_name = "X" if layer is None else f"layer '{layer}'"
     summary = ValueSummary(where, matrix_name)
     for start in range(0, X.shape[0], chunk_size):
         block = X[start : start + chunk_size]
-        block = block.tocsr() if sp.issparse(block) else sp.csr_matrix(np.asarray(block))
+        block = block.tocsr() if sp.issparse(block) else sp.csr_matrix(supported_dtype(np.asarray(block)))
         summary.update(np.asarray(block.data), start)
     transform = decide_transform(summary, input_normalized, input_transform, matrices=_matrices(adata))
     return {
@@ -130,7 +143,7 @@ def aligned_matrix(
     X, names = _matrix_and_genes(adata, layer, gene_key, where)
     check_gene_names(names, where, gene_key)
     overlap = gene_overlap(genes, names, path=where, min_overlap=min_overlap)
-    X = sp.csr_matrix(X) if not sp.issparse(X) else X.tocsr()
+    X = sp.csr_matrix(supported_dtype(np.asarray(X))) if not sp.issparse(X) else X.tocsr()
     matrix_name = "X" if layer is None else f"layer '{layer}'"
     summary = ValueSummary(where, matrix_name)
     summary.update(np.asarray(X.data), 0)

@@ -23,6 +23,7 @@ import numpy as np
 from cellformer.atomic import atomic_directory, write_json
 from cellformer.config import PrepareConfig
 from cellformer.data import ancestors, leakage, qc
+from cellformer.data.labels import check_class_count, check_test_labels, listing
 from cellformer.data.parallel import transform_chunks
 from cellformer.data.prepared import FORMAT, FORMAT_VERSION, PreparedData
 from cellformer.data.previous import make_previous_source, open_layer
@@ -117,6 +118,7 @@ def prepare_with_config(
             "(raw counts are always used as they are)"
         )
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_output_race(out))  # first in, last out: sees the final rename fail
         inputs = [_load_input(Path(input), "train", config, stack)]
         if test is not None:
             inputs.append(_load_input(Path(test), "test", config, stack))
@@ -130,6 +132,10 @@ def prepare_with_config(
         splits, split_report = _split(inputs, config)
         labels = np.concatenate([item.labels[item.kept] for item in inputs])
         classes, unseen, label_ids = _classes(labels, splits["train"], train_in)
+        if test is not None:  # labels named another way (1..16 vs class_1..16): every test cell "unseen"
+            check_test_labels(
+                classes, inputs[1].labels[inputs[1].kept], inputs[1].reader.path, config.label_key
+            )
 
         times = None  # --time-key: previous profiles from ancestor cells (cellformer.data.ancestors)
         if config.time_key is not None:
@@ -224,6 +230,21 @@ def prepare_with_config(
     return PreparedData(out)
 
 
+@contextlib.contextmanager
+def _output_race(out: Path):
+    """Another process made ``out`` while this one prepared it: one clear line, not FileExistsError."""
+    try:
+        yield
+    except FileExistsError as exc:
+        if not exc.args or Path(str(exc.args[0])) != out:
+            raise
+        raise ConfigError(
+            f"output directory {out} was created by another process while this one was preparing it (two "
+            "`prepare` runs with the same --out?); this run's result was discarded: choose another --out, "
+            "or pass --overwrite to replace it"
+        ) from None
+
+
 def _transform_text(transform: str, config: PrepareConfig) -> str:
     if transform == "none":
         return "used as stored"
@@ -243,6 +264,8 @@ def _load_input(path: Path, role: str, config: PrepareConfig, stack: contextlib.
     if reader.n_obs == 0 or reader.n_vars == 0:
         raise InputError(f"{path} is empty ({reader.n_obs} cells x {reader.n_vars} genes)")
     labels = labels_as_strings(reader.obs_column(config.label_key), path, config.label_key)
+    if role == "train":  # before any work: n_counts or cell ids as labels
+        check_class_count(labels, path, config.label_key, allow_many=config.allow_many_classes)
     covariates = {key: reader.obs_column(key) for key in config.covariate_keys}  # missing: fail now
     genes = reader.gene_names()
     check_gene_names(genes, path, config.gene_key)
@@ -450,7 +473,15 @@ def _split(inputs: list[_Input], config: PrepareConfig) -> tuple[dict[str, np.nd
     for name, rows in splits.items():
         if len(rows) == 0:
             log.warning("the %s split is empty", name)
-    for label, info in report["small_classes"].items():
+    small = report["small_classes"]
+    if len(small) > 3:  # one line, not one per class
+        log.warning(
+            "%d classes have too few cells to stratify and are each kept whole in one split: %s",
+            len(small),
+            listing([f"{label} ({info['n_cells']} in {info['all_in']})" for label, info in small.items()]),
+        )
+        small = {}
+    for label, info in small.items():
         log.warning(
             "class %r has only %s: too few to stratify, all in %s",
             label,

@@ -25,6 +25,52 @@ def _decode(values: np.ndarray) -> np.ndarray:
     return values
 
 
+def supported_dtype(values: np.ndarray) -> np.ndarray:
+    """Values scipy.sparse can hold: float16 (valid in h5ad, unsupported by scipy) becomes float32."""
+    return values.astype(np.float32) if values.dtype == np.float16 else values
+
+
+def check_column_indices(indices: np.ndarray, n_vars: int, where: str, start: int, stop: int) -> None:
+    """Refuse CSR column indices outside ``[0, n_vars)``: the file is damaged (not a valid matrix)."""
+    if len(indices) and (int(indices.max()) >= n_vars or int(indices.min()) < 0):
+        bad = int(indices.max()) if int(indices.max()) >= n_vars else int(indices.min())
+        raise InputError(
+            f"{where} is damaged: a stored sparse index ({bad}, among cells {start}-{stop - 1}) is outside its "
+            f"{n_vars} rows/genes, so values cannot be assigned to genes; get the file again from its source "
+            "(re-download or re-export it)"
+        )
+
+
+class _LegacyTable:
+    """An obs / var table of an anndata < 0.7 file (a structured array), read whole with anndata's own
+    legacy reader; it answers the few things :class:`H5adReader` asks of the h5py group of newer files."""
+
+    def __init__(self, node: h5py.Dataset) -> None:
+        import warnings
+
+        from anndata._io.h5ad import read_dataframe_legacy
+
+        with warnings.catch_warnings():  # anndata's OldFormatWarning: the file is read correctly
+            warnings.simplefilter("ignore")
+            self.frame = read_dataframe_legacy(node)
+        self.name = node.name
+        self.attrs = {"_index": "_index", "column-order": [str(c) for c in self.frame.columns]}
+
+    def keys(self) -> list[str]:
+        return ["_index", *self.attrs["column-order"]]
+
+    def column(self, key: str) -> np.ndarray | pd.Categorical:
+        if key == "_index":
+            return _decode(self.frame.index.to_numpy())
+        values = self.frame[key]
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            return pd.Categorical(values)
+        return _decode(values.to_numpy())
+
+    def __getitem__(self, key: str) -> np.ndarray | pd.Categorical:
+        return self.column(key)
+
+
 class H5adReader:
     """Read-only, chunked access to one ``.h5ad`` file.
 
@@ -64,17 +110,20 @@ class H5adReader:
             raise
 
     # -- structure -----------------------------------------------------------------------------
-    def _group(self, name: str) -> h5py.Group:
+    def _group(self, name: str) -> h5py.Group | _LegacyTable:
         node = self._file.get(name)
+        if isinstance(node, h5py.Dataset) and node.dtype.names:  # anndata < 0.7: a structured array
+            return _LegacyTable(node)
         if not isinstance(node, h5py.Group) or "_index" not in node.attrs:
             raise InputError(
-                f"{self.path} has no readable '{name}' table; it is not an AnnData .h5ad written by "
-                "anndata >= 0.7 (re-save it with a recent anndata)"
+                f"{self.path} has no readable '{name}' table in a layout cellformer reads; if anndata reads "
+                'it, convert it with: python -c "import anndata; '
+                f"anndata.read_h5ad('{self.path}').write_h5ad('converted.h5ad')\" and prepare converted.h5ad"
             )
         return node
 
     def _open_matrix(self) -> None:
-        obs = self._group("obs")
+        self._obs = obs = self._group("obs")
         var_name = "raw/var" if self.layer == RAW_LAYER else "var"
         if self.layer is None:
             node = self._file.get("X")
@@ -98,10 +147,13 @@ class H5adReader:
         encoding = node.attrs.get("encoding-type", "array" if isinstance(node, h5py.Dataset) else "")
         if isinstance(encoding, bytes):
             encoding = encoding.decode()
+        if not encoding and "h5sparse_format" in node.attrs:  # anndata < 0.7 sparse matrices
+            legacy = node.attrs["h5sparse_format"]
+            encoding = f"{legacy.decode() if isinstance(legacy, bytes) else legacy}_matrix"
         if encoding == "csr_matrix":
             self.format = "csr"
             self._indptr = node["indptr"][:].astype(np.int64)
-            self.shape = tuple(int(s) for s in node.attrs["shape"])
+            self.shape = tuple(int(s) for s in node.attrs.get("shape", node.attrs.get("h5sparse_shape")))
         elif encoding == "csc_matrix":
             from anndata.io import sparse_dataset
 
@@ -154,6 +206,8 @@ class H5adReader:
     def _read_column(self, group: h5py.Group, key: str) -> np.ndarray | pd.Categorical:
         from anndata.io import read_elem
 
+        if isinstance(group, _LegacyTable):
+            return group.column(key)
         try:
             values = read_elem(group[key])
         except (OSError, KeyError, ValueError) as exc:
@@ -166,13 +220,13 @@ class H5adReader:
 
     @property
     def obs_columns(self) -> list[str]:
-        obs = self._file["obs"]
+        obs = self._obs
         index = obs.attrs["_index"]
         order = [str(c) for c in obs.attrs.get("column-order", [])]
         return order or [k for k in obs.keys() if k != index and k != "__categories"]
 
     def obs_names(self) -> np.ndarray:
-        obs = self._file["obs"]
+        obs = self._obs
         return self._read_column(obs, obs.attrs["_index"]).astype(str)
 
     def obs_column(self, key: str) -> np.ndarray | pd.Categorical:
@@ -182,7 +236,7 @@ class H5adReader:
                 f"column '{key}' not found in obs of {self.path}; available columns: "
                 f"{', '.join(self.obs_columns) or 'none'}"
             )
-        return self._read_column(self._file["obs"], key)
+        return self._read_column(self._obs, key)
 
     @property
     def var_columns(self) -> list[str]:
@@ -221,13 +275,14 @@ class H5adReader:
     def _read_rows(self, start: int, stop: int) -> sp.csr_matrix:
         if self.format == "csr":
             lo, hi = int(self._indptr[start]), int(self._indptr[stop])
-            data = self._node["data"][lo:hi]
+            data = supported_dtype(self._node["data"][lo:hi])
             indices = self._node["indices"][lo:hi]
+            check_column_indices(indices, self.n_vars, f"{self.matrix_name} of {self.path}", start, stop)
             indptr = self._indptr[start : stop + 1] - lo
             return sp.csr_matrix((data, indices, indptr), shape=(stop - start, self.n_vars))
         if self.format == "csc":
             return sp.csr_matrix(self._sparse[start:stop])
-        return sp.csr_matrix(self._node[start:stop])
+        return sp.csr_matrix(supported_dtype(self._node[start:stop]))
 
     def iter_blocks(self, chunk_size: int) -> Iterator[tuple[int, sp.csr_matrix]]:
         """Contiguous row blocks ``(start, X[start:start + chunk_size])`` over the whole file."""

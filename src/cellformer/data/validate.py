@@ -7,6 +7,7 @@ to do about it.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -15,13 +16,41 @@ import pandas as pd
 
 from cellformer.errors import InputError
 
+log = logging.getLogger(__name__)
+
+# label texts that mean "no label" (compared stripped and in lower case, as pandas reads missing values)
+MISSING_LABEL_TEXTS = frozenset({"", "nan", "-nan", "none", "null", "na", "n/a", "<na>", "#n/a"})
+NEAR_INTEGER = 0.01  # non-integers all this close to integers are counts with floating-point noise
 LOG1P_MAX = 30.0  # log1p values above this would mean > 1e13 counts: larger maxima are linear (FPKM/TPM)
 
 
 def labels_as_strings(values: np.ndarray | pd.Categorical, path: Path, key: str) -> np.ndarray:
-    """Labels of any type (strings, categoricals, integers) as an object array of ``str``; missing → ``None``."""
+    """Labels of any type (strings, categoricals, integers) as an object array of ``str``; missing → ``None``.
+
+    Missing are NaN / None and the texts of :data:`MISSING_LABEL_TEXTS` (``""``, ``"nan"``, ``"None"``,
+    ``"NA"``, ...): such cells have no label (prepare leaves them out); one line logs how many.
+    """
     series = pd.Series(values)
     missing = series.isna().to_numpy()
+    texts = Counter(
+        str(v)
+        for v, m in zip(series.tolist(), missing, strict=True)
+        if not m and isinstance(v, str) and v.strip().lower() in MISSING_LABEL_TEXTS
+    )
+    if texts:
+        missing = missing | np.array([isinstance(v, str) and v in texts for v in series.tolist()], dtype=bool)
+    if missing.any() and not missing.all():
+        kinds = [f"{n} {text!r}" for text, n in texts.most_common()]
+        n_na = int(missing.sum()) - sum(texts.values())
+        if n_na:
+            kinds.append(f"{n_na} NaN")
+        log.info(
+            "label column '%s' of %s: %d cell(s) without a label (%s) are left out",
+            key,
+            path,
+            int(missing.sum()),
+            ", ".join(kinds),
+        )
     if series.dtype.kind == "f":  # integers stored as float because of NaNs: 3.0 -> "3"
         finite = series[~missing]
         if len(finite) and np.all(finite == np.round(finite)):
@@ -30,7 +59,8 @@ def labels_as_strings(values: np.ndarray | pd.Categorical, path: Path, key: str)
         [None if m else str(v) for v, m in zip(series.tolist(), missing, strict=True)], dtype=object
     )
     if missing.all():
-        raise InputError(f"label column '{key}' in {path} is empty (every value is missing)")
+        shown = f" (values like {', '.join(repr(t) for t in texts)})" if texts else ""
+        raise InputError(f"label column '{key}' in {path} is empty (every value is missing{shown})")
     return out
 
 
@@ -72,6 +102,7 @@ class ValueSummary:
     n_negative: int = 0
     n_fractional: int = 0
     max_value: float = 0.0
+    max_rounding: float = 0.0  # largest distance of a value to the nearest integer
 
     def update(self, data: np.ndarray, first_row: int) -> None:
         """Add one chunk's stored values; NaN or Inf raise immediately."""
@@ -83,7 +114,10 @@ class ValueSummary:
                     f"{self.matrix} of {self.path} contains {kind} values (first in the chunk starting at "
                     f"cell {first_row}); replace them (e.g. with 0) or choose another matrix with --layer"
                 )
-            self.n_fractional += int(np.count_nonzero(data != np.round(data)))
+            distance = np.abs(data - np.round(data))
+            self.n_fractional += int(np.count_nonzero(distance))
+            if len(distance):
+                self.max_rounding = max(self.max_rounding, float(distance.max()))
         self.n_values += len(data)
         self.n_negative += int(np.count_nonzero(data < 0))
         if len(data):
@@ -124,6 +158,14 @@ def decide_transform(
             "normalized expression are needed: choose another matrix with --layer (e.g. counts or raw.X)"
         )
     if not input_normalized:
+        if summary.n_fractional and summary.max_rounding <= NEAR_INTEGER:
+            raise InputError(
+                f"{where} looks like raw counts stored with floating-point noise: all {summary.n_fractional} "
+                f"non-integer values (of {summary.n_values}) are within {summary.max_rounding:.2g} of an "
+                "integer. Round them and save the file again (adata.X.data = np.rint(adata.X.data) for a "
+                "sparse X, adata.X = np.rint(adata.X) for a dense one), or pass --input-normalized to use "
+                "the values as they are"
+            )
         if summary.n_fractional:
             looks = "log-normalized" if summary.max_value <= LOG1P_MAX else "normalized (FPKM/TPM/CPM?)"
             raise InputError(

@@ -17,6 +17,7 @@ from cellformer.data.prepared import PreparedData
 from cellformer.errors import ConfigError, InputError, RunDirError
 from cellformer.provenance import cellformer_version, now_iso, package_versions
 from cellformer.training import options
+from cellformer.training.health import TrainingDiverged
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,10 @@ def train(
         if stored.get("status") == "finished":
             logger.info("%s has already finished training; nothing to resume", out)
             return out
+        if stored.get("status") == "diverged":  # resuming would diverge again: same data, same lr
+            from cellformer.runs import check_finished
+
+            check_finished(out, stored)
         diffs = options.resume_differences(stored, requested)
         if diffs:
             raise ConfigError(f"--resume keeps the run's configuration; these differ: {'; '.join(diffs)}")
@@ -96,6 +101,9 @@ def train(
                 "pass --accelerator cpu (and e.g. --precision 32-true) or run on a GPU machine"
             )
 
+    from cellformer.training.trainer import check_execution
+
+    check_execution(train_config)  # an unknown --strategy, or a precision this machine cannot run
     if prepared.manifest is None:  # no record of the files prepare wrote: check the ids fit the model
         from cellformer.integrity import check_token_range
 
@@ -127,9 +135,27 @@ def train(
         "cellformer_version": cellformer_version(),
         "created": now_iso(),
     }
-    if primary and not resume:
-        _start_run_dir(out, prepared, run_config)
-    return _fit(out, prepared, datamodule, model_config, train_config, run_config, resume, primary)
+    started_here = primary and not resume
+    try:
+        if started_here:
+            _start_run_dir(out, prepared, run_config)
+        return _fit(out, prepared, datamodule, model_config, train_config, run_config, resume, primary)
+    except Exception as exc:
+        if started_here and not isinstance(exc, TrainingDiverged):
+            _remove_unstarted_run(out)
+        raise
+
+
+def _remove_unstarted_run(out: Path) -> None:
+    """Remove a run directory this call created when training failed before its first checkpoint.
+
+    Nothing in it can be resumed, and left in state "training" it would block the same ``--out``.
+    """
+    checkpoints = out / "checkpoints"
+    if checkpoints.is_dir() and any(checkpoints.glob("*.ckpt")):
+        return  # an epoch finished: the run can be continued with --resume
+    shutil.rmtree(out, ignore_errors=True)
+    logger.info("removed the run directory %s: training stopped before its first epoch finished", out)
 
 
 def _fit(out, prepared, datamodule, model_config, train_config, run_config, resume, primary) -> Path:
@@ -183,12 +209,16 @@ def _fit(out, prepared, datamodule, model_config, train_config, run_config, resu
         model_config.max_length,
     )
     trainer, checkpoint, early_stopping = build_trainer(out, train_config, validate=validate)
+    run_config["execution"] = execution_record(trainer)  # what Lightning runs (e.g. its precision)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
         warnings.filterwarnings("ignore", ".*treespec, LeafSpec.*")
         warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        except TrainingDiverged as exc:
+            raise _diverged(exc, out, train_config, run_config, resume, trainer.is_global_zero) from None
     if not trainer.is_global_zero:
         return out
 
@@ -196,7 +226,6 @@ def _fit(out, prepared, datamodule, model_config, train_config, run_config, resu
     with atomic_path(out / "model.safetensors") as tmp:
         save_file(model_state(best), str(tmp), metadata={"format": "cellformer-transformer"})
     rows = epoch_log.read()
-    run_config["status"] = "finished"
     run_config["result"] = {
         "epochs": len(rows),
         "best_checkpoint": best.name,
@@ -209,20 +238,60 @@ def _fit(out, prepared, datamodule, model_config, train_config, run_config, resu
     }
     if resume:
         run_config["created"] = read_json(out / "config.json").get("created")
+    from cellformer.calibrate_run import calibrate_run
+
+    # temperature + unknown-cell threshold on the validation split (unknown.json), while the run is
+    # still "training": it is "finished" only once weights and calibration are both written
+    calibrate_run(out, prepared, unfinished=True)
+    run_config["status"] = "finished"
     write_json(out / "config.json", run_config)
     from cellformer.integrity import write_manifest
 
-    write_manifest(out, "run")  # calibrate_run loads the run: its files are checked against this
-    from cellformer.calibrate_run import calibrate_run
-
-    calibrate_run(
-        out, prepared
-    )  # temperature + unknown-cell threshold on the validation split (unknown.json)
-    write_manifest(out, "run")  # again, with unknown.json / unknown.safetensors: the run's last file
+    write_manifest(out, "run")  # the run's files, once all are written
     from cellformer.training.log import summary_line
 
     logger.info(summary_line(out, run_config["result"], rows))
     return out
+
+
+def execution_record(trainer) -> dict[str, Any]:
+    """Where and how Lightning actually trains (its precision may differ from the one asked for)."""
+    return {
+        "precision": str(trainer.precision),
+        "accelerator": type(trainer.accelerator).__name__,
+        "strategy": type(trainer.strategy).__name__,
+        "devices": int(trainer.num_devices),
+        "num_nodes": int(trainer.num_nodes),
+    }
+
+
+def _diverged(
+    exc: TrainingDiverged,
+    out: Path,
+    config: TrainConfig,
+    run_config: dict[str, Any],
+    resume: bool,
+    primary: bool,
+) -> TrainingDiverged:
+    """Mark the run 'diverged' in config.json and return the error with the whole one-line message."""
+    from cellformer.training.checkpointing import completed_epochs
+    from cellformer.training.health import diverged_message
+
+    last = out / "checkpoints" / "last.ckpt"
+    kept = f"{last}, after epoch {completed_epochs(last)}" if last.exists() else None
+    if primary:
+        if resume:
+            run_config["created"] = read_json(out / "config.json").get("created")
+        run_config["status"] = "diverged"
+        run_config["result"] = {
+            "diverged": {"what": exc.what, "epoch": exc.epoch, "step": exc.step, "lr": config.lr},
+            "last_good_checkpoint": kept,
+            "finished": now_iso(),
+        }
+        write_json(out / "config.json", run_config)
+    error = TrainingDiverged(exc.what, exc.epoch, exc.step)
+    error.args = (diverged_message(exc, out, config.lr, kept),)
+    return error
 
 
 def fit_to_data(config: ModelConfig, prepared: PreparedData) -> ModelConfig:

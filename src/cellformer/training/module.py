@@ -17,6 +17,7 @@ from cellformer.config import ModelConfig, TrainConfig
 from cellformer.model import CellTransformer
 from cellformer.training.augment import GeneDropout
 from cellformer.training.context_dropout import ContextDropout
+from cellformer.training.health import CHECK_EVERY, GradientWatch, check_epoch
 
 METRICS = ("loss", "acc", "macro_f1")
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class _EpochMetrics(torch.nn.Module):
 
     def __init__(self, n_classes: int) -> None:
         super().__init__()
-        self.loss = MeanMetric()
+        self.loss = MeanMetric(nan_strategy="disable")  # a NaN loss makes the epoch loss NaN (training.health)
         self.acc = MulticlassAccuracy(n_classes, average="micro")
         self.macro_f1 = MulticlassF1Score(n_classes, average="macro")
 
@@ -94,6 +95,7 @@ class CellClassifierModule(pl.LightningModule):
             else None
         )
         self._epoch_start = 0.0
+        self.gradient_watch = GradientWatch()  # non-finite gradients stop training (training.health)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         values = batch.get("values") if self.model.value_embedding is not None else None
@@ -134,14 +136,25 @@ class CellClassifierModule(pl.LightningModule):
         seed = (self.train_config.seed, self.global_step, self.global_rank)
         torch.manual_seed(hash(seed) % (2**63))
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # fp16's gradient scaler skips steps whose (scaled) gradients overflow: that is not divergence
+        if getattr(self.trainer.precision_plugin, "scaler", None) is None:
+            self.gradient_watch.note(self.parameters(), self.global_step + 1)  # 1-based step
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.global_step % CHECK_EVERY == 0:
+            self.gradient_watch.check(self.current_epoch + 1)
+
     def on_train_epoch_end(self) -> None:
         # Runs after this epoch's validation and before the checkpoint / early-stopping callbacks.
+        self.gradient_watch.check(self.current_epoch + 1)
         row: dict[str, float] = {"epoch": self.current_epoch + 1}
         row.update({f"train_{k}": v for k, v in self.train_metrics.compute_and_reset().items()})
         if self.validate:
             row.update({f"val_{k}": v for k, v in self.val_metrics.compute_and_reset().items()})
         row["lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
         row["seconds"] = time.perf_counter() - self._epoch_start
+        check_epoch(row, self.current_epoch + 1)  # before the checkpoint: the last one stays a healthy one
         # values are already synchronised across processes (torchmetrics); sync_dist averages equal
         # numbers (and keeps Lightning from recommending it on every epoch)
         self.log_dict({k: float(v) for k, v in row.items() if k != "epoch"}, sync_dist=True)

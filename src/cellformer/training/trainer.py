@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from cellformer.config import TrainConfig
 from cellformer.errors import ConfigError
@@ -23,6 +24,30 @@ def precision(config: TrainConfig) -> str:
         config.accelerator == "auto" and torch.cuda.is_available()
     )
     return "bf16-mixed" if on_gpu else "32-true"
+
+
+def _on_cpu(config: TrainConfig) -> bool:
+    return config.accelerator == "cpu" or (config.accelerator == "auto" and not torch.cuda.is_available())
+
+
+def check_execution(config: TrainConfig) -> None:
+    """Refuse, before any run directory exists, a strategy Lightning does not know or a precision it
+    would silently replace (``16-mixed`` on a CPU runs as ``bf16-mixed``)."""
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    strategy = config.strategy
+    if isinstance(strategy, str) and strategy != "auto" and strategy not in StrategyRegistry:
+        known = StrategyRegistry.available_strategies()
+        common = [s for s in ("ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp") if s in known]
+        raise ConfigError(
+            f"unknown --strategy {strategy!r}: leave it at auto (the default: DDP on several devices) or "
+            f"name a Lightning strategy, e.g. {', '.join(common)} ({len(known)} registered)"
+        )
+    if config.precision in ("16-mixed", "16") and _on_cpu(config):
+        raise ConfigError(
+            f"--precision {config.precision} needs a CUDA GPU: on the CPU Lightning would run bf16-mixed "
+            "instead; pass --precision bf16-mixed (what it would run) or 32-true (the CPU default)"
+        )
 
 
 def build_trainer(
@@ -50,7 +75,19 @@ def build_trainer(
         callbacks.append(StderrProgressBar())
     if precision(config).startswith("bf16") or config.accelerator in ("gpu", "cuda"):
         torch.set_float32_matmul_precision("high")
-    trainer = pl.Trainer(
+    try:
+        trainer = _trainer(out, config, validate, callbacks)
+    except (ValueError, TypeError, RuntimeError, ImportError, MisconfigurationException) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(
+            f"cannot set up training with accelerator={config.accelerator}, devices={config.devices}, "
+            f"strategy={config.strategy}, precision={precision(config)}: {first}"
+        ) from None
+    return trainer, checkpoint, early_stopping
+
+
+def _trainer(out: Path, config: TrainConfig, validate: bool, callbacks: list[pl.Callback]) -> pl.Trainer:
+    return pl.Trainer(
         accelerator=config.accelerator,
         devices=config.devices,
         num_nodes=config.num_nodes,
@@ -69,7 +106,6 @@ def build_trainer(
         default_root_dir=out,
         log_every_n_steps=50,
     )
-    return trainer, checkpoint, early_stopping
 
 
 class StderrProgressBar(TQDMProgressBar):
@@ -93,6 +129,14 @@ class StderrProgressBar(TQDMProgressBar):
             smoothing=0,
             bar_format=self.BAR_FORMAT,
         )
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        # close the bars (they do not stay on screen) so the error line starts a line of its own
+        for bar in (self._train_progress_bar, self._val_progress_bar):
+            if bar is not None:
+                bar.close()
 
     def init_validation_tqdm(self) -> Tqdm:
         has_main_bar = self.trainer.state.fn != "validate"
