@@ -99,7 +99,9 @@ def test_dense_float16_x_is_read(small_run, small, tmp_path):
 
 
 def test_user_layer_is_not_called_the_training_one(cli, small_run, small_h5ad, tmp_path):
-    line = error_line(*cli("predict", small_run, small_h5ad, "--out", tmp_path / "a.h5ad", "--layer", "counts"))
+    line = error_line(
+        *cli("predict", small_run, small_h5ad, "--out", tmp_path / "a.h5ad", "--layer", "counts")
+    )
     assert "given with --layer" in line and "trained on" not in line, line
 
 

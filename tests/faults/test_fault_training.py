@@ -138,3 +138,19 @@ def test_the_run_records_what_lightning_ran(small_run):
     execution = _config(small_run)["execution"]
     assert execution["precision"] == ("bf16-mixed" if torch.cuda.is_available() else "32-true")
     assert execution["devices"] == 1
+
+
+def test_torch_save_failure_is_an_os_error_line(cli, small_prepared, tmp_path, monkeypatch):
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    def failed(self, checkpoint, path, storage_options=None):  # what torch.save raises on a full disk
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file"
+        )
+
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", failed)
+    run = tmp_path / "run"
+    line = error_line(*cli("train", small_prepared, "--out", run, *tiny_args()))
+    assert "cannot write" in line and ("last.ckpt" in line or "best.ckpt" in line), line
+    assert "torch.save failed" in line and ".tmp-" not in line, line
+    assert not run.exists()

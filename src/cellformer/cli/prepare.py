@@ -43,8 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--allow-many-classes",
         action="store_true",
-        help="accept a label column with more than 50 classes and more classes than 10%% of the labelled "
-        "cells (refused by default: such a column, e.g. n_counts, is rarely one of cell types)",
+        help="accept a label column with more than 50 classes that are more than 10%% of the labelled cells "
+        "or a quarter of them single-cell classes (refused by default: such a column, e.g. n_counts, is "
+        "rarely one of cell types)",
     )
     parser.add_argument("--test", help="separate .h5ad split into validation/test (60/40 by default)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")

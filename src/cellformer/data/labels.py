@@ -14,8 +14,9 @@ import numpy as np
 
 from cellformer.errors import InputError
 
-MAX_CLASS_SHARE = 0.1  # more distinct labels than this share of the labelled cells ...
-MIN_CLASSES_CHECKED = 50  # ... and more than this many: the column is not one of cell types
+MIN_CLASSES_CHECKED = 50  # more distinct labels than this, and ...
+MAX_CLASS_SHARE = 0.1  # ... more than this share of the labelled cells, or ...
+MAX_SINGLETON_SHARE = 0.25  # ... this share of the classes on one cell each: not a column of cell types
 
 
 def listing(values: Sequence[str], limit: int = 8) -> str:
@@ -28,14 +29,16 @@ def check_class_count(labels: np.ndarray, path: Path, key: str, *, allow_many: b
     """Refuse a label column with more distinct values than cell types would have (``n_counts``, ids).
 
     ``labels`` are the file's labels as strings (``None`` where missing). Refused when there are more
-    than :data:`MIN_CLASSES_CHECKED` classes and more than :data:`MAX_CLASS_SHARE` of the labelled
-    cells, unless ``allow_many`` (``--allow-many-classes``).
+    than :data:`MIN_CLASSES_CHECKED` classes and either more than :data:`MAX_CLASS_SHARE` of the labelled
+    cells or more than :data:`MAX_SINGLETON_SHARE` of them single-cell classes (a measured value seen
+    once), unless ``allow_many`` (``--allow-many-classes``).
     """
     counts = Counter(label for label in labels.tolist() if label is not None)
     n_cells, n_classes = sum(counts.values()), len(counts)
-    if allow_many or n_classes <= max(MIN_CLASSES_CHECKED, MAX_CLASS_SHARE * n_cells):
-        return
     singletons = sum(1 for n in counts.values() if n == 1)
+    many = n_classes > MAX_CLASS_SHARE * n_cells or singletons > MAX_SINGLETON_SHARE * n_classes
+    if allow_many or n_classes <= MIN_CLASSES_CHECKED or not many:
+        return
     examples = [label for label, _ in counts.most_common(5)]
     raise InputError(
         f"label column '{key}' of {path} has {n_classes} distinct values among {n_cells} labelled cells "

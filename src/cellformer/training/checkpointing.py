@@ -17,8 +17,26 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            super().save_checkpoint(checkpoint, tmp, storage_options)
+        try:
+            with atomic_path(path) as tmp:
+                super().save_checkpoint(checkpoint, tmp, storage_options)
+        except RuntimeError as exc:  # torch.save reports a failed write (e.g. disk full) as RuntimeError
+            raise _write_error(exc, path) from exc
+
+
+def _write_error(exc: RuntimeError, path: Path) -> OSError:
+    """The OSError a failed checkpoint write is (ENOSPC when the disk is all but full)."""
+    import errno
+    import shutil
+
+    try:
+        full = shutil.disk_usage(path.parent).free < 64 * 2**20
+    except OSError:
+        full = False
+    if full:
+        return OSError(errno.ENOSPC, "No space left on device", str(path))
+    first = (str(exc).strip().splitlines() or ["write failed"])[0]
+    return OSError(errno.EIO, f"torch.save failed ({first})", str(path))
 
 
 def completed_epochs(checkpoint: Path) -> int:
