@@ -150,3 +150,23 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Fail at once if ``path`` (a file or directory to write) cannot be created where it is to go.
+
+    Creates and removes an empty probe file in the nearest existing folder above ``path`` (nothing
+    else is created); raises the ``OSError`` (permission denied, read-only, disk full) naming ``path``.
+    """
+    import tempfile
+
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.probe-", dir=folder)
+    except OSError as exc:
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from None
+    os.close(fd)
+    os.unlink(probe)

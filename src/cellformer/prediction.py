@@ -512,7 +512,7 @@ def predict_file(
     """
     import anndata as ad
 
-    from cellformer.atomic import atomic_path
+    from cellformer.atomic import atomic_path, check_writable
     from cellformer.runs import read_run_config
 
     input, out = Path(input), Path(out)
@@ -534,6 +534,7 @@ def predict_file(
     if out.suffix != ".h5ad":
         raise ConfigError(f"--out {out} must end in .h5ad")
     png = out.with_name(out.stem + "_umap.png")
+    check_writable(out)  # a read-only or forbidden location fails before the predictions are computed
     if not overwrite:
         for path in (out, png) if umap else (out,):
             if path.exists():

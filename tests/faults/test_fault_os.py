@@ -118,3 +118,31 @@ def test_os_error_line_names_the_users_path():
     assert line.startswith("cannot write /data/out.h5ad: no space left"), line
     line = os_error_line(PermissionError(errno.EACCES, "Permission denied", "/data/in.h5ad"), args)
     assert "in.h5ad" in line, line
+
+
+def test_a_forbidden_location_fails_before_any_work(cli, small_run, small_h5ad, tmp_path, monkeypatch):
+    import tempfile
+
+    import cellformer.data.prepare as prepare_module
+    import cellformer.prediction as prediction
+
+    mkstemp = tempfile.mkstemp
+
+    def denied(*args, prefix="", **kwargs):  # only the probe of the output's folder is refused
+        if ".probe-" in prefix:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), "probe")
+        return mkstemp(*args, prefix=prefix, **kwargs)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the input was read before the output location was checked")
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    monkeypatch.setattr(prepare_module, "_load_input", no_work)
+    monkeypatch.setattr(prediction, "predict", no_work)
+    out = tmp_path / "new" / "prep"
+    line = error_line(*cli(*_prepare_args(small_h5ad, out)))
+    assert "permission denied" in line and str(out) in line, line
+    out = tmp_path / "annotated.h5ad"
+    line = error_line(*cli("predict", small_run, small_h5ad, "--out", out))
+    assert "permission denied" in line and str(out) in line, line
+    assert list(tmp_path.iterdir()) == []  # not even the missing parent folder was made

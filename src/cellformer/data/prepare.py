@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from cellformer.atomic import atomic_directory, write_json
+from cellformer.atomic import atomic_directory, check_writable, write_json
 from cellformer.config import PrepareConfig
 from cellformer.data import ancestors, leakage, qc
 from cellformer.data.labels import check_class_count, check_test_labels, listing
@@ -112,6 +112,7 @@ def prepare_with_config(
     if out.exists() and not overwrite:
         raise ConfigError(f"output directory {out} already exists; choose another --out or pass --overwrite")
     get_tokenizer_class(config.tokenizer)  # unknown names fail before any reading
+    check_writable(out)  # a read-only or forbidden location fails now, not after the work
     if config.input_transform != "auto" and not config.input_normalized:
         raise ConfigError(
             f"--input-transform {config.input_transform} describes normalized values: add --input-normalized "
