@@ -118,6 +118,13 @@ def test_os_error_line_names_the_users_path():
     assert line.startswith("cannot write /data/out.h5ad: no space left"), line
     line = os_error_line(PermissionError(errno.EACCES, "Permission denied", "/data/in.h5ad"), args)
     assert "in.h5ad" in line, line
+    line = os_error_line(
+        FileExistsError(Path("/data/run")), argparse.Namespace(out="/data/run", overwrite=False)
+    )
+    assert line == (
+        "cannot write /data/run: it was created by another process meanwhile; "
+        "choose another --out or pass --overwrite"
+    ), line
 
 
 def test_a_forbidden_location_fails_before_any_work(cli, small_run, small_h5ad, tmp_path, monkeypatch):

@@ -89,6 +89,12 @@ def _is_output(path: str, outputs: list[str]) -> bool:
 def os_error_line(exc: OSError, args: argparse.Namespace, hint: str | None = None) -> str:
     """``cannot write PATH: no space left on the device; free some space ... and run the command again``."""
     outputs = _outputs(args)
+    if isinstance(exc, FileExistsError) and exc.errno is None and exc.args:  # atomic_directory's rename
+        replace = " or pass --overwrite" if hasattr(args, "overwrite") else ""
+        return (
+            f"cannot write {user_path(str(exc.args[0]))}: it was created by another process meanwhile; "
+            f"choose another --out{replace}"
+        )
     filename = exc.filename or (m.group(1) if (m := _FILENAME_IN_TEXT.search(str(exc))) else None)
     path = user_path(filename) or (outputs[0] if outputs else None)
     code = error_code(exc)
