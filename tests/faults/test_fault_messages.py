@@ -116,13 +116,13 @@ def test_directories_and_files_are_named_for_what_they_are(cli, small_run, small
     assert "is a file, not a run directory" in line, line
 
 
-def _old_style(adata, path: Path) -> Path:
+def _old_style(adata, path: Path, fmt: str) -> Path:
     """The layout of anndata < 0.7: obs / var as structured arrays, X with h5sparse attributes."""
-    X = adata.X.tocsr()
+    X = adata.X.tocsr() if fmt == "csr" else adata.X.tocsc()
     text = h5py.string_dtype("utf-8")
     with h5py.File(path, "w") as f:
         group = f.create_group("X")
-        group.attrs["h5sparse_format"] = "csr"
+        group.attrs["h5sparse_format"] = fmt
         group.attrs["h5sparse_shape"] = np.array(X.shape)
         group["data"], group["indices"], group["indptr"] = X.data, X.indices, X.indptr
         obs = list(zip(adata.obs_names, adata.obs["cell_type"].astype(str), strict=True))
@@ -132,12 +132,13 @@ def _old_style(adata, path: Path) -> Path:
 
 
 @pytest.mark.filterwarnings("ignore:.*(very old version of AnnData|without encoding metadata)")
-def test_old_style_h5ad_is_prepared_like_its_new_copy(small, small_h5ad, tmp_path):
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_old_style_h5ad_is_prepared_like_its_new_copy(small, small_h5ad, tmp_path, fmt):
     import anndata as ad
 
     from cellformer.data.prepare import prepare
 
-    old = _old_style(small, tmp_path / "old.h5ad")
+    old = _old_style(small, tmp_path / "old.h5ad", fmt)
     assert ad.read_h5ad(old).n_obs == small.n_obs  # anndata reads it (and so does predict)
     prepared = prepare(old, out=tmp_path / "old_prep", **PREPARE)
     reference = prepare(small_h5ad, out=tmp_path / "ref", **PREPARE)

@@ -159,7 +159,7 @@ class H5adReader:
 
             self.format = "csc"
             self._sparse = sparse_dataset(node)
-            self.shape = tuple(int(s) for s in node.attrs["shape"])
+            self.shape = tuple(int(s) for s in node.attrs.get("shape", node.attrs.get("h5sparse_shape")))
         elif isinstance(node, h5py.Dataset) and node.ndim == 2:
             self.format = "dense"
             self.shape = tuple(int(s) for s in node.shape)
