@@ -116,6 +116,9 @@ def test_os_error_line_names_the_users_path():
     h5 = OSError("Can't synchronously write data (file write failed: errno = 28, error message = 'x')")
     line = os_error_line(h5, args)
     assert line.startswith("cannot write /data/out.h5ad: no space left"), line
+    # fsspec copies a temporary file into place: the destination is the path to name
+    moved = OSError(errno.ENOSPC, "No space left on device", "/tmp/tmpab12", None, "/data/.out.h5ad.tmp-9")
+    assert os_error_line(moved, args).startswith("cannot write /data/out.h5ad: no space left")
     line = os_error_line(PermissionError(errno.EACCES, "Permission denied", "/data/in.h5ad"), args)
     assert "in.h5ad" in line, line
     line = os_error_line(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from cellformer.errors import CellformerError
@@ -86,16 +87,34 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     _configure_logging(args.verbose, args.quiet)
+    from cellformer.cli.os_errors import quiet_failed_write_cleanup
+
+    with quiet_failed_write_cleanup():
+        code = _run(args)
+    if argv is None and getattr(args, "hdf5_write_failed", False):
+        # HDF5 cannot be torn down after a failed write (it crashes at exit): this process is the
+        # command's own (no argv given), so end it now, with the error line already written
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.run(args) or 0)
     except CellformerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # disk full, permission denied, read-only location: one line, no traceback
-        from cellformer.cli.os_errors import os_error_line
+    except Exception as exc:  # disk full, permission denied, read-only location: one line, no traceback
+        from cellformer.cli.os_errors import as_os_error, os_error_line
 
+        os_error = as_os_error(exc)
+        if os_error is None:
+            raise
         hint = getattr(sys.modules.get(getattr(args.run, "__module__", "")), "os_error_hint", None)
-        print(f"error: {os_error_line(exc, args, hint(args) if hint else None)}", file=sys.stderr)
+        print(f"error: {os_error_line(os_error, args, hint(args) if hint else None)}", file=sys.stderr)
+        args.hdf5_write_failed = "file write failed" in str(exc)  # HDF5's text for it
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -8,8 +8,11 @@ temporary one) and says what to do.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 _TMP = re.compile(r"(^|/)\.([^/]+)\.(?:tmp|old)-\d+(?=/|$)")  # /dir/.out.tmp-123/x -> /dir/out/x
@@ -50,6 +53,20 @@ _TEXTS = {
     "read-only file system": errno.EROFS,
     "permission denied": errno.EACCES,
 }
+
+
+_OS_ERROR_IN_TEXT = re.compile(r"\(os error (\d+)\)")  # Rust libraries (safetensors): "... (os error 28)"
+
+
+def as_os_error(exc: BaseException) -> OSError | None:
+    """``exc`` as an OSError: itself, or a library's own error type that wraps one (safetensors)."""
+    if isinstance(exc, OSError):
+        return exc
+    match = _OS_ERROR_IN_TEXT.search(str(exc))
+    if match is None:
+        return None
+    code = int(match.group(1))
+    return OSError(code, os.strerror(code))
 
 
 def user_path(path: str | None) -> str | None:
@@ -95,7 +112,9 @@ def os_error_line(exc: OSError, args: argparse.Namespace, hint: str | None = Non
             f"cannot write {user_path(str(exc.args[0]))}: it was created by another process meanwhile; "
             f"choose another --out{replace}"
         )
-    filename = exc.filename or (m.group(1) if (m := _FILENAME_IN_TEXT.search(str(exc))) else None)
+    # a copy or rename names its destination second: that is the file being written
+    filename = exc.filename2 or exc.filename
+    filename = filename or (m.group(1) if (m := _FILENAME_IN_TEXT.search(str(exc))) else None)
     path = user_path(filename) or (outputs[0] if outputs else None)
     code = error_code(exc)
     writing = path is None or not Path(path).exists() or _is_output(path, outputs)
@@ -111,3 +130,30 @@ def os_error_line(exc: OSError, args: argparse.Namespace, hint: str | None = Non
     where = f"{verb} {path}" if path else verb
     again = hint or "run the command again"
     return f"{where}: {what}; {todo}, then {again}"
+
+
+@contextlib.contextmanager
+def quiet_failed_write_cleanup() -> Iterator[None]:
+    """After a failed h5py write (disk full), h5py's object destructors report the same HDF5 failure
+    again, as tracebacks (Cython prints them through ``sys.excepthook`` and ``sys.unraisablehook``);
+    while the command runs, drop those: it reports the failure once, in its error line."""
+    import sys
+
+    def repeated(value: BaseException | None) -> bool:
+        return "file write failed" in str(value)  # HDF5's text for a failed write
+
+    previous_unraisable, previous_except = sys.unraisablehook, sys.excepthook
+
+    def unraisable_hook(unraisable) -> None:
+        if not repeated(unraisable.exc_value):
+            previous_unraisable(unraisable)
+
+    def except_hook(kind, value, tb) -> None:
+        if not repeated(value):
+            previous_except(kind, value, tb)
+
+    sys.unraisablehook, sys.excepthook = unraisable_hook, except_hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook, sys.excepthook = previous_unraisable, previous_except
