@@ -12,14 +12,12 @@ import pytest
 from faults_helpers import error_line, tiny_args
 
 
-@pytest.fixture
-def full_disk(tmp_path: Path):
-    disk = tmp_path / "disk"
+def _tmpfs(disk: Path, options: str):
     disk.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(disk)], capture_output=True, check=False
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(disk)], capture_output=True, check=False
     )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
@@ -27,6 +25,25 @@ def full_disk(tmp_path: Path):
         yield disk
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path):
+    yield from _tmpfs(tmp_path / "disk", "size=200k")
+
+
+@pytest.fixture
+def read_only_disk(tmp_path: Path):
+    yield from _tmpfs(tmp_path / "ro", "ro,size=200k")
+
+
+def test_a_read_only_location_fails_before_any_work(cli, read_only_disk, small_h5ad, small_run):
+    for args in (
+        ("prepare", small_h5ad, "--out", read_only_disk / "prep", "--min-genes", 10),
+        ("predict", small_run, small_h5ad, "--out", read_only_disk / "a.h5ad"),
+    ):
+        line = error_line(*cli(*args))
+        assert "read-only" in line and str(read_only_disk) in line and "writable" in line, line
 
 
 def test_each_command_on_a_full_disk(full_disk, small_h5ad, small_prepared, small_run):
