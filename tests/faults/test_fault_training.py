@@ -154,3 +154,26 @@ def test_torch_save_failure_is_an_os_error_line(cli, small_prepared, tmp_path, m
     assert "cannot write" in line and ("last.ckpt" in line or "best.ckpt" in line), line
     assert "torch.save failed" in line and ".tmp-" not in line, line
     assert not run.exists()
+
+
+def test_disk_full_after_an_epoch_says_how_to_resume(cli, small_prepared, tmp_path, monkeypatch):
+    from cellformer.training.checkpointing import AtomicCheckpointIO
+
+    save = AtomicCheckpointIO.save_checkpoint
+    calls = []
+
+    def full_from_the_second_epoch(self, checkpoint, path, storage_options=None):
+        calls.append(path)
+        if checkpoint["epoch"] >= 1:
+            raise disk_full(path)
+        return save(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", full_from_the_second_epoch)
+    run = tmp_path / "run"
+    line = error_line(*cli("train", small_prepared, "--out", run, *tiny_args(max_epochs=2)))
+    assert "no space left" in line and f"--out {run} --resume" in line, line
+    assert (run / "checkpoints" / "last.ckpt").exists() and _config(run)["status"] == "training"
+    monkeypatch.undo()
+    code, err = cli("train", small_prepared, "--out", run, "--resume", *tiny_args(max_epochs=2))
+    assert code == 0, err
+    assert _config(run)["status"] == "finished"
