@@ -101,6 +101,10 @@ def test_failure_before_the_first_epoch_leaves_no_run_directory(small_prepared, 
     with pytest.raises(ConfigError, match="injected"):
         cellformer.train(small_prepared, out=run, **TINY)
     assert not run.exists()  # nothing in state "training" blocks the same --out
+    run.mkdir()  # an empty directory made beforehand is emptied again, not removed
+    with pytest.raises(ConfigError, match="injected"):
+        cellformer.train(small_prepared, out=run, **TINY)
+    assert run.is_dir() and list(run.iterdir()) == []
     monkeypatch.undo()
     cellformer.train(small_prepared, out=run, **TINY)
     assert _config(run)["status"] == "finished"

@@ -136,17 +136,18 @@ def train(
         "created": now_iso(),
     }
     started_here = primary and not resume
+    was_there = out.exists()  # an empty directory the user made: emptied again, not removed
     try:
         if started_here:
             _start_run_dir(out, prepared, run_config)
         return _fit(out, prepared, datamodule, model_config, train_config, run_config, resume, primary)
     except Exception as exc:
         if started_here and not isinstance(exc, TrainingDiverged):
-            _remove_unstarted_run(out)
+            _remove_unstarted_run(out, keep_directory=was_there)
         raise
 
 
-def _remove_unstarted_run(out: Path) -> None:
+def _remove_unstarted_run(out: Path, keep_directory: bool = False) -> None:
     """Remove a run directory this call created when training failed before its first checkpoint.
 
     Nothing in it can be resumed, and left in state "training" it would block the same ``--out``.
@@ -154,8 +155,16 @@ def _remove_unstarted_run(out: Path) -> None:
     checkpoints = out / "checkpoints"
     if checkpoints.is_dir() and any(checkpoints.glob("*.ckpt")):
         return  # an epoch finished: the run can be continued with --resume
-    shutil.rmtree(out, ignore_errors=True)
-    logger.info("removed the run directory %s: training stopped before its first epoch finished", out)
+    if not keep_directory:
+        shutil.rmtree(out, ignore_errors=True)
+    elif out.is_dir():
+        for entry in out.iterdir():
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+    what = "emptied" if keep_directory else "removed"
+    logger.info("%s the run directory %s: training stopped before its first epoch finished", what, out)
 
 
 def _fit(out, prepared, datamodule, model_config, train_config, run_config, resume, primary) -> Path:
