@@ -156,3 +156,17 @@ def test_a_forbidden_location_fails_before_any_work(cli, small_run, small_h5ad, 
     line = error_line(*cli("predict", small_run, small_h5ad, "--out", out))
     assert "permission denied" in line and str(out) in line, line
     assert list(tmp_path.iterdir()) == []  # not even the missing parent folder was made
+
+
+def test_evaluate_in_a_run_directory_it_cannot_write(cli, small_run, copy_of, monkeypatch):
+    import cellformer.evaluation.api as evaluation
+
+    run = copy_of(small_run)
+
+    def denied(path, obj):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(evaluation, "write_json", denied)
+    line = error_line(*cli("evaluate", run))
+    assert "permission denied" in line and "copy it somewhere" in line and "--out" not in line, line
+    assert str(run / "metrics" / "test.json") in line, line

@@ -34,17 +34,19 @@ _KINDS = {
     errno.EROFS: (
         "the location is read-only",
         "choose an --out on a writable disk",
-        "use a copy on a writable disk",
+        "the command writes into RUN_DIR: copy the run directory to a writable disk and use the copy",
     ),
     errno.EACCES: (
         "permission denied",
         "choose an --out you can write to, or fix the permissions",
-        "fix the permissions",
+        "the command writes into RUN_DIR: fix its permissions, or copy it somewhere you can write and use "
+        "the copy",
     ),
     errno.EPERM: (
         "operation not permitted",
         "choose an --out you can write to, or fix the permissions",
-        "fix the permissions",
+        "the command writes into RUN_DIR: fix its permissions, or copy it somewhere you can write and use "
+        "the copy",
     ),
 }
 _TEXTS = {
