@@ -125,8 +125,13 @@ def _old_style(adata, path: Path, fmt: str) -> Path:
         group.attrs["h5sparse_format"] = fmt
         group.attrs["h5sparse_shape"] = np.array(X.shape)
         group["data"], group["indices"], group["indptr"] = X.data, X.indices, X.indptr
-        obs = list(zip(adata.obs_names, adata.obs["cell_type"].astype(str), strict=True))
-        f.create_dataset("obs", data=np.array(obs, dtype=[("index", text), ("cell_type", text)]))
+        # a categorical column: integer codes in obs, the names in uns/<column>_categories
+        labels = adata.obs["cell_type"].astype("category")
+        obs = list(zip(adata.obs_names, labels.cat.codes.astype(np.int8), strict=True))
+        f.create_dataset("obs", data=np.array(obs, dtype=[("index", text), ("cell_type", np.int8)]))
+        f.create_dataset(
+            "uns/cell_type_categories", data=np.array(labels.cat.categories, dtype=object), dtype=text
+        )
         f.create_dataset("var", data=np.array([(g,) for g in adata.var_names], dtype=[("index", text)]))
     return path
 
@@ -139,8 +144,11 @@ def test_old_style_h5ad_is_prepared_like_its_new_copy(small, small_h5ad, tmp_pat
     from cellformer.data.prepare import prepare
 
     old = _old_style(small, tmp_path / "old.h5ad", fmt)
-    assert ad.read_h5ad(old).n_obs == small.n_obs  # anndata reads it (and so does predict)
+    read = ad.read_h5ad(old)  # anndata reads it (and so does predict)
+    assert read.obs["cell_type"].astype(str).tolist() == small.obs["cell_type"].astype(str).tolist()
     prepared = prepare(old, out=tmp_path / "old_prep", **PREPARE)
     reference = prepare(small_h5ad, out=tmp_path / "ref", **PREPARE)
     assert np.array_equal(prepared.store.ids, reference.store.ids)
     assert prepared.labels.tolist() == reference.labels.tolist()
+    classes = [(d.path / "classes.json").read_text() for d in (prepared, reference)]
+    assert classes[0] == classes[1] and "class_1" in classes[0]  # names, not the stored integer codes

@@ -55,6 +55,7 @@ class _LegacyTable:
             self.frame = read_dataframe_legacy(node)
         self.name = node.name
         self.attrs = {"_index": "_index", "column-order": [str(c) for c in self.frame.columns]}
+        self._uns = node.file.get("uns")  # categorical columns: codes here, names in uns/<col>_categories
 
     def keys(self) -> list[str]:
         return ["_index", *self.attrs["column-order"]]
@@ -65,6 +66,12 @@ class _LegacyTable:
         values = self.frame[key]
         if isinstance(values.dtype, pd.CategoricalDtype):
             return pd.Categorical(values)
+        names = self._uns.get(f"{key}_categories") if isinstance(self._uns, h5py.Group) else None
+        if isinstance(names, h5py.Dataset) and values.dtype.kind in "iu":  # as anndata's _clean_uns
+            categories = _decode(np.atleast_1d(names[()]))
+            codes = values.to_numpy()
+            if len(codes) == 0 or codes.max() < len(categories):
+                return pd.Categorical.from_codes(codes, categories=pd.Index(categories))
         return _decode(values.to_numpy())
 
     def __getitem__(self, key: str) -> np.ndarray | pd.Categorical:
