@@ -197,9 +197,9 @@ class ModelConfig(_Config):
     ff_hidden: int | None = None  # feed-forward width in each block; None: 2 * d_model
     head_hidden: int = 64  # hidden width of the one-hidden-layer MLP classifier on <CLS>
     dropout: float = 0.1
-    # dropout on the attention probabilities; None: ``dropout``. On the CPU it is most of the cost of
-    # long cells (a (B, H, T, T) random mask: 0 trains 256-token cells 3x faster, docs/accuracy.md)
-    attention_dropout: float | None = None
+    # dropout on the attention probabilities; None: ``dropout``. Off by default: on the CPU its (B, H, T, T)
+    # random mask is most of a training step's cost, and it did not help accuracy (docs/accuracy.md)
+    attention_dropout: float | None = 0.0
     norm: str = "pre"  # "pre" (LayerNorm before attention / feed-forward) or "post"
     max_length: int = 128  # tokens per cell including <CLS>; longer cells keep their top-ranked genes
     vocab_size: int | None = None  # from the prepared dataset: specials + genes
@@ -269,7 +269,9 @@ class TrainConfig(_Config):
     """Optimisation, stopping, devices and logging for ``cellformer train``."""
 
     seed: int = 0
-    max_epochs: int = 30
+    # an upper bound: early stopping (patience) usually ends training well before it; the cosine
+    # schedule spans all of it (docs/accuracy.md: 30 was too short for small training sets)
+    max_epochs: int = 100
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.01

@@ -128,8 +128,9 @@ def test_unknown_key_lists_valid_ones() -> None:
 
 
 def test_attention_dropout_is_its_own_setting() -> None:
-    """``attention_dropout`` drops attention probabilities only; ``None`` follows ``dropout``."""
-    assert CellTransformer(_config(dropout=0.1)).blocks[0].attn.dropout == 0.1
+    """``attention_dropout`` drops attention probabilities only (off by default); ``None`` follows ``dropout``."""
+    assert CellTransformer(_config(dropout=0.1)).blocks[0].attn.dropout == 0.0
+    assert CellTransformer(_config(dropout=0.1, attention_dropout=None)).blocks[0].attn.dropout == 0.1
     assert CellTransformer(_config(dropout=0.1, attention_dropout=0.0)).blocks[0].attn.dropout == 0.0
     ids = _cells([9, 6])
     torch.manual_seed(0)
