@@ -166,18 +166,21 @@ def test_disk_full_after_an_epoch_says_how_to_resume(cli, small_prepared, tmp_pa
     save = AtomicCheckpointIO.save_checkpoint
     calls = []
 
-    def full_from_the_second_epoch(self, checkpoint, path, storage_options=None):
-        calls.append(path)
-        if checkpoint["epoch"] >= 1:
+    def full_after_the_first_saved_epoch(self, checkpoint, path, storage_options=None):
+        # checkpoints are saved when the monitored metric improves (last.ckpt with best.ckpt): the disk is
+        # full from the first improvement after the first saved epoch on
+        calls.append(checkpoint["epoch"])
+        if checkpoint["epoch"] > calls[0]:
             raise disk_full(path)
         return save(self, checkpoint, path, storage_options)
 
-    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", full_from_the_second_epoch)
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", full_after_the_first_saved_epoch)
     run = tmp_path / "run"
-    line = error_line(*cli("train", small_prepared, "--out", run, *tiny_args(max_epochs=2)))
+    train_args = tiny_args(max_epochs=4, monitor="val_loss")  # the loss of a learning model improves
+    line = error_line(*cli("train", small_prepared, "--out", run, *train_args))
     assert "no space left" in line and f"--out {run} --resume" in line, line
     assert (run / "checkpoints" / "last.ckpt").exists() and _config(run)["status"] == "training"
     monkeypatch.undo()
-    code, err = cli("train", small_prepared, "--out", run, "--resume", *tiny_args(max_epochs=2))
+    code, err = cli("train", small_prepared, "--out", run, "--resume", *train_args)
     assert code == 0, err
     assert _config(run)["status"] == "finished"
