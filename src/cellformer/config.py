@@ -292,9 +292,10 @@ class TrainConfig(_Config):
     # gene embeddings at the start of training: "random" or "svd" (principal axes of the training cells'
     # token matrix, cellformer.training.embedding_init)
     embedding_init: str = "svd"
-    # the gene embeddings' learning rate as a fraction of lr (0: kept as initialised; with
-    # embedding_init "svd" that keeps the data-derived gene space and trains everything else)
-    embedding_lr_factor: float = 0.0
+    # the gene embeddings' learning rate as a fraction of lr (0: kept as initialised, so with
+    # embedding_init "svd" the data-derived gene space is fixed and everything else trains; 1: trained
+    # from that start like the rest, the default since training runs longer: docs/accuracy.md round 2)
+    embedding_lr_factor: float = 1.0
     # devices
     accelerator: str = "cpu"  # "cpu", "gpu", "auto" (Lightning names)
     devices: int = 1
