@@ -8,6 +8,9 @@ existing keys of that name are replaced, with a warning):
   fitted on its validation split; ``T = 1`` for a run without validation cells)
 - ``obs['cellformer_unknown']``: ``True`` for a cell unlike every training type (see :mod:`cellformer.unknown`)
   and for every cell with no expressed model gene (nothing to classify it by)
+- ``obs['cellformer_unknown_score']``: the score behind that flag (higher = less like any training type;
+  ``cellformer_unknown`` is exactly ``score > params['unknown']['threshold']``); ``inf`` for cells with no
+  expressed model gene, NaN for every cell of a run without validation cells (no threshold, no flag)
 - ``obsm['cellformer_proba']``: calibrated class probabilities, columns in ``uns['cellformer']['classes']``
 - ``obsm['X_cellformer']``: the model's embedding (``params['embedding']`` says which: ``<CLS>`` for the
   transformer, the principal components of the training features for logreg / kNN, the hidden layer
@@ -380,7 +383,10 @@ def annotate(
     best = proba.argmax(axis=1) if len(proba) else np.zeros(0, np.int64)
     classes = list(model.classes)
     no_genes = np.zeros(adata.n_obs, bool) if no_genes is None else np.asarray(no_genes, bool)
-    unknown = np.asarray(detector.flag(outputs.logits, outputs.embeddings), bool) | no_genes
+    scores = np.asarray(detector.scores(outputs.logits, outputs.embeddings), np.float64)
+    if detector.calibrated:
+        scores[no_genes] = np.inf  # nothing to classify them by: above any threshold
+    unknown = (scores > detector.threshold) | no_genes
     if no_genes.any():
         logger.warning(
             "%d cells express none of the model's genes (empty rows or no gene in the vocabulary): "
@@ -391,7 +397,7 @@ def annotate(
     existing = [
         f"{where}['{key}']"
         for where, keys, names in (
-            ("obs", adata.obs.columns, ("prediction", "confidence", "unknown")),
+            ("obs", adata.obs.columns, ("prediction", "confidence", "unknown", "unknown_score")),
             ("obsm", adata.obsm.keys(), ("proba",)),
         )
         for key in (f"{key_added}_{n}" for n in names)
@@ -410,6 +416,7 @@ def annotate(
     adata.obs[f"{key_added}_prediction"] = pd.Categorical.from_codes(best, categories=classes)
     adata.obs[f"{key_added}_confidence"] = proba.max(axis=1) if len(proba) else np.zeros(0, np.float32)
     adata.obs[f"{key_added}_unknown"] = np.asarray(unknown, dtype=bool)
+    adata.obs[f"{key_added}_unknown_score"] = scores.astype(np.float32)
     adata.obsm[f"{key_added}_proba"] = proba
     if outputs.embeddings is not None:
         adata.obsm[f"X_{key_added}"] = np.asarray(outputs.embeddings, dtype=np.float32)
@@ -434,31 +441,65 @@ def annotate(
     meta = model.config.get("prepared", {}).get("meta", {})
     params["tokenizer"] = meta.get("tokenizer", "rank")
     params["label_key"] = meta.get("label_key", "")
-    if detector.calibrated:
-        params["unknown"] = {
-            "method": detector.method,
-            "space": detector.space,
-            "threshold": float(detector.threshold),
-            "quantile": float(detector.quantile),
-            "rule": f"score above the {detector.quantile:g} quantile of the validation cells' scores "
-            f"(about {100 * (1 - detector.quantile):.0f}% of cells of known types are flagged by design), "
-            "or no expressed model gene",
-        }
-    else:
-        params["unknown"] = {
-            "method": "none",
-            "rule": "no validation cells: only cells with no expressed model gene are flagged",
-        }
+    params["unknown"] = unknown_params(detector, scores[~no_genes], key_added)
+    params["unknown"]["flagged_fraction"] = float(np.mean(unknown)) if len(unknown) else 0.0
     adata.uns[key_added] = {"classes": np.array(classes, dtype=object), "params": params}
     n_unknown = int(np.sum(unknown))
     logger.info(
-        "%d cells annotated by %s run %s; %d (%.1f%%) flagged unknown; %s",
+        "%d cells annotated by %s run %s; %d (%.1f%%) flagged unknown; %s; %s",
         adata.n_obs,
         model.kind,
         model.run_dir,
         n_unknown,
         100 * n_unknown / max(adata.n_obs, 1),
         calibration_note(params),
+        unknown_note(params),
+    )
+
+
+SCORE_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def unknown_params(detector: UnknownDetector, scores: np.ndarray, key_added: str) -> dict[str, Any]:
+    """``params['unknown']``: the rule (score, threshold, FPR target) and the scores' quantiles."""
+    if not detector.calibrated:
+        return {
+            "method": "none",
+            "score_key": f"{key_added}_unknown_score",
+            "rule": "no validation cells: only cells with no expressed model gene are flagged "
+            "(the score is NaN: nothing to set a threshold on)",
+        }
+    finite = scores[np.isfinite(scores)]
+    quantiles = np.quantile(finite, SCORE_QUANTILES) if len(finite) else np.full(len(SCORE_QUANTILES), np.nan)
+    return {
+        "method": detector.method,
+        "score": detector.method,
+        "score_key": f"{key_added}_unknown_score",
+        "score_description": f"{detector.description} (higher = less like any training type)",
+        "space": detector.space,
+        "threshold": float(detector.threshold),
+        "quantile": float(detector.quantile),
+        "fpr_target": float(detector.fpr_target),
+        "val_flagged_fraction": float(detector.info.get("val_flagged_fraction", float("nan"))),
+        "rule": f"{key_added}_unknown_score above {detector.threshold:.6g}, the {detector.quantile:g} quantile "
+        f"of the validation cells' scores (validation cells are all of known types: about "
+        f"{100 * detector.fpr_target:.0f}% of cells of known types are flagged by design), "
+        "or no expressed model gene",
+        "score_quantiles": {
+            f"q{round(100 * q):02d}": float(v) for q, v in zip(SCORE_QUANTILES, quantiles, strict=True)
+        },
+    }
+
+
+def unknown_note(params: dict[str, Any]) -> str:
+    """One phrase on the unknown score: its name, distribution and threshold (for summaries)."""
+    rule = params.get("unknown", {})
+    if rule.get("method", "none") == "none" or "score_quantiles" not in rule:
+        return "no unknown score (run without validation cells)"
+    shown = ", ".join(f"{int(k[1:])}% {v:.3g}" for k, v in rule["score_quantiles"].items())
+    return (
+        f"unknown score {rule['score']} (higher = less like any training type): {shown}; "
+        f"threshold {rule['threshold']:.3g} (flags {100 * rule['fpr_target']:.0f}% of validation cells)"
     )
 
 

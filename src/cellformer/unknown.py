@@ -38,41 +38,51 @@ import numpy as np
 from cellformer.atomic import atomic_path, read_json, write_json
 from cellformer.evaluation.calibration import TemperatureFit, fit_temperature
 from cellformer.evaluation.metrics import softmax
+from cellformer.unknown_scores import (
+    DESCRIPTIONS,
+    FEATURE_SCORES,
+    SCORES,
+    centroid_scores,  # noqa: F401  (re-exported: earlier callers imported it from here)
+    class_centroids,  # noqa: F401
+    fit_score,
+    score,
+)
 
 logger = logging.getLogger(__name__)
 
 JSON_NAME = "unknown.json"
 ARRAYS_NAME = "unknown.safetensors"
 DEFAULT_QUANTILE = 0.95
+DEFAULT_METHOD = "knn_distance"  # chosen by bench/unknown.py (docs/unknown.md)
 SPACES = ("embedding", "logits")
 
 
 @dataclasses.dataclass
 class UnknownDetector:
-    """Calibrated confidence and an "unlike every training type" flag for model outputs."""
+    """Calibrated confidence and an "unlike every training type" score and flag for model outputs."""
 
-    method: str  # "centroid_distance", "max_probability" or "none" (no validation cells: nothing flagged)
+    method: str  # a score of cellformer.unknown_scores.SCORES, or "none" (no validation cells)
     threshold: float
-    space: str = "embedding"  # what centroid_distance measures: "embedding" or "logits"
+    space: str = "embedding"  # what a distance score measures: "embedding" or "logits"
     temperature: float = 1.0
     quantile: float = DEFAULT_QUANTILE
-    centroids: np.ndarray | None = None  # (n_classes, d); NaN rows for classes without training cells
-    scales: np.ndarray | None = None  # (n_classes,)
+    state: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # the score's fitted arrays
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # the score's small values (k, ...)
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
-    val_scores: np.ndarray | None = None  # validation cells' scores (any quantile's threshold)
+    val_scores: np.ndarray | None = None  # validation cells' scores, sorted (any quantile's threshold)
 
     # -- scoring -------------------------------------------------------------------------------
     def proba(self, logits: np.ndarray) -> np.ndarray:
         return softmax(logits, self.temperature)
 
     def scores(self, logits: np.ndarray, embeddings: np.ndarray | None) -> np.ndarray:
-        """Higher = less like the training types."""
-        if self.method == "centroid_distance":
-            features = logits if self.space == "logits" else embeddings
-            if features is None:
-                raise ValueError("this unknown-cell detector needs embeddings")
-            return centroid_scores(_unit(features), self.centroids, self.scales)
-        return 1.0 - self.proba(logits).max(axis=1)
+        """Higher = less like the training types; NaN for every cell of a run with ``method = "none"``."""
+        if self.method == "none":
+            return np.full(len(logits), np.nan)
+        features = logits if self.space == "logits" else embeddings
+        if self.method in FEATURE_SCORES and features is None:
+            raise ValueError(f"this unknown-cell detector ({self.method}) needs embeddings")
+        return score(self.method, self.state, self.settings, logits, features, self.temperature)
 
     def flag(self, logits: np.ndarray, embeddings: np.ndarray | None) -> np.ndarray:
         if self.method == "none":
@@ -83,6 +93,17 @@ class UnknownDetector:
     def calibrated(self) -> bool:
         """False for a run without labelled validation cells (``T = 1``, nothing flagged)."""
         return self.method != "none"
+
+    @property
+    def fpr_target(self) -> float:
+        """The share of validation (known-type) cells the threshold flags by design: ``1 - quantile``."""
+        return 1.0 - self.quantile
+
+    @property
+    def description(self) -> str:
+        if self.method == "none":
+            return "no labelled validation cells: no calibration (T=1) and no unknown flag"
+        return DESCRIPTIONS.get(self.method, self.method).format(space=self.space)
 
     @property
     def temperature_fit(self) -> TemperatureFit:
@@ -115,13 +136,22 @@ class UnknownDetector:
         n_classes: int,
         quantile: float = DEFAULT_QUANTILE,
         space: str = "embedding",
+        method: str = DEFAULT_METHOD,
     ) -> UnknownDetector:
         """Fit from ``(logits, embeddings, labels)`` of the training and validation cells.
 
-        Labels are class indices; cells with labels ``>= n_classes`` (unseen types) or ``< 0``
-        (unlabelled) are ignored. Without labelled validation cells there is no calibration: the
-        detector has ``method = "none"`` (``T = 1``, no cell flagged), and a warning says so.
+        The score (``method``, see :mod:`cellformer.unknown_scores`) is fitted on the training cells;
+        the temperature and the threshold (the ``quantile`` of the validation cells' scores: validation
+        cells are all of known types, so ``1 - quantile`` is the false-positive rate targeted on known
+        cells) on the validation cells. Labels are class indices; cells with labels ``>= n_classes``
+        (unseen types) or ``< 0`` (unlabelled) are ignored. Without labelled validation cells there is
+        no calibration: the detector has ``method = "none"`` (``T = 1``, no cell flagged), and a
+        warning says so. A score that needs embeddings falls back to ``max_probability`` without them.
         """
+        if method not in SCORES:
+            raise ValueError(f"method must be one of {', '.join(SCORES)}, got {method!r}")
+        if space not in SPACES:
+            raise ValueError(f"space must be one of {SPACES}, got {space!r}")
         train_logits, train_emb, y_train = train
         val_logits, val_emb, y_val = val
         known_val = (y_val >= 0) & (y_val < n_classes)
@@ -142,14 +172,21 @@ class UnknownDetector:
             )
         fit = fit_temperature(val_logits, y_val)  # the one fit `evaluate` and `predict` use too
         temperature = fit.temperature
-        if space not in SPACES:
-            raise ValueError(f"space must be one of {SPACES}, got {space!r}")
         train_features = train_logits if space == "logits" else train_emb
-        if train_features is not None and (space == "logits" or val_emb is not None):
-            centroids, scales = class_centroids(_unit(train_features), y_train, n_classes)
-            detector = cls("centroid_distance", 0.0, space, temperature, quantile, centroids, scales)
-        else:
-            detector = cls("max_probability", 0.0, "logits", temperature, quantile)
+        val_features = val_logits if space == "logits" else val_emb
+        if method in FEATURE_SCORES and (train_features is None or val_features is None):
+            method, space = "max_probability", "logits"
+        state, settings = fit_score(
+            method,
+            train_features,
+            y_train,
+            n_classes,
+            val=(val_logits, val_features),
+            temperature=temperature,
+        )
+        # the precision the run dir stores (float32), so a loaded detector scores exactly like this one
+        state = {name: np.asarray(a, np.float32).astype(np.float64) for name, a in state.items()}
+        detector = cls(method, 0.0, space, temperature, quantile, state, settings)
         val_scores = detector.scores(val_logits, val_emb)
         detector.threshold = float(np.quantile(val_scores, quantile))
         detector.val_scores = np.sort(np.asarray(val_scores, dtype=np.float64))
@@ -170,24 +207,20 @@ class UnknownDetector:
             "space": self.space,
             "threshold": self.threshold if self.method != "none" else None,
             "quantile": self.quantile,
+            "fpr_target": self.fpr_target if self.method != "none" else None,
             "temperature": self.temperature,
+            "settings": self.settings,
             "description": (
-                f"cellformer_unknown = score > threshold; score = distance of the L2-normalized {self.space} "
-                "to the nearest training-class centroid / that class's median training distance"
-                if self.method == "centroid_distance"
-                else "cellformer_unknown = 1 - calibrated max probability > threshold"
-                if self.method == "max_probability"
-                else "no labelled validation cells: no calibration (T=1) and no unknown flag"
+                f"cellformer_unknown = cellformer_unknown_score > threshold; score = {self.description}"
+                if self.method != "none"
+                else self.description
             ),
             "threshold_chosen_on": "validation split (quantile of known cells' scores)"
             if self.method != "none"
             else None,
             **self.info,
         }
-        arrays = {}
-        if self.method == "centroid_distance":
-            arrays["centroids"] = np.ascontiguousarray(self.centroids, np.float32)
-            arrays["scales"] = np.ascontiguousarray(self.scales, np.float32)
+        arrays = {name: np.ascontiguousarray(a, np.float32) for name, a in self.state.items()}
         if self.val_scores is not None:
             arrays["val_scores"] = np.ascontiguousarray(self.val_scores, np.float64)
         if arrays:
@@ -207,13 +240,16 @@ class UnknownDetector:
             from safetensors.numpy import load_file
 
             arrays = load_file(str(run_dir / ARRAYS_NAME))
-        centroids, scales = arrays.get("centroids"), arrays.get("scales")
+        val_scores = arrays.pop("val_scores", None)
+        state = {name: np.asarray(a, np.float64) for name, a in arrays.items()}
         known = {
             "method",
             "space",
             "threshold",
             "quantile",
+            "fpr_target",
             "temperature",
+            "settings",
             "description",
             "threshold_chosen_on",
         }
@@ -224,39 +260,8 @@ class UnknownDetector:
             payload.get("space", "embedding"),
             float(payload["temperature"]),
             float(payload["quantile"]),
-            centroids,
-            scales,
+            state,
+            dict(payload.get("settings") or {}),
             {k: v for k, v in payload.items() if k not in known},
-            arrays.get("val_scores"),
+            val_scores,
         )
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def class_centroids(
-    embeddings: np.ndarray, labels: np.ndarray, n_classes: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class mean embedding and median distance of the class's cells to it (NaN when absent)."""
-    embeddings = np.asarray(embeddings, dtype=np.float64)
-    centroids = np.full((n_classes, embeddings.shape[1]), np.nan)
-    scales = np.full(n_classes, np.nan)
-    for c in range(n_classes):
-        members = embeddings[labels == c]
-        if len(members) == 0:
-            continue
-        centroids[c] = members.mean(axis=0)
-        distance = np.linalg.norm(members - centroids[c], axis=1)
-        scales[c] = max(float(np.median(distance)), 1e-6)
-    return centroids, scales
-
-
-def centroid_scores(embeddings: np.ndarray, centroids: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """``min_c ||e - centroid_c|| / scale_c`` for each row of ``embeddings`` (classes with NaN skipped)."""
-    present = np.isfinite(scales)
-    c, s = np.asarray(centroids, np.float64)[present], np.asarray(scales, np.float64)[present]
-    e = np.asarray(embeddings, np.float64)
-    squared = (e**2).sum(1)[:, None] - 2 * e @ c.T + (c**2).sum(1)[None, :]
-    return (np.sqrt(np.maximum(squared, 0.0)) / s[None, :]).min(axis=1)

@@ -9,7 +9,7 @@ from cellformer.baselines import features as feat
 from cellformer.baselines import models
 from cellformer.evaluation.calibration import fit_temperature
 from cellformer.evaluation.metrics import softmax
-from cellformer.unknown import UnknownDetector
+from cellformer.unknown import DEFAULT_METHOD, UnknownDetector
 
 
 def _counts(n_cells=300, n_genes=400, seed=0):
@@ -83,7 +83,7 @@ def test_temperature_and_unknown_detector_round_trip(tmp_path):
     assert fit_temperature(np.eye(3)[y] * 0.5, y).temperature < 0.5  # under-confident and always right
     emb = np.eye(3)[y] + rng.normal(scale=0.1, size=(500, 3))
     detector = UnknownDetector.fit((logits[:300], emb[:300], y[:300]), (logits[300:], emb[300:], y[300:]), 3)
-    assert detector.method == "centroid_distance"
+    assert detector.method == DEFAULT_METHOD
     assert 0.02 <= np.mean(detector.flag(logits[300:], emb[300:])) <= 0.08
     far = -np.ones((5, 3))  # opposite every class direction
     assert detector.flag(logits[:5], far).all()

@@ -13,6 +13,7 @@ import cellformer
 from cellformer.errors import ConfigError, InputError
 from cellformer.evaluation.calibration import negative_log_likelihood
 from cellformer.evaluation.metrics import expected_calibration_error, softmax
+from cellformer.unknown import DEFAULT_METHOD
 
 
 def _subset(bladder, n=200, seed=0):
@@ -40,7 +41,7 @@ def test_train_stores_the_calibration_and_predict_never_writes_the_run(
     bladder, withheld_transformer, tmp_path
 ):
     stored = json.loads((withheld_transformer / "unknown.json").read_text())  # written by `train`
-    assert stored["method"] == "centroid_distance" and stored["quantile"] == 0.95
+    assert stored["method"] == DEFAULT_METHOD and stored["quantile"] == 0.95
     assert stored["calibration"]["n_cells"] > 0 and 0.25 <= stored["temperature"] <= 10
     assert stored["calibration"]["decision"]
     run = tmp_path / "run"

@@ -11,6 +11,7 @@ import pytest
 
 import cellformer
 from cellformer.errors import ConfigError, InputError, RunDirError
+from cellformer.unknown import DEFAULT_METHOD
 
 WITHHELD = "class_7"  # the class left out of training in conftest.py
 
@@ -63,7 +64,7 @@ def test_predict_returns_an_annotated_copy(bladder, withheld_runs):
     assert list(out.uns["cellformer"]["classes"]) == classes
     params = out.uns["cellformer"]["params"]
     assert params["kind"] == "mlp" and params["gene_overlap"]["fraction"] == 1.0
-    assert params["unknown"]["method"] == "centroid_distance" and params["temperature"] > 0
+    assert params["unknown"]["method"] == DEFAULT_METHOD and params["temperature"] > 0
     # known cells are mostly right (class_7 cells cannot be)
     known = (adata.obs["cell_type"] != WITHHELD).to_numpy()
     assert (

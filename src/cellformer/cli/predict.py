@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     import anndata as ad
 
     from cellformer.errors import ConfigError
-    from cellformer.prediction import calibration_note, predict_file
+    from cellformer.prediction import calibration_note, predict_file, unknown_note
 
     if args.input_transform is not None and not args.input_normalized:
         raise ConfigError(
@@ -121,7 +121,9 @@ def run(args: argparse.Namespace) -> int:
     n_unknown = int(obs[f"{key}_unknown"].sum())
     n_empty = int(params.get("n_no_genes", 0))
     empty = f" ({n_empty} with no expressed model gene)" if n_empty else ""
-    print(f"{n} cells annotated; {n_unknown} flagged unknown{empty}; {calibration_note(params)}")
+    share = f" ({100 * n_unknown / max(n, 1):.1f}%)"
+    print(f"{n} cells annotated; {n_unknown}{share} flagged unknown{empty}; {calibration_note(params)}")
+    print(f"  {unknown_note(params)}")
     counts = obs[f"{key}_prediction"].value_counts()
     for name, count in counts[counts > 0].items():
         print(f"  {name}: {count}")

@@ -1,0 +1,364 @@
+"""Are unknown cell types caught? Leave-one-type-out on the labelled datasets, every unknown score.
+
+For each labelled dataset in ``../shared/data`` and each cell type with at least ``--min-cells`` cells
+(``--quick``: a few of them, evenly spaced by size) this script
+
+1. writes the dataset **without that type** and prepares it with ``cellformer.prepare``'s defaults (QC,
+   the 70/15/15 split): the withheld type is in neither the training nor the validation cells;
+2. trains the transformer with ``cellformer.train``'s **defaults** (seed 0; ``--set KEY=VALUE`` changes an
+   option) and fits the ``logreg`` baseline on exactly the same cells;
+3. builds a query of **all the withheld type's cells** plus the prepared **test** cells (known types),
+   and scores it with every unknown score of :mod:`cellformer.unknown_scores`, each fitted on the run's
+   training cells and thresholded at the ``--quantile`` (0.95) of its validation cells' scores, i.e. a
+   5 % false-positive target on known cells (validation cells hold no novel type, so that is the only
+   honest way to set a threshold);
+4. reports per withheld type and averaged: each score's AUROC (withheld vs known query cells), its TPR
+   (withheld cells flagged) and FPR (known cells flagged) at that threshold, and the known query cells'
+   macro-F1 - for the transformer and logreg in the same run. ``shipped`` is the score the run itself
+   stores (``cellformer.unknown.DEFAULT_METHOD``) and ``predict`` writes; its flags are checked to be
+   the ones this script computes.
+
+Distance scores measure the representation the run's detector uses: the transformer's ``<CLS>``
+embedding, logreg's logits (``UNKNOWN_SPACE``); for logreg the same scores on its PCA embedding are
+reported too (``@pca``).
+
+Usage::
+
+    python bench/unknown.py --quick --threads 2        # pbmc68k + bladder, 5 withheld types (< 15 min)
+    python bench/unknown.py --threads 2                # every type >= 30 cells of 5 datasets (many hours)
+    python bench/unknown.py --datasets pbmc68k --types "CD19+ B" --record /tmp/unknown.jsonl
+
+Prepared datasets and runs are cached in ``--work`` (keyed by dataset, withheld type and options).
+``--record FILE`` appends one JSON line per (dataset, withheld type, model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+LABEL_KEY = "cell_type"
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    name: str
+    file: str
+    options: dict[str, Any]  # prepare options the file needs (how its values are stored)
+
+
+DATASETS = (
+    Dataset("bladder", "mouse_bladder_2100.h5ad", {}),
+    Dataset("pbmc68k", "pbmc68k_reduced.h5ad", {"input_normalized": True}),
+    Dataset("pancreas", "pancreas_endocrinogenesis_3696.h5ad", {}),
+    Dataset("kidney", "human_kidney_5685_top2000.h5ad", {}),
+    Dataset("cbmc", "cbmc_citeseq_8617_top2000.h5ad", {}),
+)
+QUICK = {"pbmc68k": 3, "bladder": 2}  # dataset -> withheld types in --quick
+MODELS = ("transformer", "logreg")
+
+
+def parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def digest(options: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_") or "type"
+
+
+def eligible_types(labels: np.ndarray, min_cells: int) -> list[str]:
+    """Types with at least ``min_cells`` cells, largest first (ties by name)."""
+    names, counts = np.unique(labels.astype(str), return_counts=True)
+    order = sorted(zip(names, counts, strict=True), key=lambda nc: (-nc[1], nc[0]))
+    return [str(n) for n, c in order if c >= min_cells]
+
+
+def evenly_spaced(types: list[str], n: int) -> list[str]:
+    if n >= len(types):
+        return types
+    picks = np.unique(np.round(np.linspace(0, len(types) - 1, n)).astype(int))
+    return [types[i] for i in picks]
+
+
+# -- one withheld type ---------------------------------------------------------------------------
+def prepare_without(adata, dataset: Dataset, withheld: str, work: Path) -> Path:
+    """Prepared dataset of ``adata`` without the ``withheld`` cells (cached)."""
+    import cellformer
+
+    out = work / dataset.name / slug(withheld) / f"prepared-{digest(dataset.options)}"
+    if (out / "meta.json").exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    source = out.parent / f"{dataset.name}_without_{slug(withheld)}.h5ad"
+    keep = adata.obs[LABEL_KEY].astype(str).to_numpy() != withheld
+    adata[keep].copy().write_h5ad(source)
+    cellformer.prepare(source, out=out, overwrite=True, label_key=LABEL_KEY, **dataset.options)
+    return out
+
+
+def trained_run(prepared: Path, model: str, train_options: dict[str, Any]) -> Path:
+    import cellformer
+
+    if model == "logreg":
+        run = prepared / "baseline-logreg"
+        if not (run / "config.json").exists():
+            cellformer.baseline(prepared, method="logreg", out=run, overwrite=True)
+        return run
+    run = prepared / f"transformer-{digest(train_options)}-seed0"
+    if not (run / "model.safetensors").exists():
+        if run.exists():
+            import shutil
+
+            shutil.rmtree(run)
+        started = time.perf_counter()
+        cellformer.train(prepared, out=run, seed=0, progress_bar=False, **train_options)
+        (run / "bench_seconds.txt").write_text(f"{time.perf_counter() - started:.1f}\n")
+    return run
+
+
+def query_cells(adata, prepared: Path, withheld: str):
+    """All ``withheld`` cells of the file plus the prepared test cells; and which are withheld."""
+    import pandas as pd
+
+    cells = pd.read_csv(prepared / "cells.csv.gz")
+    test_names = cells.loc[cells["split"] == "test", "obs_name"].astype(str).to_numpy()
+    is_withheld = adata.obs[LABEL_KEY].astype(str).to_numpy() == withheld
+    position = pd.Index(adata.obs_names)
+    rows = np.r_[np.flatnonzero(is_withheld), position.get_indexer(test_names)]
+    if (rows < 0).any():
+        raise RuntimeError(f"{prepared}: test cells missing from the source file")
+    query = adata[rows].copy()
+    return query, np.r_[np.ones(is_withheld.sum(), bool), np.zeros(len(test_names), bool)]
+
+
+def evaluate(run: Path, prepared: Path, query, withheld_mask: np.ndarray, quantile: float) -> dict[str, Any]:
+    """Every score's AUROC / TPR / FPR on the query, the known cells' macro-F1, the shipped flag."""
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    import cellformer
+    from cellformer.baselines.api import UNKNOWN_SPACE
+    from cellformer.data.align import pinned_transform
+    from cellformer.data.prepared import PreparedData
+    from cellformer.prediction import check_input_values, model_outputs
+    from cellformer.runs import load
+    from cellformer.unknown import DEFAULT_METHOD, UnknownDetector
+    from cellformer.unknown_scores import FEATURE_SCORES, SCORES
+
+    model = load(run)
+    data = PreparedData(prepared)
+    labels = np.asarray(data.labels)
+    n_classes = len(model.classes)
+    splits = {s: model.predict_split(data, s) for s in ("train", "val")}
+    values = check_input_values(model, query)
+    outputs, _, no_genes = model_outputs(model, query, **pinned_transform(values))
+    space = UNKNOWN_SPACE.get(model.kind, "embedding")
+    variants = [(name, space) for name in SCORES]
+    if model.kind != "transformer":
+        variants += [(name, "embedding") for name in FEATURE_SCORES]
+    scores: dict[str, dict[str, float]] = {}
+    for name, where in variants:
+        detector = UnknownDetector.fit(
+            *[(p.logits, p.embeddings, labels[p.rows]) for p in (splits["train"], splits["val"])],
+            n_classes,
+            quantile=quantile,
+            space=where,
+            method=name,
+        )
+        s = detector.scores(outputs.logits, outputs.embeddings)
+        flagged = (s > detector.threshold) | no_genes
+        key = name if where == space else f"{name}@pca"
+        scores[key] = {
+            "auroc": float(roc_auc_score(withheld_mask, s)),
+            "tpr": float(flagged[withheld_mask].mean()),
+            "fpr": float(flagged[~withheld_mask].mean()),
+            "val_fpr": float(detector.info["val_flagged_fraction"]),
+        }
+    # the run's own stored detector, through cellformer.predict: the flag users get
+    annotated = cellformer.predict(query, run)
+    shipped_flag = annotated.obs["cellformer_unknown"].to_numpy()
+    stored = UnknownDetector.load(run)
+    expected = (stored.scores(outputs.logits, outputs.embeddings) > stored.threshold) | no_genes
+    known = ~withheld_mask
+    truth = query.obs[LABEL_KEY].astype(str).to_numpy()[known]
+    predicted = annotated.obs["cellformer_prediction"].astype(str).to_numpy()[known]
+    return {
+        "shipped": stored.method,
+        "default": DEFAULT_METHOD,
+        "shipped_matches": bool(np.array_equal(shipped_flag, expected)),
+        "shipped_tpr": float(shipped_flag[withheld_mask].mean()),
+        "shipped_fpr": float(shipped_flag[known].mean()),
+        "known_macro_f1": float(f1_score(truth, predicted, labels=sorted(set(truth)), average="macro")),
+        "scores": scores,
+    }
+
+
+# -- output ----------------------------------------------------------------------------------------
+SHORT = {
+    "centroid_distance": "centroid",
+    "mahalanobis": "mahal",
+    "knn_distance": "knn",
+    "energy": "energy",
+    "max_probability": "msp",
+    "combined": "comb",
+}
+
+
+def row_line(record: dict[str, Any], names: list[str]) -> str:
+    r = record["result"]
+    aurocs = " ".join(f"{r['scores'][n]['auroc']:>8.3f}" for n in names)
+    return (
+        f"{record['dataset']:<9} {record['withheld'][:22]:<22} {record['model']:<11} {record['n_withheld']:>5} "
+        f"{record['n_known']:>5} {r['known_macro_f1']:>6.3f} {aurocs}   "
+        f"{r['shipped_tpr']:>5.3f} {r['shipped_fpr']:>5.3f}"
+    )
+
+
+def summary(records: list[dict[str, Any]], quantile: float) -> list[str]:
+    lines = [
+        "",
+        f"averaged over withheld types (AUROC; TPR / FPR at the {quantile:g} validation quantile = "
+        f"{100 * (1 - quantile):.0f}% FPR target):",
+    ]
+    for model in MODELS:
+        mine = [r["result"] for r in records if r["model"] == model]
+        if not mine:
+            continue
+        f1 = statistics.mean(r["known_macro_f1"] for r in mine)
+        lines.append(f"  {model} ({len(mine)} withheld types; known macro-F1 {f1:.3f}):")
+        ranked = sorted(
+            mine[0]["scores"], key=lambda n: -statistics.mean(r["scores"][n]["auroc"] for r in mine)
+        )
+        for name in ranked:
+            auroc = [r["scores"][name]["auroc"] for r in mine]
+            tpr = statistics.mean(r["scores"][name]["tpr"] for r in mine)
+            fpr = statistics.mean(r["scores"][name]["fpr"] for r in mine)
+            mark = "  <- shipped" if name == mine[0]["shipped"] else ""
+            lines.append(
+                f"    {name:<22} AUROC {statistics.mean(auroc):.3f} (min {min(auroc):.3f})  "
+                f"TPR {tpr:.3f}  FPR {fpr:.3f}{mark}"
+            )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="pbmc68k (3 types) + bladder (2 types), < 15 min"
+    )
+    parser.add_argument("--datasets", nargs="+", choices=[d.name for d in DATASETS])
+    parser.add_argument("--types", nargs="+", help="withhold only these types (names as in obs cell_type)")
+    parser.add_argument("--max-types", type=int, help="at most this many withheld types per dataset")
+    parser.add_argument("--min-cells", type=int, default=30, help="withhold types with >= this many cells")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument(
+        "--quantile", type=float, default=0.95, help="threshold quantile of validation scores"
+    )
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/cellformer-bench-unknown"))
+    parser.add_argument("--record", type=Path, help="append one JSON line per withheld type and model")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    warnings.filterwarnings("ignore")
+    import anndata as ad
+    import torch
+
+    from cellformer.unknown import DEFAULT_METHOD
+    from cellformer.unknown_scores import SCORES
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train_options = {}
+    for item in args.settings:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: --set needs KEY=VALUE, got {item!r}")
+        train_options[key] = parse_value(value)
+    names = args.datasets or (list(QUICK) if args.quick else [d.name for d in DATASETS])
+    started = time.perf_counter()
+    print(
+        f"bench/unknown.py ({'quick' if args.quick else 'full'}): leave-one-type-out on {', '.join(names)}; "
+        f"each withheld type (>= {args.min_cells} cells) is removed before prepare, the query is all its "
+        "cells + the known test cells; every score is fitted on training cells and thresholded at the "
+        f"{args.quantile:g} quantile of validation scores ({100 * (1 - args.quantile):.0f}% FPR target on "
+        f"known cells); transformer = cellformer defaults{' + ' + ', '.join(args.settings) if args.settings else ''}, "
+        f"seed 0, and logreg; shipped score = {DEFAULT_METHOD}; started {time.strftime('%H:%M:%S')}",
+        flush=True,
+    )
+    columns = [SHORT[n] for n in SCORES]
+    print(
+        f"{'dataset':<9} {'withheld':<22} {'model':<11} {'n_new':>5} {'n_old':>5} {'F1old':>6} "
+        + " ".join(f"{c:>8}" for c in columns)
+        + "   shipped TPR / FPR",
+        flush=True,
+    )
+    print(f"{'':<63}{'(AUROC withheld vs known query cells, per score)':^53}")
+    records = []
+    for dataset in DATASETS:
+        if dataset.name not in names:
+            continue
+        adata = ad.read_h5ad(DATA / dataset.file)
+        adata.obs_names_make_unique()
+        types = eligible_types(adata.obs[LABEL_KEY].to_numpy(), args.min_cells)
+        if args.types:
+            types = [t for t in types if t in args.types]
+        limit = args.max_types or (QUICK.get(dataset.name) if args.quick else None)
+        if limit:
+            types = evenly_spaced(types, limit)
+        for withheld in types:
+            prepared = prepare_without(adata, dataset, withheld, args.work)
+            query, mask = query_cells(adata, prepared, withheld)
+            for model in args.models:
+                run = trained_run(prepared, model, train_options)
+                record = {
+                    "dataset": dataset.name,
+                    "withheld": withheld,
+                    "model": model,
+                    "settings": args.settings,
+                    "n_withheld": int(mask.sum()),
+                    "n_known": int((~mask).sum()),
+                    "result": evaluate(run, prepared, query, mask, args.quantile),
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                }
+                records.append(record)
+                print(row_line(record, list(SCORES)), flush=True)
+                if args.record:
+                    with open(args.record, "a") as handle:
+                        handle.write(json.dumps(record) + "\n")
+    for line in summary(records, args.quantile):
+        print(line)
+    mismatched = [r for r in records if not r["result"]["shipped_matches"]]
+    print(
+        f"shipped flags = predict's flags: {'yes' if not mismatched else f'NO for {len(mismatched)} runs'}; "
+        f"wall time {time.perf_counter() - started:.0f} s"
+    )
+    return 1 if mismatched else 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Unknown-cell scores: how unlike every training type a cell is (higher = less like any of them).
+
+Each score is fitted on the *training* cells' outputs of a run (the logits and the representation the
+detector measures: the model's embedding, or for a linear model its logits) and is a pure,
+deterministic function of a cell's outputs afterwards:
+
+- ``centroid_distance``: distance of the L2-normalized representation to the nearest training-class
+  centroid, in units of that class's spread (median distance of its training cells to the centroid).
+- ``mahalanobis``: ``min_c sqrt((x - mu_c)^T P (x - mu_c))`` with class means ``mu_c`` and one shared
+  precision ``P`` (Ledoit-Wolf shrunk covariance of the class-centred training representations).
+- ``knn_distance``: Euclidean distance of the L2-normalized representation to its ``k``-th nearest
+  L2-normalized training representation (``k = 10``; fewer when there are fewer training cells).
+- ``energy``: ``-logsumexp(logits)`` (the free energy at temperature 1).
+- ``max_probability``: ``1 -`` the calibrated maximum probability (what CellTypist-style tools threshold).
+- ``combined``: the mean of ``mahalanobis`` and ``knn_distance``, each centred on its validation median
+  and divided by its validation inter-quartile range (so neither dominates by its units).
+
+A fitted score is ``(method, state, settings)``: ``state`` holds arrays (stored in
+``unknown.safetensors``), ``settings`` small JSON values. :mod:`cellformer.unknown` thresholds it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cellformer.evaluation.metrics import softmax
+
+SCORES = ("centroid_distance", "mahalanobis", "knn_distance", "energy", "max_probability", "combined")
+FEATURE_SCORES = ("centroid_distance", "mahalanobis", "knn_distance", "combined")  # need a representation
+COMBINED_PARTS = ("mahalanobis", "knn_distance")
+KNN_K = 10
+_CHUNK = 1024  # query cells per distance block
+
+DESCRIPTIONS = {
+    "centroid_distance": "distance of the L2-normalized {space} to the nearest training-class centroid / "
+    "that class's median training distance",
+    "mahalanobis": "Mahalanobis distance of the {space} to the nearest training-class mean "
+    "(one shared Ledoit-Wolf covariance of the training cells)",
+    "knn_distance": "distance of the L2-normalized {space} to its k-th nearest L2-normalized training cell",
+    "energy": "-logsumexp(logits), the free energy of the logits",
+    "max_probability": "1 - calibrated max probability",
+    "combined": "mean of the Mahalanobis and k-th-neighbour distances, each as (score - validation median) "
+    "/ validation IQR",
+}
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (float64)."""
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+# -- fitting -------------------------------------------------------------------------------------
+def fit_score(
+    method: str,
+    train_features: np.ndarray | None,
+    y_train: np.ndarray,
+    n_classes: int,
+    *,
+    val: tuple[np.ndarray, np.ndarray | None] | None = None,
+    temperature: float = 1.0,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """``(state, settings)`` of ``method`` from the training cells' representation and labels.
+
+    ``val`` (validation ``(logits, features)``) is needed by ``combined`` only (its normalization).
+    Labels outside ``[0, n_classes)`` are ignored.
+    """
+    if method not in SCORES:
+        raise ValueError(f"unknown score {method!r}; choose one of {', '.join(SCORES)}")
+    if method in ("energy", "max_probability"):
+        return {}, {}
+    if train_features is None:
+        raise ValueError(f"the {method} score needs a representation of the training cells")
+    y_train = np.asarray(y_train)
+    known = (y_train >= 0) & (y_train < n_classes)
+    features, y_train = np.asarray(train_features, np.float64)[known], y_train[known]
+    if method == "centroid_distance":
+        centroids, scales = class_centroids(unit(features), y_train, n_classes)
+        return {"centroids": centroids, "scales": scales}, {}
+    if method == "mahalanobis":
+        return _fit_mahalanobis(features, y_train, n_classes), {}
+    if method == "knn_distance":
+        k = int(min(KNN_K, max(len(features), 1)))
+        return {"bank": unit(features).astype(np.float32)}, {"k": k}
+    # combined: the parts, then their validation median / IQR
+    if val is None or val[1] is None:
+        raise ValueError("the combined score needs the validation cells' representation")
+    state: dict[str, np.ndarray] = {}
+    settings: dict[str, Any] = {"parts": {}}
+    for part in COMBINED_PARTS:
+        part_state, part_settings = fit_score(part, features, y_train, n_classes)
+        values = score(part, part_state, part_settings, val[0], val[1], temperature)
+        q1, median, q3 = np.quantile(values, [0.25, 0.5, 0.75]) if len(values) else (0.0, 0.0, 1.0)
+        part_settings = {**part_settings, "median": float(median), "iqr": float(max(q3 - q1, 1e-12))}
+        state.update({f"{part}.{name}": array for name, array in part_state.items()})
+        settings["parts"][part] = part_settings
+    return state, settings
+
+
+def _fit_mahalanobis(features: np.ndarray, y: np.ndarray, n_classes: int) -> dict[str, np.ndarray]:
+    from sklearn.covariance import LedoitWolf
+
+    means = np.full((n_classes, features.shape[1]), np.nan)
+    centred = np.empty_like(features)
+    for c in range(n_classes):
+        members = y == c
+        if members.any():
+            means[c] = features[members].mean(axis=0)
+            centred[members] = features[members] - means[c]
+    if len(features) > 1:
+        precision = LedoitWolf(assume_centered=True).fit(centred).precision_
+    else:
+        precision = np.eye(features.shape[1])
+    # store a square root W (P = W W^T) so that scoring is a Euclidean distance after x @ W
+    eigenvalues, vectors = np.linalg.eigh((precision + precision.T) / 2)
+    whitening = vectors * np.sqrt(np.maximum(eigenvalues, 0.0))[None, :]
+    return {"means": means, "whitening": whitening}
+
+
+def class_centroids(
+    embeddings: np.ndarray, labels: np.ndarray, n_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class mean embedding and median distance of the class's cells to it (NaN when absent)."""
+    embeddings = np.asarray(embeddings, dtype=np.float64)
+    centroids = np.full((n_classes, embeddings.shape[1]), np.nan)
+    scales = np.full(n_classes, np.nan)
+    for c in range(n_classes):
+        members = embeddings[labels == c]
+        if len(members) == 0:
+            continue
+        centroids[c] = members.mean(axis=0)
+        distance = np.linalg.norm(members - centroids[c], axis=1)
+        scales[c] = max(float(np.median(distance)), 1e-6)
+    return centroids, scales
+
+
+# -- scoring -------------------------------------------------------------------------------------
+def score(
+    method: str,
+    state: dict[str, np.ndarray],
+    settings: dict[str, Any],
+    logits: np.ndarray,
+    features: np.ndarray | None,
+    temperature: float = 1.0,
+) -> np.ndarray:
+    """The ``method`` score of each cell (float64; higher = less like any training type)."""
+    logits = np.asarray(logits, np.float64)
+    if method == "energy":
+        top = logits.max(axis=1, keepdims=True) if len(logits) else np.zeros((0, 1))
+        return -(top[:, 0] + np.log(np.exp(logits - top).sum(axis=1)))
+    if method == "max_probability":
+        return 1.0 - softmax(logits, temperature).max(axis=1)
+    if features is None:
+        raise ValueError(f"the {method} score needs the cells' representation (embeddings)")
+    if method == "centroid_distance":
+        return centroid_scores(unit(features), state["centroids"], state["scales"])
+    if method == "mahalanobis":
+        return nearest_distance(
+            np.asarray(features, np.float64) @ state["whitening"], state["means"] @ state["whitening"]
+        )
+    if method == "knn_distance":
+        return kth_distance(unit(features), state["bank"], int(settings["k"]))
+    if method == "combined":
+        total = np.zeros(len(logits))
+        for part, part_settings in settings["parts"].items():
+            part_state = {
+                name.split(".", 1)[1]: a for name, a in state.items() if name.startswith(f"{part}.")
+            }
+            values = score(part, part_state, part_settings, logits, features, temperature)
+            total += (values - part_settings["median"]) / part_settings["iqr"]
+        return total / max(len(settings["parts"]), 1)
+    raise ValueError(f"unknown score {method!r}; choose one of {', '.join(SCORES)}")
+
+
+def centroid_scores(embeddings: np.ndarray, centroids: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """``min_c ||e - centroid_c|| / scale_c`` for each row of ``embeddings`` (classes with NaN skipped)."""
+    present = np.isfinite(scales)
+    c, s = np.asarray(centroids, np.float64)[present], np.asarray(scales, np.float64)[present]
+    e = np.asarray(embeddings, np.float64)
+    squared = (e**2).sum(1)[:, None] - 2 * e @ c.T + (c**2).sum(1)[None, :]
+    return (np.sqrt(np.maximum(squared, 0.0)) / s[None, :]).min(axis=1)
+
+
+def nearest_distance(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Euclidean distance of each row of ``x`` to the nearest row of ``centres`` (NaN rows skipped)."""
+    centres = np.asarray(centres, np.float64)
+    centres = centres[np.isfinite(centres).all(axis=1)]
+    out = np.empty(len(x))
+    c2 = (centres**2).sum(1)[None, :]
+    for start in range(0, len(x), _CHUNK):
+        block = x[start : start + _CHUNK]
+        squared = (block**2).sum(1)[:, None] - 2 * block @ centres.T + c2
+        out[start : start + _CHUNK] = np.sqrt(np.maximum(squared.min(axis=1), 0.0))
+    return out
+
+
+def kth_distance(x: np.ndarray, bank: np.ndarray, k: int) -> np.ndarray:
+    """Distance of each (unit) row of ``x`` to its ``k``-th nearest (unit) row of ``bank``."""
+    bank = np.asarray(bank, np.float64)
+    k = int(min(max(k, 1), len(bank)))
+    out = np.empty(len(x))
+    b2 = (bank**2).sum(1)[None, :]
+    for start in range(0, len(x), _CHUNK):
+        block = np.asarray(x[start : start + _CHUNK], np.float64)
+        squared = (block**2).sum(1)[:, None] - 2 * block @ bank.T + b2
+        kth = np.partition(squared, k - 1, axis=1)[:, k - 1]
+        out[start : start + _CHUNK] = np.sqrt(np.maximum(kth, 0.0))
+    return out

@@ -1,0 +1,101 @@
+"""``predict`` writes the unknown score next to the flag: consistent, deterministic, same in API and CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import cellformer
+from cellformer.unknown import DEFAULT_METHOD
+
+WITHHELD = "CD19+ B"  # the type left out of training in conftest.py
+
+KINDS = ("transformer", "logreg")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_score_is_written_and_the_flag_is_score_above_threshold(kind, unknown_runs, query):
+    out = cellformer.predict(query, unknown_runs[kind])
+    score = out.obs["cellformer_unknown_score"].to_numpy()
+    flag = out.obs["cellformer_unknown"].to_numpy()
+    rule = out.uns["cellformer"]["params"]["unknown"]
+    assert score.dtype == np.float32 and np.isfinite(score).all()
+    assert rule["method"] == rule["score"] == DEFAULT_METHOD
+    assert rule["score_key"] == "cellformer_unknown_score" and rule["fpr_target"] == pytest.approx(0.05)
+    np.testing.assert_array_equal(flag, score > rule["threshold"])
+    assert rule["flagged_fraction"] == pytest.approx(flag.mean())
+    q = rule["score_quantiles"]
+    assert list(q) == ["q05", "q25", "q50", "q75", "q95"]
+    np.testing.assert_allclose(list(q.values()), np.quantile(score, [0.05, 0.25, 0.5, 0.75, 0.95]), rtol=1e-5)
+    stored = json.loads((unknown_runs[kind] / "unknown.json").read_text())
+    assert stored["method"] == DEFAULT_METHOD and rule["threshold"] == stored["threshold"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_score_is_deterministic(kind, unknown_runs, query):
+    first = cellformer.predict(query, unknown_runs[kind]).obs["cellformer_unknown_score"].to_numpy()
+    again = cellformer.predict(query, unknown_runs[kind]).obs["cellformer_unknown_score"].to_numpy()
+    np.testing.assert_array_equal(first, again)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_threshold_reproduces_its_fpr_on_the_validation_cells(kind, unknown_runs, validation_cells):
+    out = cellformer.predict(validation_cells, unknown_runs[kind])
+    flagged = out.obs["cellformer_unknown"].to_numpy().mean()
+    rule = out.uns["cellformer"]["params"]["unknown"]
+    n = validation_cells.n_obs
+    assert abs(flagged - rule["fpr_target"]) <= 1 / n + 1e-9
+    assert flagged == pytest.approx(rule["val_flagged_fraction"])
+    loose = cellformer.predict(validation_cells, unknown_runs[kind], unknown_quantile=0.8)
+    assert abs(loose.obs["cellformer_unknown"].mean() - 0.2) <= 1 / n + 1e-9
+
+
+def test_cells_without_model_genes_score_infinite(unknown_runs, query):
+    import anndata as ad
+
+    empty = query[:10].copy()
+    empty.obs_names = [f"empty_{i}" for i in range(10)]
+    empty.X = np.zeros(empty.shape, dtype=np.float32)
+    out = cellformer.predict(ad.concat([query[:30], empty]), unknown_runs["logreg"])
+    score = out.obs["cellformer_unknown_score"].to_numpy()
+    assert np.isinf(score[30:]).all() and out.obs["cellformer_unknown"].to_numpy()[30:].all()
+    np.testing.assert_array_equal(
+        out.obs["cellformer_unknown"].to_numpy(),
+        score > out.uns["cellformer"]["params"]["unknown"]["threshold"],
+    )
+    finite = score[np.isfinite(score)]
+    q50 = out.uns["cellformer"]["params"]["unknown"]["score_quantiles"]["q50"]
+    assert q50 == pytest.approx(float(np.quantile(finite, 0.5)), rel=1e-5)  # quantiles of scored cells
+
+
+def test_cli_writes_the_same_score_and_prints_its_distribution(unknown_runs, query, tmp_path, capsys):
+    import anndata as ad
+
+    from cellformer.cli import main
+
+    source, target = tmp_path / "query.h5ad", tmp_path / "annotated.h5ad"
+    query.write_h5ad(source)
+    assert (
+        main(["predict", str(unknown_runs["transformer"]), str(source), "--out", str(target), "--no-umap"])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    api = cellformer.predict(query, unknown_runs["transformer"])
+    written = ad.read_h5ad(target)
+    np.testing.assert_array_equal(
+        written.obs["cellformer_unknown_score"].to_numpy(), api.obs["cellformer_unknown_score"].to_numpy()
+    )
+    np.testing.assert_array_equal(written.obs["cellformer_unknown"].to_numpy(), api.obs["cellformer_unknown"])
+    n_flagged = int(api.obs["cellformer_unknown"].sum())
+    assert f"{n_flagged} ({100 * n_flagged / query.n_obs:.1f}%) flagged unknown" in printed
+    assert f"unknown score {DEFAULT_METHOD} (higher = less like any training type): 5% " in printed
+    assert "threshold" in printed and "flags 5% of validation cells" in printed
+
+
+def test_withheld_cells_are_in_the_query_not_in_training(unknown_prepared, query):
+    import pandas as pd
+
+    cells = pd.read_csv(unknown_prepared / "cells.csv.gz")
+    assert WITHHELD not in set(cells["label"]) and (query.obs["cell_type"] == WITHHELD).sum() == 95
