@@ -158,11 +158,12 @@ def evaluate(run: Path, prepared: Path, query, withheld_mask: np.ndarray, quanti
 
     import cellformer
     from cellformer.baselines.api import UNKNOWN_SPACE
+    from cellformer.baselines.data import PreparedExpression
     from cellformer.data.align import pinned_transform
     from cellformer.data.prepared import PreparedData
-    from cellformer.prediction import check_input_values, model_outputs
+    from cellformer.prediction import check_input_values, expression_coordinates, model_outputs
     from cellformer.runs import load
-    from cellformer.unknown import DEFAULT_METHOD, UnknownDetector
+    from cellformer.unknown import DEFAULT_METHOD, TRANSFORMER_SPACE, UnknownDetector
     from cellformer.unknown_scores import FEATURE_SCORES, SCORES
 
     model = load(run)
@@ -171,11 +172,20 @@ def evaluate(run: Path, prepared: Path, query, withheld_mask: np.ndarray, quanti
     n_classes = len(model.classes)
     splits = {s: model.predict_split(data, s) for s in ("train", "val")}
     values = check_input_values(model, query)
-    outputs, _, no_genes = model_outputs(model, query, **pinned_transform(values))
-    space = UNKNOWN_SPACE.get(model.kind, "embedding")
-    variants = [(name, space) for name in SCORES]
+    options = pinned_transform(values)
+    outputs, _, no_genes = model_outputs(model, query, **options)
+    space = UNKNOWN_SPACE.get(model.kind, TRANSFORMER_SPACE)
+    others = [o for o in ("expression", "embedding", "logits") if o != space]
     if model.kind != "transformer":
-        variants += [(name, "embedding") for name in FEATURE_SCORES]
+        others = ["embedding"]  # logreg's embedding is the expression PCA already
+    variants = [(name, space) for name in SCORES] + [(n, o) for o in others for n in FEATURE_SCORES]
+    reader = PreparedExpression(data)
+    expression = (reader.read(splits["train"].rows), reader.read(splits["val"].rows))
+    tags = {
+        "expression": "expr",
+        "logits": "logits",
+        "embedding": "cls" if model.kind == "transformer" else "pca",
+    }
     scores: dict[str, dict[str, float]] = {}
     for name, where in variants:
         detector = UnknownDetector.fit(
@@ -184,10 +194,14 @@ def evaluate(run: Path, prepared: Path, query, withheld_mask: np.ndarray, quanti
             quantile=quantile,
             space=where,
             method=name,
+            expression=expression,
         )
-        s = detector.scores(outputs.logits, outputs.embeddings)
+        coordinates = (
+            expression_coordinates(model, query, detector, **options) if detector.needs_expression else None
+        )
+        s = detector.scores(outputs.logits, outputs.embeddings, coordinates)
         flagged = (s > detector.threshold) | no_genes
-        key = name if where == space else f"{name}@pca"
+        key = name if where == space or name not in FEATURE_SCORES else f"{name}@{tags[where]}"
         scores[key] = {
             "auroc": float(roc_auc_score(withheld_mask, s)),
             "tpr": float(flagged[withheld_mask].mean()),
@@ -198,12 +212,14 @@ def evaluate(run: Path, prepared: Path, query, withheld_mask: np.ndarray, quanti
     annotated = cellformer.predict(query, run)
     shipped_flag = annotated.obs["cellformer_unknown"].to_numpy()
     stored = UnknownDetector.load(run)
-    expected = (stored.scores(outputs.logits, outputs.embeddings) > stored.threshold) | no_genes
+    coordinates = expression_coordinates(model, query, stored, **options) if stored.needs_expression else None
+    expected = (stored.scores(outputs.logits, outputs.embeddings, coordinates) > stored.threshold) | no_genes
     known = ~withheld_mask
     truth = query.obs[LABEL_KEY].astype(str).to_numpy()[known]
     predicted = annotated.obs["cellformer_prediction"].astype(str).to_numpy()[known]
     return {
         "shipped": stored.method,
+        "shipped_space": stored.space,
         "default": DEFAULT_METHOD,
         "shipped_matches": bool(np.array_equal(shipped_flag, expected)),
         "shipped_tpr": float(shipped_flag[withheld_mask].mean()),
@@ -283,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     import anndata as ad
     import torch

@@ -16,7 +16,7 @@ import numpy as np
 
 from cellformer.errors import InputError, RunDirError
 from cellformer.runs import Predictions
-from cellformer.unknown import DEFAULT_QUANTILE, UnknownDetector
+from cellformer.unknown import DEFAULT_QUANTILE, TRANSFORMER_SPACE, UnknownDetector
 
 if TYPE_CHECKING:
     from cellformer.data.prepared import PreparedData
@@ -58,8 +58,13 @@ def fit_calibration(
     labels = np.asarray(prepared.labels)
     n_classes = len(model.classes)
     val_rows = prepared.splits.get("val", np.zeros(0, np.int64))
+    space = UNKNOWN_SPACE.get(model.kind, TRANSFORMER_SPACE)
+    expression = None
     if len(val_rows) and ((labels[val_rows] >= 0) & (labels[val_rows] < n_classes)).any():
         train, val = model.predict_split(prepared, "train"), model.predict_split(prepared, "val")
+        if space == "expression":
+            expression = _expression(prepared, train.rows, val.rows)
+            space = space if expression is not None else "embedding"
     else:  # nothing to calibrate on: UnknownDetector.fit records "none" without needing outputs
         empty = np.zeros((0, n_classes), np.float32)
         train = val = Predictions(empty, None, np.zeros(0, np.int64))
@@ -68,8 +73,24 @@ def fit_calibration(
         (val.logits, val.embeddings, labels[val.rows]),
         n_classes,
         quantile=quantile,
-        space=UNKNOWN_SPACE.get(model.kind, "embedding"),
+        space=space,
+        expression=expression,
     )
+
+
+def _expression(prepared: PreparedData, train_rows: np.ndarray, val_rows: np.ndarray):
+    """Expression of the training and validation cells (read again from the prepared dataset's input
+    files) for the expression-space unknown score; ``None``, with a warning, when they cannot be read."""
+    from cellformer.baselines.data import PreparedExpression
+
+    try:
+        reader = PreparedExpression(prepared)
+        return reader.read(train_rows), reader.read(val_rows)
+    except (InputError, RunDirError, OSError) as exc:
+        logger.warning(
+            "the unknown score measures the <CLS> embedding instead of the cells' expression: %s", exc
+        )
+        return None
 
 
 def run_calibration(model: TrainedModel, prepared: str | Path | None = None) -> UnknownDetector:

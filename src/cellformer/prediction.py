@@ -143,6 +143,9 @@ def predict(
     values = check_input_values(model, adata, **options)
     options.update(pinned_transform(values))  # every chunk gets the transform chosen on the whole matrix
     outputs, overlap, no_genes = model_outputs(model, adata, batch_size=batch_size, **options)
+    expression = (
+        expression_coordinates(model, adata, detector, **options) if detector.needs_expression else None
+    )
     target = adata.copy() if copy else adata
     annotate(
         target,
@@ -154,8 +157,27 @@ def predict(
         batch_size=batch_size,
         no_genes=no_genes,
         values=values,
+        expression=expression,
     )
     return target if copy else None
+
+
+def expression_coordinates(
+    model: TrainedModel, adata: ad.AnnData, detector: UnknownDetector, **options: Any
+) -> np.ndarray:
+    """The cells' coordinates in the unknown detector's expression space (``space = "expression"``):
+    ``adata`` aligned to the run's vocabulary as for tokenizing, then the detector's features."""
+    from cellformer.atomic import read_json
+    from cellformer.data.align import aligned_matrix, training_input_options
+
+    genes = list(read_json(Path(model.run_dir) / "vocab.json")["genes"])
+    settings = {**training_input_options(model.config), **options}
+    parts = []
+    for start in range(0, adata.n_obs, TOKENIZE_CHUNK):
+        X, _ = aligned_matrix(adata[start : start + TOKENIZE_CHUNK], genes, **settings)
+        parts.append(detector.expression_features(X))
+    width = len(detector.state.get("expression.pca_components", ()))
+    return np.concatenate(parts) if parts else np.zeros((0, width))
 
 
 def check_key_added(key_added: str) -> None:
@@ -365,11 +387,13 @@ def annotate(
     batch_size: int = 256,
     no_genes: np.ndarray | None = None,
     values: dict[str, Any] | None = None,
+    expression: np.ndarray | None = None,
 ) -> None:
     """Write predictions into ``adata`` (in place) under ``key_added``.
 
     ``no_genes`` marks cells with no expressed model gene: they are flagged unknown. ``values``
-    (from :func:`check_input_values`) is recorded as ``params['input']``.
+    (from :func:`check_input_values`) is recorded as ``params['input']``. ``expression``: the cells'
+    :func:`expression_coordinates`, for a detector that measures expression.
     """
     import pandas as pd
 
@@ -383,7 +407,7 @@ def annotate(
     best = proba.argmax(axis=1) if len(proba) else np.zeros(0, np.int64)
     classes = list(model.classes)
     no_genes = np.zeros(adata.n_obs, bool) if no_genes is None else np.asarray(no_genes, bool)
-    scores = np.asarray(detector.scores(outputs.logits, outputs.embeddings), np.float64)
+    scores = np.asarray(detector.scores(outputs.logits, outputs.embeddings, expression), np.float64)
     if detector.calibrated:
         scores[no_genes] = np.inf  # nothing to classify them by: above any threshold
     unknown = (scores > detector.threshold) | no_genes

@@ -44,6 +44,8 @@ from cellformer.unknown_scores import (
     SCORES,
     centroid_scores,  # noqa: F401  (re-exported: earlier callers imported it from here)
     class_centroids,  # noqa: F401
+    expression_features,
+    fit_expression_space,
     fit_score,
     score,
 )
@@ -54,7 +56,9 @@ JSON_NAME = "unknown.json"
 ARRAYS_NAME = "unknown.safetensors"
 DEFAULT_QUANTILE = 0.95
 DEFAULT_METHOD = "knn_distance"  # chosen by bench/unknown.py (docs/unknown.md)
-SPACES = ("embedding", "logits")
+SPACES = ("embedding", "logits", "expression")
+# the representation distance scores measure for transformer runs (baselines: baselines.api.UNKNOWN_SPACE)
+TRANSFORMER_SPACE = "expression"
 
 
 @dataclasses.dataclass
@@ -63,7 +67,7 @@ class UnknownDetector:
 
     method: str  # a score of cellformer.unknown_scores.SCORES, or "none" (no validation cells)
     threshold: float
-    space: str = "embedding"  # what a distance score measures: "embedding" or "logits"
+    space: str = "embedding"  # what a distance score measures: "embedding", "logits" or "expression"
     temperature: float = 1.0
     quantile: float = DEFAULT_QUANTILE
     state: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # the score's fitted arrays
@@ -75,19 +79,40 @@ class UnknownDetector:
     def proba(self, logits: np.ndarray) -> np.ndarray:
         return softmax(logits, self.temperature)
 
-    def scores(self, logits: np.ndarray, embeddings: np.ndarray | None) -> np.ndarray:
-        """Higher = less like the training types; NaN for every cell of a run with ``method = "none"``."""
+    def scores(
+        self, logits: np.ndarray, embeddings: np.ndarray | None, expression: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Higher = less like the training types; NaN for every cell of a run with ``method = "none"``.
+
+        ``expression``: for ``space = "expression"``, the cells' coordinates from
+        :meth:`expression_features`.
+        """
         if self.method == "none":
             return np.full(len(logits), np.nan)
-        features = logits if self.space == "logits" else embeddings
+        features = {"logits": logits, "embedding": embeddings, "expression": expression}[self.space]
         if self.method in FEATURE_SCORES and features is None:
-            raise ValueError(f"this unknown-cell detector ({self.method}) needs embeddings")
+            what = (
+                "expression coordinates (expression_features)" if self.space == "expression" else "embeddings"
+            )
+            raise ValueError(f"this unknown-cell detector ({self.method}) needs {what}")
         return score(self.method, self.state, self.settings, logits, features, self.temperature)
 
-    def flag(self, logits: np.ndarray, embeddings: np.ndarray | None) -> np.ndarray:
+    def flag(
+        self, logits: np.ndarray, embeddings: np.ndarray | None, expression: np.ndarray | None = None
+    ) -> np.ndarray:
         if self.method == "none":
             return np.zeros(len(logits), dtype=bool)
-        return self.scores(logits, embeddings) > self.threshold
+        return self.scores(logits, embeddings, expression) > self.threshold
+
+    @property
+    def needs_expression(self) -> bool:
+        """The score measures the cells' expression (pass :meth:`expression_features` to :meth:`scores`)."""
+        return self.method in FEATURE_SCORES and self.space == "expression"
+
+    def expression_features(self, X) -> np.ndarray:
+        """Coordinates of count-like ``X`` (cells x the run's vocabulary genes) in the detector's
+        expression space (the baselines' features of the training cells: HVGs, scaling, 50 PCs)."""
+        return expression_features(self.state, X)
 
     @property
     def calibrated(self) -> bool:
@@ -103,7 +128,8 @@ class UnknownDetector:
     def description(self) -> str:
         if self.method == "none":
             return "no labelled validation cells: no calibration (T=1) and no unknown flag"
-        return DESCRIPTIONS.get(self.method, self.method).format(space=self.space)
+        where = {"expression": "expression PCA (the baselines' features of the training cells)"}
+        return DESCRIPTIONS.get(self.method, self.method).format(space=where.get(self.space, self.space))
 
     @property
     def temperature_fit(self) -> TemperatureFit:
@@ -137,6 +163,7 @@ class UnknownDetector:
         quantile: float = DEFAULT_QUANTILE,
         space: str = "embedding",
         method: str = DEFAULT_METHOD,
+        expression: tuple | None = None,
     ) -> UnknownDetector:
         """Fit from ``(logits, embeddings, labels)`` of the training and validation cells.
 
@@ -147,6 +174,9 @@ class UnknownDetector:
         (unseen types) or ``< 0`` (unlabelled) are ignored. Without labelled validation cells there is
         no calibration: the detector has ``method = "none"`` (``T = 1``, no cell flagged), and a
         warning says so. A score that needs embeddings falls back to ``max_probability`` without them.
+        ``expression``: ``(X_train, X_val)``, count-like expression of the same cells over the run's
+        vocabulary genes, for ``space = "expression"`` (fitted: the baselines' features, see
+        :func:`cellformer.unknown_scores.fit_expression_space`).
         """
         if method not in SCORES:
             raise ValueError(f"method must be one of {', '.join(SCORES)}, got {method!r}")
@@ -172,8 +202,22 @@ class UnknownDetector:
             )
         fit = fit_temperature(val_logits, y_val)  # the one fit `evaluate` and `predict` use too
         temperature = fit.temperature
-        train_features = train_logits if space == "logits" else train_emb
-        val_features = val_logits if space == "logits" else val_emb
+        space_state: dict[str, np.ndarray] = {}
+        val_expression = None
+        if space == "expression" and method in FEATURE_SCORES:
+            if expression is None:
+                raise ValueError(
+                    'space="expression" needs the cells\' expression (expression=(X_train, X_val))'
+                )
+            X_train, X_val = expression
+            space_state = fit_expression_space(X_train)
+            train_features = expression_features(space_state, X_train)
+            val_expression = expression_features(space_state, X_val[np.flatnonzero(known_val)])
+            val_features = val_expression
+        else:
+            space = "logits" if space == "expression" else space  # a logit score: no representation
+            train_features = train_logits if space == "logits" else train_emb
+            val_features = val_logits if space == "logits" else val_emb
         if method in FEATURE_SCORES and (train_features is None or val_features is None):
             method, space = "max_probability", "logits"
         state, settings = fit_score(
@@ -186,8 +230,8 @@ class UnknownDetector:
         )
         # the precision the run dir stores (float32), so a loaded detector scores exactly like this one
         state = {name: np.asarray(a, np.float32).astype(np.float64) for name, a in state.items()}
-        detector = cls(method, 0.0, space, temperature, quantile, state, settings)
-        val_scores = detector.scores(val_logits, val_emb)
+        detector = cls(method, 0.0, space, temperature, quantile, {**space_state, **state}, settings)
+        val_scores = detector.scores(val_logits, val_emb, val_expression)
         detector.threshold = float(np.quantile(val_scores, quantile))
         detector.val_scores = np.sort(np.asarray(val_scores, dtype=np.float64))
         detector.info = {

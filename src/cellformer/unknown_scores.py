@@ -208,3 +208,45 @@ def kth_distance(x: np.ndarray, bank: np.ndarray, k: int) -> np.ndarray:
         kth = np.partition(squared, k - 1, axis=1)[:, k - 1]
         out[start : start + _CHUNK] = np.sqrt(np.maximum(kth, 0.0))
     return out
+
+
+# -- the expression space (a representation independent of the model) ----------------------------
+EXPRESSION_PREFIX = "expression."
+EXPRESSION_HVG = 2000
+EXPRESSION_PCS = 50
+
+
+def fit_expression_space(X_train, *, seed: int = 0) -> dict[str, np.ndarray]:
+    """The baselines' features of the training cells (log1p of counts per 10k over the 2,000 most
+    variable training genes, standardized, clipped, 50 principal components) as detector state."""
+    from cellformer.baselines import features as feat
+
+    X_log = feat.log_normalize(X_train)
+    hvg = feat.select_hvg(X_log, min(EXPRESSION_HVG, X_log.shape[1]))
+    scaler = feat.Standardizer.fit(X_log[:, hvg])
+    components, mean = feat.fit_pca(scaler.transform(X_log[:, hvg]), EXPRESSION_PCS, seed=seed)
+    arrays = {
+        "hvg_index": hvg.astype(np.float64),  # stored as float32 with the rest; exact for < 2**24 genes
+        "scaler_mean": scaler.mean,
+        "scaler_std": scaler.std,
+        "pca_components": components,
+        "pca_mean": mean,
+    }
+    return {
+        f"{EXPRESSION_PREFIX}{name}": np.asarray(a, np.float32).astype(np.float64)
+        for name, a in arrays.items()
+    }
+
+
+def expression_features(state: dict[str, np.ndarray], X) -> np.ndarray:
+    """PCA coordinates of count-like ``X`` (cells x the run's vocabulary genes) in a fitted expression space."""
+    from cellformer.baselines import features as feat
+
+    p = EXPRESSION_PREFIX
+    hvg = np.asarray(state[f"{p}hvg_index"]).astype(np.int64)
+    scaler = feat.Standardizer(
+        np.asarray(state[f"{p}scaler_mean"], np.float32), np.asarray(state[f"{p}scaler_std"], np.float32)
+    )
+    Z = scaler.transform(feat.log_normalize(X)[:, hvg])
+    components = np.asarray(state[f"{p}pca_components"], np.float32)
+    return feat.project(Z, components, np.asarray(state[f"{p}pca_mean"], np.float32)).astype(np.float64)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import cellformer
-from cellformer.unknown import DEFAULT_METHOD
+from cellformer.baselines.api import UNKNOWN_SPACE
+from cellformer.unknown import DEFAULT_METHOD, TRANSFORMER_SPACE
 
 WITHHELD = "CD19+ B"  # the type left out of training in conftest.py
 
@@ -24,6 +25,7 @@ def test_score_is_written_and_the_flag_is_score_above_threshold(kind, unknown_ru
     assert score.dtype == np.float32 and np.isfinite(score).all()
     assert rule["method"] == rule["score"] == DEFAULT_METHOD
     assert rule["score_key"] == "cellformer_unknown_score" and rule["fpr_target"] == pytest.approx(0.05)
+    assert rule["space"] == (TRANSFORMER_SPACE if kind == "transformer" else UNKNOWN_SPACE[kind])
     np.testing.assert_array_equal(flag, score > rule["threshold"])
     assert rule["flagged_fraction"] == pytest.approx(flag.mean())
     q = rule["score_quantiles"]
@@ -99,3 +101,25 @@ def test_withheld_cells_are_in_the_query_not_in_training(unknown_prepared, query
 
     cells = pd.read_csv(unknown_prepared / "cells.csv.gz")
     assert WITHHELD not in set(cells["label"]) and (query.obs["cell_type"] == WITHHELD).sum() == 95
+
+
+def test_transformer_run_without_its_input_files_measures_the_embedding(
+    unknown_runs, unknown_prepared, monkeypatch, caplog
+):
+    import logging
+
+    from cellformer.baselines.data import PreparedExpression
+    from cellformer.calibrate_run import fit_calibration
+    from cellformer.data.prepared import PreparedData
+    from cellformer.errors import InputError
+    from cellformer.runs import load
+
+    def gone(self, rows):
+        raise InputError("input file x.h5ad of prepared dataset p no longer exists")
+
+    monkeypatch.setattr(PreparedExpression, "read", gone)
+    with caplog.at_level(logging.WARNING, logger="cellformer.calibrate_run"):
+        detector = fit_calibration(load(unknown_runs["transformer"]), PreparedData(unknown_prepared))
+    assert "instead of the cells' expression" in caplog.text and "no longer exists" in caplog.text
+    expected = "embedding" if TRANSFORMER_SPACE == "expression" else TRANSFORMER_SPACE
+    assert detector.space == expected and detector.method == DEFAULT_METHOD

@@ -76,3 +76,45 @@ def test_feature_scores_fall_back_to_max_probability_without_embeddings():
 def test_unknown_method_is_refused():
     with pytest.raises(ValueError, match="method must be one of"):
         _fit("entropy")
+
+
+def _counts(n=500, genes=300, n_classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_classes, n)
+    profiles = rng.gamma(0.5, 2.0, size=(n_classes + 1, genes))  # the last one: a type never trained on
+    return y, profiles, rng
+
+
+def _sample(profiles, types, rng):
+    import scipy.sparse as sp
+
+    return sp.csr_matrix(rng.poisson(profiles[types] * 2).astype(np.float32))
+
+
+@pytest.mark.parametrize("method", ["centroid_distance", "knn_distance", "mahalanobis", "combined"])
+def test_expression_space_scores(method, tmp_path):
+    y, profiles, rng = _counts()
+    X = _sample(profiles, y, rng)
+    new = _sample(profiles, np.full(40, 3), rng)
+    logits = np.zeros((len(y), 3))
+    detector = UnknownDetector.fit(
+        (logits[:350], None, y[:350]),
+        (logits[350:], None, y[350:]),
+        3,
+        space="expression",
+        method=method,
+        expression=(X[:350], X[350:]),
+    )
+    assert detector.space == "expression" and detector.needs_expression
+    with pytest.raises(ValueError, match="expression coordinates"):
+        detector.scores(logits[350:], None)
+    val = detector.expression_features(X[350:])
+    assert abs(detector.flag(logits[350:], None, val).mean() - 0.05) <= 1 / 150 + 1e-12
+    far = detector.expression_features(new)
+    assert detector.flag(np.zeros((40, 3)), None, far).mean() >= 0.9
+    detector.save(tmp_path)
+    loaded = UnknownDetector.load(tmp_path)
+    np.testing.assert_array_equal(
+        loaded.scores(logits[350:], None, loaded.expression_features(X[350:])),
+        detector.scores(logits[350:], None, val),
+    )
