@@ -277,6 +277,47 @@ def summary(records: list[dict[str, Any]], quantile: float) -> list[str]:
     return lines
 
 
+def markdown(records: list[dict[str, Any]]) -> str:
+    """The docs tables: per dataset / withheld type / model, then averages per score."""
+    if not records:
+        return "(no records)"
+    first = records[0]["result"]
+    shipped = first["shipped"]
+    main_scores = list(first["scores"])[:6]
+    head = ["dataset", "withheld type", "model", "new cells", "known cells", "known macro-F1"]
+    head += [f"AUROC {SHORT.get(n, n)}" for n in main_scores] + [f"TPR ({shipped})", f"FPR ({shipped})"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * 3 + " ---: |" * (len(head) - 3)]
+    for r in records:
+        res = r["result"]
+        model = f"{r['model']} ({res.get('shipped_space', '')})"
+        cells = [r["dataset"], r["withheld"], model, str(r["n_withheld"]), str(r["n_known"])]
+        cells.append(f"{res['known_macro_f1']:.3f}")
+        cells += [f"{res['scores'][n]['auroc']:.3f}" if n in res["scores"] else "" for n in main_scores]
+        cells += [f"{res['shipped_tpr']:.3f}", f"{res['shipped_fpr']:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| model | score | mean AUROC | min AUROC | mean TPR | mean FPR | types |",
+        "| --- | --- |" + " ---: |" * 5,
+    ]
+    for model in MODELS:
+        mine = [r["result"] for r in records if r["model"] == model]
+        if not mine:
+            continue
+        names = sorted(
+            mine[0]["scores"], key=lambda n: -statistics.mean(m["scores"][n]["auroc"] for m in mine)
+        )
+        for n in names:
+            auroc = [m["scores"][n]["auroc"] for m in mine]
+            tpr = statistics.mean(m["scores"][n]["tpr"] for m in mine)
+            fpr = statistics.mean(m["scores"][n]["fpr"] for m in mine)
+            label = f"**{n}** (shipped)" if n == mine[0]["shipped"] else n
+            lines.append(
+                f"| {model} | {label} | {statistics.mean(auroc):.3f} | {min(auroc):.3f} | {tpr:.3f} | {fpr:.3f} | {len(mine)} |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -296,7 +337,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/cellformer-bench-unknown"))
     parser.add_argument("--record", type=Path, help="append one JSON line per withheld type and model")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--markdown", type=Path, metavar="RECORD", help="only print the docs tables of a --record file"
+    )
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown([json.loads(line) for line in args.markdown.read_text().splitlines() if line.strip()]))
+        return 0
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):

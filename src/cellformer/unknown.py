@@ -4,26 +4,28 @@ Two arrays-only pieces, fitted from a model's own outputs on the prepared datase
 
 - **Temperature** ``T`` (one scalar) minimising the validation negative log-likelihood;
   ``confidence = max softmax(logits / T)``.
-- **Unknown score**: distance of a cell's L2-normalized representation to the nearest training-class
-  centroid, in units of that class's own spread (the median distance of its training cells to the
-  centroid). A cell far from every class's cloud is unlike every training type. The representation
-  (``space``) is the model's embedding (``<CLS>``, MLP hidden layer) or, for a linear model, its logits.
-  The threshold is the ``quantile`` (0.95 by default) of the validation cells' scores, so about 5 % of
-  validation cells — all of known types — are flagged. Without embeddings the score is
-  ``1 - confidence``, thresholded the same way.
-
-  Chosen by measurement on mouse_bladder_2100 (each of the 16 classes withheld in turn, 5 % of known
-  test cells flagged): normalized centroid distance flagged more withheld than known cells for 15/16
-  classes with MLP embeddings and 13/16 with logistic-regression logits, against 8/16 for the
-  calibrated max-probability and 4-8/16 for raw PCA distances. Withheld types that are near-copies
-  of a training type (the numbered bladder clusters) are not separable by any of these.
+- **Unknown score** (higher = less like any training type; :mod:`cellformer.unknown_scores` defines
+  them all): fitted on the *training* cells, in a representation (``space``): the cells' expression
+  (``"expression"``: the baselines' features of the training cells - 2,000 HVGs, standardized, 50
+  principal components; transformer runs), the model's embedding (``<CLS>``, MLP hidden layer, kNN's PCA)
+  or, for logistic regression, its logits (``cellformer.baselines.api.UNKNOWN_SPACE``). The default
+  score (``DEFAULT_METHOD``) and the transformer's space (``TRANSFORMER_SPACE``) are the best by
+  ``bench/unknown.py`` (leave-one-type-out; ``docs/unknown.md``).
+- **Threshold**: the ``quantile`` (0.95 by default) of the *validation* cells' scores. Validation cells
+  hold no novel type, so the only thing a threshold can be set by honestly is the false-positive rate on
+  known cells: ``1 - quantile`` (5 %) of cells of known types are flagged by design; how many cells of a
+  new type are caught is measured by the benchmark, not promised.
 
 Fitted once at the end of ``cellformer train`` / ``cellformer baseline`` (:mod:`cellformer.calibrate_run`)
 and only read afterwards. A run without labelled validation cells records ``method = "none"``: no
-calibration (``T = 1``) and no unknown flag.
+calibration (``T = 1``) and no unknown flag. A transformer run whose input files cannot be read at
+calibration falls back to its ``<CLS>`` embedding (with a warning). Runs made by earlier versions
+(``centroid_distance`` on the embedding or logits) are read and scored as they were.
 
-Files in the run dir: ``unknown.json`` (method, threshold, quantile, temperature and how it was fitted,
-validation rates) and ``unknown.safetensors`` (``centroids``, ``scales``, ``val_scores``).
+Files in the run dir: ``unknown.json`` (method, space, threshold, quantile, FPR target, temperature and
+how it was fitted, the score's settings, validation rates) and ``unknown.safetensors`` (the score's
+arrays, e.g. ``bank`` / ``means`` / ``centroids``, the expression space's ``expression.*``, and the
+sorted ``val_scores``).
 """
 
 from __future__ import annotations

@@ -123,3 +123,21 @@ def test_transformer_run_without_its_input_files_measures_the_embedding(
     assert "instead of the cells' expression" in caplog.text and "no longer exists" in caplog.text
     expected = "embedding" if TRANSFORMER_SPACE == "expression" else TRANSFORMER_SPACE
     assert detector.space == expected and detector.method == DEFAULT_METHOD
+
+
+def test_evaluate_records_the_score_and_compare_shows_it(unknown_runs, tmp_path):
+    import shutil
+
+    runs = {}
+    for kind, run in unknown_runs.items():  # copies: evaluate writes into the run directory
+        runs[kind] = tmp_path / kind
+        shutil.copytree(run, runs[kind])
+    for run in runs.values():
+        summary = cellformer.evaluate(run, split="test")["unknown"]
+        assert summary["score"] == DEFAULT_METHOD and summary["fpr_target"] == pytest.approx(0.05)
+        assert summary["flagged_known_fraction"] == summary["flagged_fraction"] < 0.5
+        assert summary["flagged_unseen_fraction"] is None  # the withheld type is not in the prepared data
+        assert summary["quantiles"]["q05"] <= summary["quantiles"]["q50"] <= summary["quantiles"]["q95"]
+    cellformer.compare(list(runs.values()), out=tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "Flagged unknown; unknown score median [5%, 95%]" in text and f"{DEFAULT_METHOD} median" in text

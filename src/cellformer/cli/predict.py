@@ -22,7 +22,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=(
             "Predict cell types for INPUT.h5ad with a run directory (transformer or baseline) and write an "
             "annotated, gzip-compressed copy: obs cellformer_prediction / cellformer_confidence / "
-            "cellformer_unknown, obsm cellformer_proba, X_cellformer (the model's embedding: <CLS> for a "
+            "cellformer_unknown / cellformer_unknown_score (higher = less like any training type; the flag "
+            "is score > threshold), obsm cellformer_proba, X_cellformer (the model's embedding: <CLS> for a "
             "transformer, PCA of the training features for logreg/knn, the hidden layer for mlp; "
             "uns cellformer params embedding says which) and X_cellformer_umap, uns cellformer (classes, "
             "params). Confidence uses the temperature stored in the run; cellformer_unknown marks cells "

@@ -189,6 +189,8 @@ def evaluate_model(model: TrainedModel, prepared: PreparedData, *, split: str = 
             f"run {run_dir} was trained on other classes than {prepared.path} holds "
             f"({len(classes)} vs {len(prepared.classes)} classes); evaluate it on its own prepared dataset"
         )
+    from cellformer.unknown_report import split_summary
+
     rows, labels = _split_labels(prepared, split)
     preds = _predict(model, prepared, split, rows)
     _write_predictions(run_dir / "predictions" / f"{split}.npz", preds, labels)
@@ -224,6 +226,7 @@ def evaluate_model(model: TrainedModel, prepared: PreparedData, *, split: str = 
         "ci": bootstrap_ci(y_true, proba.argmax(axis=1), len(label_names)),
         "calibration": calibration_summary(fit, logits, y_true, fitted_on),
         "unseen": _unseen_report(y_true, proba.argmax(axis=1), classes, list(prepared.unseen)),
+        "unknown": split_summary(model, prepared, rows, preds, labels),  # the stored unknown score
         "per_class": metrics["per_class"],
         "confusion": metrics["confusion"],
         "model": {

@@ -74,12 +74,14 @@ def summary_table(results: list[RunResult], analysis: dict[str, Any]) -> tuple[l
         "Balanced acc.",
         "Top-2 acc.",
         "ECE before → after temperature scaling (T)",
+        "Flagged unknown; unknown score median [5%, 95%]",
         f"Δ macro-F1 vs {reference} [95% CI]" if reference else "Δ macro-F1 vs best baseline",
         "p (bootstrap / McNemar)",
         "Parameters",
         "Training time",
     ]
     from cellformer.evaluation.report import ece, scaling_hurt
+    from cellformer.unknown_report import report_cell
 
     rows = []
     for r in results:
@@ -99,6 +101,7 @@ def summary_table(results: list[RunResult], analysis: dict[str, Any]) -> tuple[l
                 f"{ece(cal['ece_before'])} → {ece(cal['ece_after'])} (T={cal['temperature']:.2f}{worse})"
                 if cal.get("fitted_on")
                 else f"{ece(cal['ece_before'])} (not calibrated: no validation split)",
+                report_cell(m),
                 "reference"
                 if r.name == reference
                 else (
