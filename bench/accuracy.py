@@ -18,7 +18,7 @@ ablation table was made that way.
 
 Usage::
 
-    python bench/accuracy.py                      # full: 5 datasets x 3 seeds (~1-2 h on 2 cores)
+    python bench/accuracy.py                      # full: 5 datasets x 3 seeds (about 1 h on 2 cores)
     python bench/accuracy.py --quick              # 1 seed, bladder + pbmc68k (< 15 min on 2 cores)
     python bench/accuracy.py --split val --seeds 0 --set prepare.tokenizer=binned --set lr=3e-3 \\
         --record docs/helpers/accuracy_runs.jsonl --label "binned, lr 3e-3"
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         f"bench/accuracy.py ({mode}): {len(names)} datasets x {len(seeds)} seeds on the {args.split} split; "
         f"transformer = cellformer defaults{' + ' + ', '.join(args.settings) if args.settings else ''}; "
         f"started {time.strftime('%H:%M:%S')}"
-        + ("" if args.quick else " (the full run takes 1-2 h on a 2-core machine)"),
+        + ("" if args.quick else " (the full run takes about 1 h on a 2-core machine)"),
         flush=True,
     )
     header = (
