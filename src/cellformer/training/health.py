@@ -72,5 +72,13 @@ def diverged_message(exc: TrainingDiverged, out, lr: float, kept: str | None) ->
     )
     return (
         f"{exc}; the run {out} is marked 'diverged' and has no usable model ({keep}); lower the learning "
-        f"rate (--lr, now {lr:g}; e.g. --lr {lr / 10:g}) and train again into a new --out"
+        f"rate (--lr, now {lr:g}; {_lower_lr(lr)}) and train again into a new --out"
     )
+
+
+def _lower_lr(lr: float) -> str:
+    """A concrete lower learning rate to try: a tenth, or the default when far above it."""
+    from cellformer.config import TrainConfig
+
+    default = TrainConfig().lr
+    return f"e.g. --lr {lr / 10:g}" if lr <= 100 * default else f"the default is {default:g}"
