@@ -118,6 +118,20 @@ def prepare_without(adata, dataset: Dataset, withheld: str, work: Path) -> Path:
 
 
 def trained_run(prepared: Path, model: str, train_options: dict[str, Any]) -> Path:
+    """The cached run, its stored unknown detector refitted if it is not today's default."""
+    from cellformer.baselines.api import UNKNOWN_SPACE
+    from cellformer.calibrate_run import calibrate_run
+    from cellformer.unknown import DEFAULT_METHOD, TRANSFORMER_SPACE, UnknownDetector
+
+    run = _trained_run(prepared, model, train_options)
+    stored = UnknownDetector.load(run)
+    space = UNKNOWN_SPACE.get(model, TRANSFORMER_SPACE)
+    if stored is not None and (stored.method, stored.space) != (DEFAULT_METHOD, space):
+        calibrate_run(run, prepared)
+    return run
+
+
+def _trained_run(prepared: Path, model: str, train_options: dict[str, Any]) -> Path:
     import cellformer
 
     if model == "logreg":
@@ -176,8 +190,8 @@ def evaluate(run: Path, prepared: Path, query, withheld_mask: np.ndarray, quanti
     outputs, _, no_genes = model_outputs(model, query, **options)
     space = UNKNOWN_SPACE.get(model.kind, TRANSFORMER_SPACE)
     others = [o for o in ("expression", "embedding", "logits") if o != space]
-    if model.kind != "transformer":
-        others = ["embedding"]  # logreg's embedding is the expression PCA already
+    if model.kind != "transformer":  # a baseline's embedding is the expression PCA already
+        others = [o for o in ("logits", "embedding") if o != space]
     variants = [(name, space) for name in SCORES] + [(n, o) for o in others for n in FEATURE_SCORES]
     reader = PreparedExpression(data)
     expression = (reader.read(splits["train"].rows), reader.read(splits["val"].rows))
@@ -346,7 +360,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+    import lightning.pytorch  # noqa: F401  (it sets its loggers' levels when imported: quiet them after)
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     import anndata as ad

@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 JSON_NAME = "unknown.json"
 ARRAYS_NAME = "unknown.safetensors"
 DEFAULT_QUANTILE = 0.95
-DEFAULT_METHOD = "knn_distance"  # chosen by bench/unknown.py (docs/unknown.md)
+DEFAULT_METHOD = "mahalanobis"  # chosen by bench/unknown.py (docs/unknown.md)
 SPACES = ("embedding", "logits", "expression")
 # the representation distance scores measure for transformer runs (baselines: baselines.api.UNKNOWN_SPACE)
 TRANSFORMER_SPACE = "expression"

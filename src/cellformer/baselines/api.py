@@ -23,8 +23,9 @@ from cellformer.unknown import UnknownDetector
 logger = logging.getLogger(__name__)
 
 COPIED = ("vocab.json", "classes.json", "tokenizer")
-# what the unknown-cell detector measures for each method (see cellformer.unknown)
-UNKNOWN_SPACE = {"logreg": "logits", "knn": "embedding", "mlp": "embedding"}
+# what the unknown-cell detector measures for each method (see cellformer.unknown); logreg: its PCA, not
+# its logits (bench/unknown.py, docs/unknown.md)
+UNKNOWN_SPACE = {"logreg": "embedding", "knn": "embedding", "mlp": "embedding"}
 
 
 def baseline(
