@@ -30,8 +30,6 @@ that change only training options reuse them. ``--record FILE`` appends one JSON
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -42,32 +40,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from labelled_data import DATA, DATASETS, Dataset, digest, parse_value
 
-
-@dataclasses.dataclass(frozen=True)
-class Dataset:
-    name: str
-    file: str
-    options: dict[str, Any]  # prepare options the file needs (how its values are stored)
-
-
-DATASETS = (
-    Dataset("bladder", "mouse_bladder_2100.h5ad", {}),
-    Dataset("pbmc68k", "pbmc68k_reduced.h5ad", {"input_normalized": True}),
-    Dataset("pancreas", "pancreas_endocrinogenesis_3696.h5ad", {}),
-    Dataset("kidney", "human_kidney_5685_top2000.h5ad", {}),
-    Dataset("cbmc", "cbmc_citeseq_8617_top2000.h5ad", {}),
-)
 QUICK = ("bladder", "pbmc68k")
-
-
-def parse_value(text: str) -> Any:
-    """``--set`` values: JSON when it parses (numbers, true/false/null, lists), else the string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def parse_settings(items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -83,10 +58,6 @@ def parse_settings(items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
         else:
             train_options[key] = parse_value(value)
     return prepare_options, train_options
-
-
-def digest(options: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def prepared_dir(dataset: Dataset, options: dict[str, Any], work: Path) -> Path:

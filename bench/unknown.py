@@ -35,8 +35,6 @@ Prepared datasets and runs are cached in ``--work`` (keyed by dataset, withheld 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -49,38 +47,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from labelled_data import DATA, DATASETS, Dataset, digest, parse_value
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 LABEL_KEY = "cell_type"
 
-
-@dataclasses.dataclass(frozen=True)
-class Dataset:
-    name: str
-    file: str
-    options: dict[str, Any]  # prepare options the file needs (how its values are stored)
-
-
-DATASETS = (
-    Dataset("bladder", "mouse_bladder_2100.h5ad", {}),
-    Dataset("pbmc68k", "pbmc68k_reduced.h5ad", {"input_normalized": True}),
-    Dataset("pancreas", "pancreas_endocrinogenesis_3696.h5ad", {}),
-    Dataset("kidney", "human_kidney_5685_top2000.h5ad", {}),
-    Dataset("cbmc", "cbmc_citeseq_8617_top2000.h5ad", {}),
-)
 QUICK = {"pbmc68k": 3, "bladder": 2}  # dataset -> withheld types in --quick
 MODELS = ("transformer", "logreg")
-
-
-def parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def digest(options: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def slug(name: str) -> str:

@@ -6,21 +6,10 @@ import errno
 import os
 from pathlib import Path
 
-# tests/training/training_helpers.py TINY, one epoch: the plumbing is tested, not accuracy
-TINY = dict(
-    n_layers=1,
-    d_model=32,
-    n_heads=2,
-    ff_hidden=64,
-    head_hidden=32,
-    dropout=0.1,
-    max_length=64,
-    batch_size=64,
-    max_epochs=1,
-    lr=1e-2,
-    warmup_fraction=0.1,
-    progress_bar=False,
-)
+from shared_helpers import TINY as _TINY
+from shared_helpers import error_line  # noqa: F401  (re-exported for this folder's tests)
+
+TINY = {**_TINY, "max_epochs": 1}  # one epoch: the plumbing is tested, not accuracy
 PREPARE = dict(max_genes=64, min_genes=10)  # the 420-cell, 1500-gene bladder subset (conftest.py)
 
 
@@ -28,15 +17,6 @@ def tiny_args(**changes) -> list[str]:
     """TINY as ``train`` command-line options."""
     values = {**TINY, **changes}
     return [item for key, value in values.items() for item in (f"--{key.replace('_', '-')}", str(value))]
-
-
-def error_line(code: int, err: str) -> str:
-    """The one ``error:`` line of a refused command (no traceback)."""
-    assert code == 2, err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def disk_full(path: str | os.PathLike | None = None) -> OSError:

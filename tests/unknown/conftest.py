@@ -10,23 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from shared_helpers import TINY as _TINY
 
 WITHHELD = "CD19+ B"
-# tests/training/training_helpers.py's TINY, with fewer epochs (plumbing, not accuracy)
-TINY = dict(
-    n_layers=1,
-    d_model=32,
-    n_heads=2,
-    ff_hidden=64,
-    head_hidden=32,
-    dropout=0.1,
-    max_length=64,
-    batch_size=64,
-    max_epochs=3,
-    lr=1e-2,
-    warmup_fraction=0.1,
-    progress_bar=False,
-)
+TINY = {**_TINY, "max_epochs": 3}  # fewer epochs: plumbing, not accuracy
 
 
 @pytest.fixture(scope="session")

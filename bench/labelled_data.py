@@ -1,0 +1,44 @@
+"""The labelled datasets in ``../shared/data`` and the option helpers the benchmarks share.
+
+Imported by ``bench/accuracy.py`` and ``bench/unknown.py`` (run as scripts, so ``bench/`` is on
+``sys.path``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    name: str
+    file: str
+    options: dict[str, Any]  # prepare options the file needs (how its values are stored)
+
+
+DATASETS = (
+    Dataset("bladder", "mouse_bladder_2100.h5ad", {}),
+    Dataset("pbmc68k", "pbmc68k_reduced.h5ad", {"input_normalized": True}),
+    Dataset("pancreas", "pancreas_endocrinogenesis_3696.h5ad", {}),
+    Dataset("kidney", "human_kidney_5685_top2000.h5ad", {}),
+    Dataset("cbmc", "cbmc_citeseq_8617_top2000.h5ad", {}),
+)
+
+
+def parse_value(text: str) -> Any:
+    """``--set`` values: JSON when it parses (numbers, true/false/null, lists), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def digest(options: dict[str, Any]) -> str:
+    """A short, stable name for a set of options (cache keys of prepared data and runs)."""
+    return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:10]
