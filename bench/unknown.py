@@ -236,6 +236,24 @@ def row_line(record: dict[str, Any], names: list[str]) -> str:
     )
 
 
+def score_averages(mine: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per score over one model's withheld types: mean and min AUROC, mean TPR / FPR, best AUROC first."""
+    rows = []
+    for name in mine[0]["scores"]:
+        auroc = [m["scores"][name]["auroc"] for m in mine]
+        rows.append(
+            {
+                "name": name,
+                "auroc": statistics.mean(auroc),
+                "min_auroc": min(auroc),
+                "tpr": statistics.mean(m["scores"][name]["tpr"] for m in mine),
+                "fpr": statistics.mean(m["scores"][name]["fpr"] for m in mine),
+                "shipped": name == mine[0]["shipped"],
+            }
+        )
+    return sorted(rows, key=lambda row: -row["auroc"])
+
+
 def summary(records: list[dict[str, Any]], quantile: float) -> list[str]:
     lines = [
         "",
@@ -248,17 +266,11 @@ def summary(records: list[dict[str, Any]], quantile: float) -> list[str]:
             continue
         f1 = statistics.mean(r["known_macro_f1"] for r in mine)
         lines.append(f"  {model} ({len(mine)} withheld types; known macro-F1 {f1:.3f}):")
-        ranked = sorted(
-            mine[0]["scores"], key=lambda n: -statistics.mean(r["scores"][n]["auroc"] for r in mine)
-        )
-        for name in ranked:
-            auroc = [r["scores"][name]["auroc"] for r in mine]
-            tpr = statistics.mean(r["scores"][name]["tpr"] for r in mine)
-            fpr = statistics.mean(r["scores"][name]["fpr"] for r in mine)
-            mark = "  <- shipped" if name == mine[0]["shipped"] else ""
+        for row in score_averages(mine):
+            mark = "  <- shipped" if row["shipped"] else ""
             lines.append(
-                f"    {name:<22} AUROC {statistics.mean(auroc):.3f} (min {min(auroc):.3f})  "
-                f"TPR {tpr:.3f}  FPR {fpr:.3f}{mark}"
+                f"    {row['name']:<22} AUROC {row['auroc']:.3f} (min {row['min_auroc']:.3f})  "
+                f"TPR {row['tpr']:.3f}  FPR {row['fpr']:.3f}{mark}"
             )
     return lines
 
@@ -290,16 +302,11 @@ def markdown(records: list[dict[str, Any]]) -> str:
         mine = [r["result"] for r in records if r["model"] == model]
         if not mine:
             continue
-        names = sorted(
-            mine[0]["scores"], key=lambda n: -statistics.mean(m["scores"][n]["auroc"] for m in mine)
-        )
-        for n in names:
-            auroc = [m["scores"][n]["auroc"] for m in mine]
-            tpr = statistics.mean(m["scores"][n]["tpr"] for m in mine)
-            fpr = statistics.mean(m["scores"][n]["fpr"] for m in mine)
-            label = f"**{n}** (shipped)" if n == mine[0]["shipped"] else n
+        for row in score_averages(mine):
+            label = f"**{row['name']}** (shipped)" if row["shipped"] else row["name"]
             lines.append(
-                f"| {model} | {label} | {statistics.mean(auroc):.3f} | {min(auroc):.3f} | {tpr:.3f} | {fpr:.3f} | {len(mine)} |"
+                f"| {model} | {label} | {row['auroc']:.3f} | {row['min_auroc']:.3f} | {row['tpr']:.3f} | "
+                f"{row['fpr']:.3f} | {len(mine)} |"
             )
     return "\n".join(lines)
 
