@@ -29,7 +29,12 @@ Usage::
     python bench/unknown.py --datasets pbmc68k --types "CD19+ B" --record /tmp/unknown.jsonl
 
 Prepared datasets and runs are cached in ``--work`` (keyed by dataset, withheld type and options).
-``--record FILE`` appends one JSON line per (dataset, withheld type, model).
+``--record FILE`` appends one JSON line per (dataset, withheld type, model) as soon as it is measured;
+``--resume`` skips what the file already holds, so a stopped run continues where it was. Datasets run
+in the order ``--datasets`` gives them. Besides the run's own threshold, every score's TPR / FPR is
+recorded with the threshold at each validation FPR target in ``FPR_TARGETS`` (0.01 / 0.05 / 0.10, i.e.
+the 0.99 / 0.95 / 0.90 quantile of its validation cells' scores: ``at_fpr``), so one run shows the
+whole trade-off.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ LABEL_KEY = "cell_type"
 
 QUICK = {"pbmc68k": 3, "bladder": 2}  # dataset -> withheld types in --quick
 MODELS = ("transformer", "logreg")
+FPR_TARGETS = (0.01, 0.05, 0.10)  # validation FPR targets: thresholds at the 0.99 / 0.95 / 0.90 quantiles
 
 
 def slug(name: str) -> str:
@@ -71,6 +77,34 @@ def evenly_spaced(types: list[str], n: int) -> list[str]:
         return types
     picks = np.unique(np.round(np.linspace(0, len(types) - 1, n)).astype(int))
     return [types[i] for i in picks]
+
+
+def rates_at_targets(
+    scores: np.ndarray,
+    withheld_mask: np.ndarray,
+    always_flagged: np.ndarray,
+    val_scores: np.ndarray,
+    targets: tuple[float, ...] = FPR_TARGETS,
+) -> dict[str, dict[str, float]]:
+    """TPR / FPR on the query with the threshold at the ``1 - target`` quantile of ``val_scores``.
+
+    Keyed by the target as text (``"0.01"``, JSON-safe); each entry: ``threshold``, ``tpr`` (withheld
+    query cells flagged), ``fpr`` (known query cells flagged), ``val_fpr`` (validation cells flagged: the
+    target, up to ties and ``1 / n_val``). ``always_flagged``: cells flagged whatever the score (no
+    expressed model gene). The same rule as :meth:`cellformer.unknown.UnknownDetector.with_quantile`.
+    """
+    val_scores = np.asarray(val_scores, dtype=np.float64)
+    out = {}
+    for target in targets:
+        threshold = float(np.quantile(val_scores, 1.0 - target))
+        flagged = (scores > threshold) | always_flagged
+        out[f"{target:g}"] = {
+            "threshold": threshold,
+            "tpr": float(flagged[withheld_mask].mean()),
+            "fpr": float(flagged[~withheld_mask].mean()),
+            "val_fpr": float(np.mean(val_scores > threshold)),
+        }
+    return out
 
 
 # -- one withheld type ---------------------------------------------------------------------------
@@ -193,6 +227,7 @@ def evaluate(run: Path, prepared: Path, query, withheld_mask: np.ndarray, quanti
             "tpr": float(flagged[withheld_mask].mean()),
             "fpr": float(flagged[~withheld_mask].mean()),
             "val_fpr": float(detector.info["val_flagged_fraction"]),
+            "at_fpr": rates_at_targets(s, withheld_mask, no_genes, detector.val_scores),
         }
     # the run's own stored detector, through cellformer.predict: the flag users get
     annotated = cellformer.predict(query, run)
@@ -237,7 +272,9 @@ def row_line(record: dict[str, Any], names: list[str]) -> str:
 
 
 def score_averages(mine: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per score over one model's withheld types: mean and min AUROC, mean TPR / FPR, best AUROC first."""
+    """Per score over one model's withheld types: mean and min AUROC, mean TPR / FPR at the run's
+    threshold and (``at_fpr``, where every record has them) at each validation FPR target; best AUROC
+    first."""
     rows = []
     for name in mine[0]["scores"]:
         auroc = [m["scores"][name]["auroc"] for m in mine]
@@ -248,17 +285,59 @@ def score_averages(mine: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "min_auroc": min(auroc),
                 "tpr": statistics.mean(m["scores"][name]["tpr"] for m in mine),
                 "fpr": statistics.mean(m["scores"][name]["fpr"] for m in mine),
+                "at_fpr": target_averages([m["scores"][name] for m in mine]),
                 "shipped": name == mine[0]["shipped"],
             }
         )
     return sorted(rows, key=lambda row: -row["auroc"])
 
 
+def target_averages(entries: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean TPR / FPR per validation FPR target over score entries (``{}`` if one lacks ``at_fpr``)."""
+    if not entries or any("at_fpr" not in e for e in entries):
+        return {}
+    targets = [t for t in entries[0]["at_fpr"] if all(t in e["at_fpr"] for e in entries)]
+    return {
+        t: {k: statistics.mean(e["at_fpr"][t][k] for e in entries) for k in ("tpr", "fpr")} for t in targets
+    }
+
+
+def targets_text(at_fpr: dict[str, dict[str, float]]) -> str:
+    return "  ".join(f"@{100 * float(t):g}%: {r['tpr']:.3f}/{r['fpr']:.3f}" for t, r in at_fpr.items())
+
+
+def dataset_averages(records: list[dict[str, Any]], model: str) -> list[dict[str, Any]]:
+    """The shipped score per dataset (in record order) for ``model``, then ``"all"``: withheld types,
+    mean AUROC, mean TPR / FPR at the run's threshold and at each validation FPR target."""
+    mine = [r for r in records if r["model"] == model]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in mine:
+        groups.setdefault(r["dataset"], []).append(r)
+    if len(groups) > 1:
+        groups["all"] = mine
+    rows = []
+    for name, group in groups.items():
+        entries = [g["result"]["scores"][g["result"]["shipped"]] for g in group]
+        rows.append(
+            {
+                "dataset": name,
+                "types": len(group),
+                "auroc": statistics.mean(e["auroc"] for e in entries),
+                "tpr": statistics.mean(g["result"]["shipped_tpr"] for g in group),
+                "fpr": statistics.mean(g["result"]["shipped_fpr"] for g in group),
+                "at_fpr": target_averages(entries),
+                "known_macro_f1": statistics.mean(g["result"]["known_macro_f1"] for g in group),
+            }
+        )
+    return rows
+
+
 def summary(records: list[dict[str, Any]], quantile: float) -> list[str]:
     lines = [
         "",
         f"averaged over withheld types (AUROC; TPR / FPR at the {quantile:g} validation quantile = "
-        f"{100 * (1 - quantile):.0f}% FPR target):",
+        f"{100 * (1 - quantile):.0f}% FPR target; then TPR/FPR with the threshold at each validation "
+        "FPR target):",
     ]
     for model in MODELS:
         mine = [r["result"] for r in records if r["model"] == model]
@@ -270,7 +349,13 @@ def summary(records: list[dict[str, Any]], quantile: float) -> list[str]:
             mark = "  <- shipped" if row["shipped"] else ""
             lines.append(
                 f"    {row['name']:<22} AUROC {row['auroc']:.3f} (min {row['min_auroc']:.3f})  "
-                f"TPR {row['tpr']:.3f}  FPR {row['fpr']:.3f}{mark}"
+                f"TPR {row['tpr']:.3f}  FPR {row['fpr']:.3f}  {targets_text(row['at_fpr'])}{mark}"
+            )
+        lines.append(f"  {model}, shipped score per dataset:")
+        for row in dataset_averages(records, model):
+            lines.append(
+                f"    {row['dataset']:<9} {row['types']:>3} types  AUROC {row['auroc']:.3f}  "
+                f"TPR {row['tpr']:.3f}  FPR {row['fpr']:.3f}  {targets_text(row['at_fpr'])}"
             )
     return lines
 
@@ -308,7 +393,79 @@ def markdown(records: list[dict[str, Any]]) -> str:
                 f"| {model} | {label} | {row['auroc']:.3f} | {row['min_auroc']:.3f} | {row['tpr']:.3f} | "
                 f"{row['fpr']:.3f} | {len(mine)} |"
             )
+    targets = [t for t in FPR_TARGETS if all(f"{t:g}" in _shipped(r).get("at_fpr", {}) for r in records)]
+    if not targets:
+        return "\n".join(lines)
+    rates = [f"{what} @{100 * t:g}%" for t in targets for what in ("TPR", "FPR")]
+    lines += [
+        "",
+        "The shipped score with the threshold at each validation FPR target (the 0.99 / 0.95 / 0.90 "
+        "quantile of its validation cells' scores): TPR (withheld cells flagged) and FPR (known query "
+        "cells flagged).",
+        "",
+        "| dataset | withheld type | model | AUROC | " + " | ".join(rates) + " |",
+        "|" + " --- |" * 3 + " ---: |" * (1 + len(rates)),
+    ]
+    for r in records:
+        entry = _shipped(r)
+        cells = [r["dataset"], r["withheld"], r["model"], f"{entry['auroc']:.3f}"]
+        cells += [_rate(entry["at_fpr"], t, k) for t in targets for k in ("tpr", "fpr")]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| model | dataset | types | known macro-F1 | mean AUROC | " + " | ".join(rates) + " |",
+        "| --- | --- |" + " ---: |" * (3 + len(rates)),
+    ]
+    for model in MODELS:
+        for row in dataset_averages(records, model):
+            name = "**all**" if row["dataset"] == "all" else row["dataset"]
+            cells = [model, name, str(row["types"]), f"{row['known_macro_f1']:.3f}", f"{row['auroc']:.3f}"]
+            cells += [_rate(row["at_fpr"], t, k) for t in targets for k in ("tpr", "fpr")]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| model | score | " + " | ".join(rates) + " |",
+        "| --- | --- |" + " ---: |" * len(rates),
+    ]
+    for model in MODELS:
+        mine = [r["result"] for r in records if r["model"] == model]
+        for row in score_averages(mine) if mine else []:
+            label = f"**{row['name']}** (shipped)" if row["shipped"] else row["name"]
+            cells = [model, label] + [_rate(row["at_fpr"], t, k) for t in targets for k in ("tpr", "fpr")]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _shipped(record: dict[str, Any]) -> dict[str, Any]:
+    return record["result"]["scores"][record["result"]["shipped"]]
+
+
+def _rate(at_fpr: dict[str, dict[str, float]], target: float, key: str) -> str:
+    entry = at_fpr.get(f"{target:g}")
+    return f"{entry[key]:.3f}" if entry else ""
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of a ``--record`` file (a last line cut short by a killed run is skipped)."""
+    records = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+def record_key(record: dict[str, Any]) -> tuple:
+    """What makes two records the same measurement (``--resume`` skips those already recorded)."""
+    return (
+        record["dataset"],
+        record["withheld"],
+        record["model"],
+        tuple(record.get("settings") or ()),
+        record.get("quantile", 0.95),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -318,7 +475,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="pbmc68k (3 types) + bladder (2 types), < 15 min"
     )
-    parser.add_argument("--datasets", nargs="+", choices=[d.name for d in DATASETS])
+    parser.add_argument(
+        "--datasets", nargs="+", choices=[d.name for d in DATASETS], help="these, in this order"
+    )
     parser.add_argument("--types", nargs="+", help="withhold only these types (names as in obs cell_type)")
     parser.add_argument("--max-types", type=int, help="at most this many withheld types per dataset")
     parser.add_argument("--min-cells", type=int, default=30, help="withhold types with >= this many cells")
@@ -329,13 +488,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--work", type=Path, default=Path("/tmp/cellformer-bench-unknown"))
     parser.add_argument("--record", type=Path, help="append one JSON line per withheld type and model")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip (and summarize) the measurements already in --record (same dataset, type, model, "
+        "--set and --quantile)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument(
         "--markdown", type=Path, metavar="RECORD", help="only print the docs tables of a --record file"
     )
     args = parser.parse_args(argv)
     if args.markdown:
-        print(markdown([json.loads(line) for line in args.markdown.read_text().splitlines() if line.strip()]))
+        print(markdown(read_records(args.markdown)))
         return 0
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -378,9 +543,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"{'':<63}{'(AUROC withheld vs known query cells, per score)':^53}")
     records = []
-    for dataset in DATASETS:
-        if dataset.name not in names:
-            continue
+    done: dict[tuple, dict[str, Any]] = {}
+    if args.resume and args.record and args.record.exists():
+        done = {record_key(r): r for r in read_records(args.record)}
+    by_name = {d.name: d for d in DATASETS}
+    for dataset in [by_name[name] for name in names]:
         adata = ad.read_h5ad(DATA / dataset.file)
         adata.obs_names_make_unique()
         types = eligible_types(adata.obs[LABEL_KEY].to_numpy(), args.min_cells)
@@ -390,22 +557,54 @@ def main(argv: list[str] | None = None) -> int:
         if limit:
             types = evenly_spaced(types, limit)
         for withheld in types:
+            keys = {
+                model: (dataset.name, withheld, model, tuple(args.settings), args.quantile)
+                for model in args.models
+            }
+            if all(key in done for key in keys.values()):
+                for model in args.models:
+                    records.append(done[keys[model]])
+                    print(row_line(done[keys[model]], list(SCORES)) + "  (recorded)", flush=True)
+                continue
+            clock = time.perf_counter()
             prepared = prepare_without(adata, dataset, withheld, args.work)
             query, mask = query_cells(adata, prepared, withheld)
+            prepare_seconds = time.perf_counter() - clock
             for model in args.models:
+                if keys[model] in done:
+                    records.append(done[keys[model]])
+                    print(row_line(done[keys[model]], list(SCORES)) + "  (recorded)", flush=True)
+                    continue
+                clock = time.perf_counter()
                 run = trained_run(prepared, model, train_options)
+                train_seconds = time.perf_counter() - clock
+                clock = time.perf_counter()
+                result = evaluate(run, prepared, query, mask, args.quantile)
                 record = {
                     "dataset": dataset.name,
                     "withheld": withheld,
                     "model": model,
                     "settings": args.settings,
+                    "quantile": args.quantile,
                     "n_withheld": int(mask.sum()),
                     "n_known": int((~mask).sum()),
-                    "result": evaluate(run, prepared, query, mask, args.quantile),
+                    "result": result,
+                    # this invocation's time (0 for a step found in the --work cache)
+                    "seconds": {
+                        "prepare": round(prepare_seconds, 1),
+                        "train": round(train_seconds, 1),
+                        "evaluate": round(time.perf_counter() - clock, 1),
+                    },
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 }
+                prepare_seconds = 0.0
                 records.append(record)
-                print(row_line(record, list(SCORES)), flush=True)
+                seconds = record["seconds"]
+                print(
+                    row_line(record, list(SCORES))
+                    + f"  ({seconds['prepare'] + seconds['train']:.0f}+{seconds['evaluate']:.0f} s)",
+                    flush=True,
+                )
                 if args.record:
                     with open(args.record, "a") as handle:
                         handle.write(json.dumps(record) + "\n")
