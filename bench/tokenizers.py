@@ -132,7 +132,7 @@ def housekeeping_mask(dataset: Dataset, genes: list[str]) -> np.ndarray | None:
 
 def housekeeping_share(prepared, mask: np.ndarray) -> float:
     """Fraction of the stored gene tokens (specials and context tokens left out) that are housekeeping."""
-    from cellformer.tokenize.base import N_SPECIAL
+    from cellformer.tokens import N_SPECIAL
 
     ids = np.asarray(prepared.store.ids).astype(np.int64) - N_SPECIAL
     genes = ids[(ids >= 0) & (ids < len(mask))]

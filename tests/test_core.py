@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -72,6 +73,32 @@ def test_config_refuses_unknown_keys_and_lists_valid_ones():
         PrepareConfig(max_genes=0)
     config = PrepareConfig(max_genes=64)
     assert PrepareConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"max_genes": "64"}, "PrepareConfig.max_genes must be int, got '64'"),
+        ({"seed": "x"}, "PrepareConfig.seed must be int, got 'x'"),
+        ({"doublets": 1}, "PrepareConfig.doublets must be bool"),
+        ({"context_keys": ["assay", 3]}, "PrepareConfig.context_keys must be a list of str"),
+    ],
+)
+def test_prepare_config_checks_types_like_the_other_configs(values, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        PrepareConfig(**values)
+    assert PrepareConfig(train_fraction=0.5, context_keys=["assay"]).context_keys == ("assay",)
+
+
+def test_every_prepare_option_has_its_help_on_the_field_and_in_help():
+    """The help text is declared once, on the PrepareConfig field, and ``cellformer prepare --help`` shows it."""
+    from cellformer.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["prepare"]
+    by_dest = {action.dest: action for action in sub._actions}
+    for name in PrepareConfig.field_names():
+        assert PrepareConfig.help(name), name
+        assert by_dest[name].help.startswith(PrepareConfig.help(name).replace("%", "%%")), name
 
 
 def test_cli_help_is_light():

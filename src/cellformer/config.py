@@ -31,12 +31,22 @@ class _Config:
             )
         return cls(**values)
 
+    @classmethod
+    def help(cls, name: str) -> str:
+        """The help text of field ``name`` (empty when it has none)."""
+        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}[name]
+
     def replace(self: T, **changes: Any) -> T:
         return cls_replace(self, changes)
 
 
 def cls_replace(config: T, changes: dict[str, Any]) -> T:
     return type(config).from_dict({**config.to_dict(), **changes})
+
+
+def _field(default: Any, text: str) -> Any:
+    """A dataclass field with its help text (``_Config.help``: the CLI's ``--help`` shows it)."""
+    return dataclasses.field(default=default, metadata={"help": text})
 
 
 def _require(condition: bool, message: str) -> None:
@@ -48,41 +58,78 @@ def _require(condition: bool, message: str) -> None:
 class PrepareConfig(_Config):
     """Everything ``cellformer prepare`` does to turn an h5ad into a token store."""
 
-    label_key: str = "cell_type"
-    # a label column with more classes than cell types would have (cellformer.data.labels) is refused
-    allow_many_classes: bool = False
-    layer: str | None = None
-    gene_key: str | None = None
-    input_normalized: bool = False
-    input_transform: str = "auto"  # with input_normalized: "auto" (detect log1p), "log1p" or "none"
-    tokenizer: str = "hybrid"  # rank genes with value bins (docs/accuracy.md: best on validation cells)
-    max_genes: int = 2048
-    n_hvg: int = 2000  # binned tokenizer: highly variable genes kept
-    n_bins: int = 51  # binned tokenizer: value bins
-    # time-course variant: the previous profile comes from a layer, or (later) from a time column
-    previous_layer: str | None = None
-    time_key: str | None = None
-    # context tokens (cellformer.tokenize.context): one token per covariate after <CLS>, batch_key first
-    batch_key: str | None = None
-    context_keys: tuple[str, ...] = ()
-    # QC
-    # a cell needs this many expressed genes; None: 200 on whole-transcriptome files, 1 % of the file's
-    # genes on smaller panels (a 2,000-gene HVG file: 20), see auto_min_genes
-    min_genes: int | None = None
-    min_cells: int = 3
-    max_mito_fraction: float | None = 0.2
-    doublets: bool = False
-    # splits
-    seed: int = 0
-    train_fraction: float = 0.70
-    val_fraction: float = 0.15
-    test_val_fraction: float = 0.60
-    min_gene_overlap: float = 0.5
-    # execution
-    chunk_size: int = 2048
-    workers: int = 1
+    label_key: str = _field(
+        "cell_type",
+        "obs column with the labels; cells whose label is missing (NaN, or the text '', 'nan', 'None', 'NA', "
+        "'null') are left out and counted in one line",
+    )
+    allow_many_classes: bool = _field(
+        False,
+        "accept a label column with more than 50 classes that are more than 10% of the labelled cells or a "
+        "quarter of them single-cell classes (refused by default: such a column, e.g. n_counts, is rarely one "
+        "of cell types; cellformer.data.labels)",
+    )
+    layer: str | None = _field(None, "read this layer instead of X ('raw.X' reads adata.raw.X)")
+    gene_key: str | None = _field(None, "var column naming genes (e.g. Ensembl ids) instead of var_names")
+    input_normalized: bool = _field(
+        False,
+        "values are normalized (log1p is detected and undone; FPKM/TPM used as-is); count QC is skipped",
+    )
+    input_transform: str = _field(
+        "auto",
+        "with input_normalized (an error without it): how the values are stored; auto detects log1p (values "
+        "below 30), log1p undoes it (refused for larger values), none uses them as they are",
+    )
+    tokenizer: str = _field(
+        "hybrid",
+        "rank: genes ordered by normalized expression (Geneformer); binned: highly variable genes with value "
+        "bins (scGPT); hybrid: ranked genes with value bins (best on validation cells, docs/accuracy.md)",
+    )
+    max_genes: int = _field(2048, "genes per cell")
+    n_hvg: int = _field(2000, "binned: highly variable genes kept")
+    n_bins: int = _field(51, "binned: value bins")
+    previous_layer: str | None = _field(
+        None, "time-course variant: layer holding each cell's previous-time-point profile"
+    )
+    time_key: str | None = _field(
+        None,
+        "time-course variant: obs column with time points (numbers or ordered categories); each cell's "
+        "previous profile is derived from its nearest training cells at the preceding time point",
+    )
+    batch_key: str | None = _field(
+        None, "obs column with the batch: one context token per cell after <CLS>, with its own embedding"
+    )
+    context_keys: tuple[str, ...] = _field(
+        (), "another categorical obs column (assay, modality, ...) as a context token; repeatable"
+    )
+    min_genes: int | None = _field(
+        None,
+        "min genes per cell; 0 = off (default: 200 on whole-transcriptome files, 1% of the file's genes on "
+        "smaller gene panels, see auto_min_genes)",
+    )
+    min_cells: int = _field(3, "min cells per gene; 0 = off")
+    max_mito_fraction: float | None = _field(
+        0.2, "max mitochondrial fraction of a cell's counts, 0-1; 'off' (or 'none') disables"
+    )
+    doublets: bool = _field(False, "remove doublets found by scrublet")
+    seed: int = _field(0, "random seed")
+    train_fraction: float = _field(0.70, "without --test: fraction of cells for training")
+    val_fraction: float = _field(
+        0.15, "without --test: fraction of cells for validation; the rest is the test split"
+    )
+    test_val_fraction: float = _field(0.60, "with --test: fraction of the test file used for validation")
+    min_gene_overlap: float = _field(
+        0.5, "with --test: minimum fraction of training genes the test file must have"
+    )
+    chunk_size: int = _field(2048, "cells read at a time")
+    workers: int = _field(1, "tokenizer processes")
 
     def __post_init__(self) -> None:
+        if isinstance(self.context_keys, str):  # one key given as a plain string (YAML, API)
+            object.__setattr__(self, "context_keys", (self.context_keys,))
+        if isinstance(self.context_keys, list) or self.context_keys is None:  # from the CLI / JSON
+            object.__setattr__(self, "context_keys", tuple(self.context_keys or ()))
+        _check_types(self)
         _require(self.max_genes > 0, f"max_genes must be positive, got {self.max_genes}")
         _require(
             (self.min_genes is None or self.min_genes >= 0) and self.min_cells >= 0,
@@ -117,9 +164,6 @@ class PrepareConfig(_Config):
             "classify another column or drop time_key (see docs/timecourse.md)",
         )
         _require(bool(self.label_key), "label_key must name an obs column")
-        if isinstance(self.context_keys, str):  # one key given as a plain string (YAML, API)
-            object.__setattr__(self, "context_keys", (self.context_keys,))
-        object.__setattr__(self, "context_keys", tuple(self.context_keys or ()))
         covariates = self.covariate_keys
         _require(
             all(isinstance(key, str) and key for key in covariates),
@@ -159,6 +203,12 @@ def _check_types(config: _Config) -> None:
     hints = typing.get_type_hints(type(config))
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
+        if typing.get_origin(hints[field.name]) is tuple:  # tuple[str, ...]: a tuple of strings
+            _require(
+                isinstance(value, tuple) and all(isinstance(item, str) for item in value),
+                f"{type(config).__name__}.{field.name} must be a list of str, got {value!r}",
+            )
+            continue
         allowed = typing.get_args(hints[field.name]) or (hints[field.name],)
         if value is None and type(None) in allowed:
             continue

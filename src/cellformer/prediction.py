@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     import anndata as ad
 
     from cellformer.runs import TrainedModel
-    from cellformer.tokenize.base import TokenizedCells
+    from cellformer.tokens import TokenizedCells
 
 logger = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ def cells_without_genes(tokenized: TokenizedCells, vocab_size: int) -> np.ndarra
     Gene tokens are ids ``>= N_SPECIAL`` that are not context tokens; tokens after a ``<SEP>`` (the
     previous-time-point profile) do not count.
     """
-    from cellformer.tokenize.base import N_SPECIAL, SEP
+    from cellformer.tokens import N_SPECIAL, SEP
 
     ids = np.asarray(tokenized.ids)
     offsets = np.asarray(tokenized.offsets, dtype=np.int64)
@@ -287,8 +287,9 @@ def tokenize_adata(
 
     from cellformer.atomic import read_json
     from cellformer.data.align import aligned_matrix, training_input_options
-    from cellformer.tokenize.base import N_SPECIAL, TokenizedCells, get_tokenizer_class
+    from cellformer.tokenize.base import get_tokenizer_class
     from cellformer.tokenize.context import ContextVocab, context_value_id
+    from cellformer.tokens import N_SPECIAL, TokenizedCells
 
     run_dir = Path(model.run_dir)
     where = options.get("where", "the input AnnData")

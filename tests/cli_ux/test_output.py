@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from cellformer.data.qc import plural
+from cellformer.text import plural
 from cellformer.training.log import best_epoch, summary_line
 from cellformer.training.module import epoch_line
 

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from cellformer.data.prepared import PreparedData
 from cellformer.errors import ConfigError, InputError
-from cellformer.tokenize.base import CLS, N_SPECIAL, TokenizedCells
 from cellformer.tokenize.context import UNK, ContextVocab, covariate_strings
+from cellformer.tokens import CLS, N_SPECIAL, TokenizedCells
 
 
 def _ragged(lengths: list[int], rng: np.random.Generator, with_values: bool) -> TokenizedCells:

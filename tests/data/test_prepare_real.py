@@ -12,8 +12,8 @@ from prep_helpers import sha256
 
 from cellformer.data.prepare import prepare
 from cellformer.data.prepared import PreparedData
-from cellformer.tokenize.base import CLS, N_SPECIAL, SEP
 from cellformer.tokenize.rank import RankTokenizer
+from cellformer.tokens import CLS, N_SPECIAL, SEP
 
 
 def expected_tokens(prepared: PreparedData, matrices: dict[str, sp.csr_matrix], normalize_total: bool):

@@ -9,7 +9,7 @@ import torch
 from cellformer.data.dataset import LengthBucketSampler, TokenDataset, collate_tokens
 from cellformer.data.store import TokenStore, TokenStoreWriter
 from cellformer.errors import RunDirError
-from cellformer.tokenize.base import PAD, TokenizedCells
+from cellformer.tokens import PAD, TokenizedCells
 
 
 def _cells(lengths: list[int], seed: int, values: bool) -> TokenizedCells:

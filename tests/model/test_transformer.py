@@ -8,7 +8,7 @@ import torch
 from cellformer.config import ModelConfig
 from cellformer.errors import ConfigError
 from cellformer.model import CellTransformer
-from cellformer.tokenize.base import CLS, N_SPECIAL, PAD
+from cellformer.tokens import CLS, N_SPECIAL, PAD
 
 
 def _config(**changes) -> ModelConfig:

@@ -152,7 +152,7 @@ def test_cells_without_model_genes_are_flagged_unknown(
 
 def test_cells_without_genes_ignores_context_and_previous_profile_tokens():
     from cellformer.prediction import cells_without_genes
-    from cellformer.tokenize.base import CLS, SEP, TokenizedCells
+    from cellformer.tokens import CLS, SEP, TokenizedCells
 
     vocab_size = 10  # 4 specials + 6 genes; ids >= 10 are context tokens
     cells = [[CLS, 11], [CLS, 5, 6], [CLS, SEP, 5], [CLS, 12, 7, SEP], [CLS]]

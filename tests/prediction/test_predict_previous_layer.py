@@ -12,7 +12,7 @@ import pytest
 import cellformer
 from cellformer.errors import InputError
 from cellformer.prediction import tokenize_adata
-from cellformer.tokenize.base import SEP
+from cellformer.tokens import SEP
 
 
 @pytest.fixture(scope="module")

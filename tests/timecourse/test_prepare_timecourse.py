@@ -10,8 +10,8 @@ from timecourse_helpers import SMALL
 
 from cellformer.data.ancestors import MAPPING_DIR, previous_for_matrix
 from cellformer.data.prepared import PreparedData
-from cellformer.tokenize.base import SEP
 from cellformer.tokenize.previous import AncestorMapping, normalize_rows
+from cellformer.tokens import SEP
 
 
 def _prepare(cli, path, out, *extra) -> PreparedData:

@@ -10,7 +10,7 @@ from timecourse_helpers import SMALL
 from cellformer.config import ModelConfig
 from cellformer.errors import InputError
 from cellformer.model import CellTransformer
-from cellformer.tokenize.base import CLS, N_SPECIAL, SEP
+from cellformer.tokens import CLS, N_SPECIAL, SEP
 
 
 def test_segment_embedding_tells_a_gene_now_from_the_same_gene_before():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
-from cellformer.tokenize.base import CLS, N_SPECIAL, SEP
+from cellformer.tokens import CLS, N_SPECIAL, SEP
 
 
 @st.composite

@@ -20,7 +20,7 @@ from reference_tokenizers import (
 )
 
 from cellformer.config import PrepareConfig
-from cellformer.tokenize.base import TokenizedCells, get_tokenizer_class
+from cellformer.tokenize.base import get_tokenizer_class
 from cellformer.tokenize.binned import (
     BinnedTokenizer,
     HybridTokenizer,
@@ -29,6 +29,7 @@ from cellformer.tokenize.binned import (
     seurat_v3_scores,
 )
 from cellformer.tokenize.rank import RankTokenizer
+from cellformer.tokens import TokenizedCells
 
 SETTINGS = settings(max_examples=100, deadline=None)
 N_BINS = st.sampled_from([2, 3, 4, 7, 51])

@@ -8,9 +8,9 @@ import pytest
 import scipy.sparse as sp
 
 from cellformer.errors import InputError, RunDirError
-from cellformer.tokenize.base import CLS, N_SPECIAL, SEP
 from cellformer.tokenize.previous import AncestorMapping, time_codes
 from cellformer.tokenize.rank import RankTokenizer
+from cellformer.tokens import CLS, N_SPECIAL, SEP
 
 
 def _counts(n_cells: int, n_genes: int, seed: int) -> sp.csr_matrix:

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference_tokenizers import as_lists, count_matrices, dense_medians, dense_rank_reference
 
-from cellformer.tokenize.base import TokenizedCells
 from cellformer.tokenize.rank import RankTokenizer, nonzero_medians
+from cellformer.tokens import TokenizedCells
 
 SETTINGS = settings(max_examples=100, deadline=None)
 

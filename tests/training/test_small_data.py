@@ -16,7 +16,7 @@ from cellformer.data.dataset import TokenDataset, collate_tokens
 from cellformer.data.prepared import PreparedData
 from cellformer.errors import ConfigError
 from cellformer.model import CellTransformer
-from cellformer.tokenize.base import CLS, N_SPECIAL, PAD
+from cellformer.tokens import CLS, N_SPECIAL, PAD
 from cellformer.training.augment import GeneDropout
 from cellformer.training.embedding_init import principal_axes, svd_gene_embeddings, token_matrix
 

@@ -90,10 +90,6 @@ class BaselineRun:
     def method(self) -> str:
         return self.kind
 
-    @property
-    def hvg_genes(self) -> list[str]:
-        return [self.genes[i] for i in self.arrays["hvg_index"]]
-
     # -- prediction ----------------------------------------------------------------------------
     def transform(self, X: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         """Standardized HVG features and PCA coordinates of count-like ``X`` aligned to :attr:`genes`."""

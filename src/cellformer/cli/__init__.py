@@ -13,6 +13,7 @@ import os
 import sys
 
 from cellformer.errors import CellformerError
+from cellformer.text import is_primary_process
 
 COMMANDS = ("prepare", "train", "evaluate", "baseline", "compare", "predict", "demo")
 
@@ -39,13 +40,6 @@ def _command_module(name: str):
         if exc.name == f"cellformer.cli.{name}":
             return None
         raise
-
-
-def is_primary_process() -> bool:
-    """False in the extra processes a multi-device run starts (they repeat the command line)."""
-    import os
-
-    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
 def _configure_logging(verbose: int, quiet: bool) -> None:

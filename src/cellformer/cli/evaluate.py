@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     from cellformer.cli import drop_log_lines
     from cellformer.evaluation.api import evaluate
-    from cellformer.training.log import plural
+    from cellformer.text import plural
 
     drop_log_lines("cellformer.evaluation.api", "%s on %s: accuracy")  # the block below says it all
     m = evaluate(args.run_dir, split=args.split, prepared=args.prepared)

@@ -10,6 +10,12 @@ _DEFAULTS = PrepareConfig()
 TOKENIZERS = ("rank", "binned", "hybrid")  # cellformer.tokenize (listed here so --help stays instant)
 
 
+def _help(name: str, *, default: bool = False) -> str:
+    """The ``--help`` text of flag ``name``: the PrepareConfig field's own help (declared once, there)."""
+    text = PrepareConfig.help(name).replace("%", "%%")
+    return text + " (%(default)s)" if default else text
+
+
 def fraction_or_off(text: str) -> float | None:
     """A fraction in [0, 1], or ``off`` / ``none`` / ``no`` (the step is switched off)."""
     if text.strip().lower() in ("off", "none", "no"):
@@ -37,34 +43,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--label-key",
         default=_DEFAULTS.label_key,
-        help="obs column with the labels (%(default)s); cells whose label is missing (NaN, or the text '', "
-        "'nan', 'None', 'NA', 'null') are left out and counted in one line",
+        help=_help("label_key", default=True),
     )
     parser.add_argument(
         "--allow-many-classes",
         action="store_true",
-        help="accept a label column with more than 50 classes that are more than 10%% of the labelled cells "
-        "or a quarter of them single-cell classes (refused by default: such a column, e.g. n_counts, is "
-        "rarely one of cell types)",
+        help=_help("allow_many_classes"),
     )
     parser.add_argument("--test", help="separate .h5ad split into validation/test (60/40 by default)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
     data = parser.add_argument_group("input matrix")
-    data.add_argument("--layer", help="read this layer instead of X ('raw.X' reads adata.raw.X)")
-    data.add_argument("--gene-key", help="var column naming genes (e.g. Ensembl ids) instead of var_names")
+    data.add_argument("--layer", help=_help("layer"))
+    data.add_argument("--gene-key", help=_help("gene_key"))
     data.add_argument(
         "--input-normalized",
         action="store_true",
-        help="values are normalized (log1p is detected and undone; FPKM/TPM used as-is); count QC is skipped",
+        help=_help("input_normalized"),
     )
     data.add_argument(
         "--input-transform",
         choices=("auto", "log1p", "none"),
         default=_DEFAULTS.input_transform,
-        help="with --input-normalized (an error without it): how the values are stored; auto detects "
-        "log1p (values below 30), log1p undoes it (refused for larger values), none uses them as they are "
-        "(%(default)s)",
+        help=_help("input_transform", default=True),
     )
 
     tok = parser.add_argument_group("tokens")
@@ -72,19 +73,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--tokenizer",
         default=_DEFAULTS.tokenizer,
         metavar="{" + ",".join(TOKENIZERS) + "}",  # checked by PrepareConfig (one-line error)
-        help="rank: genes ordered by normalized expression (Geneformer); binned: highly variable genes "
-        "with value bins (scGPT); hybrid: ranked genes with value bins (%(default)s)",
+        help=_help("tokenizer", default=True),
     )
     tok.add_argument(
-        "--max-genes", type=int, default=_DEFAULTS.max_genes, help="genes per cell (%(default)s)"
+        "--max-genes", type=int, default=_DEFAULTS.max_genes, help=_help("max_genes", default=True)
     )
-    tok.add_argument(
-        "--n-hvg", type=int, default=_DEFAULTS.n_hvg, help="binned: highly variable genes (%(default)s)"
-    )
-    tok.add_argument("--n-bins", type=int, default=_DEFAULTS.n_bins, help="binned: value bins (%(default)s)")
+    tok.add_argument("--n-hvg", type=int, default=_DEFAULTS.n_hvg, help=_help("n_hvg", default=True))
+    tok.add_argument("--n-bins", type=int, default=_DEFAULTS.n_bins, help=_help("n_bins", default=True))
     tok.add_argument(
         "--batch-key",
-        help="obs column with the batch: one context token per cell after <CLS>, with its own embedding",
+        help=_help("batch_key"),
     )
     tok.add_argument(
         "--context-key",
@@ -92,15 +90,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         action="append",
         default=[],
         metavar="COL",
-        help="another categorical obs column (assay, modality, ...) as a context token; repeatable",
+        help=_help("context_keys"),
     )
-    tok.add_argument(
-        "--previous-layer", help="time-course variant: layer holding each cell's previous-time-point profile"
-    )
+    tok.add_argument("--previous-layer", help=_help("previous_layer"))
     tok.add_argument(
         "--time-key",
-        help="time-course variant: obs column with time points (numbers or ordered categories); each cell's "
-        "previous profile is derived from its nearest training cells at the preceding time point",
+        help=_help("time_key"),
     )
     tok.add_argument(
         "--previous",
@@ -109,57 +104,52 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
 
     qc = parser.add_argument_group("quality control (each step can be switched off)")
+    qc.add_argument("--min-genes", type=int, default=_DEFAULTS.min_genes, help=_help("min_genes"))
     qc.add_argument(
-        "--min-genes",
-        type=int,
-        default=_DEFAULTS.min_genes,
-        help="min genes per cell; 0 = off (default: 200, or 1%% of the file's genes on smaller gene panels)"
-    )
-    qc.add_argument(
-        "--min-cells", type=int, default=_DEFAULTS.min_cells, help="min cells per gene; 0 = off (%(default)s)"
+        "--min-cells", type=int, default=_DEFAULTS.min_cells, help=_help("min_cells", default=True)
     )
     qc.add_argument(
         "--max-mito-fraction",
         type=fraction_or_off,
         default=_DEFAULTS.max_mito_fraction,
         metavar="FRACTION|off",
-        help="max mitochondrial fraction of a cell's counts, 0-1; 'off' (or 'none') disables (%(default)s)",
+        help=_help("max_mito_fraction", default=True),
     )
-    qc.add_argument("--doublets", action="store_true", help="remove doublets found by scrublet")
+    qc.add_argument("--doublets", action="store_true", help=_help("doublets"))
 
     split = parser.add_argument_group("splits")
-    split.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="random seed (%(default)s)")
+    split.add_argument("--seed", type=int, default=_DEFAULTS.seed, help=_help("seed", default=True))
     split.add_argument(
         "--train-fraction",
         type=float,
         default=_DEFAULTS.train_fraction,
-        help="without --test: fraction of cells for training (%(default)s)",
+        help=_help("train_fraction", default=True),
     )
     split.add_argument(
         "--val-fraction",
         type=float,
         default=_DEFAULTS.val_fraction,
-        help="without --test: fraction of cells for validation; the rest is the test split (%(default)s)",
+        help=_help("val_fraction", default=True),
     )
     split.add_argument(
         "--test-val-fraction",
         type=float,
         default=_DEFAULTS.test_val_fraction,
-        help="with --test: fraction of the test file used for validation (%(default)s)",
+        help=_help("test_val_fraction", default=True),
     )
     split.add_argument(
         "--min-gene-overlap",
         type=float,
         default=_DEFAULTS.min_gene_overlap,
-        help="with --test: minimum fraction of training genes the test file must have (%(default)s)",
+        help=_help("min_gene_overlap", default=True),
     )
 
     run_group = parser.add_argument_group("execution")
     run_group.add_argument(
-        "--chunk-size", type=int, default=_DEFAULTS.chunk_size, help="cells read at a time (%(default)s)"
+        "--chunk-size", type=int, default=_DEFAULTS.chunk_size, help=_help("chunk_size", default=True)
     )
     run_group.add_argument(
-        "--workers", type=int, default=_DEFAULTS.workers, help="tokenizer processes (%(default)s)"
+        "--workers", type=int, default=_DEFAULTS.workers, help=_help("workers", default=True)
     )
     parser.set_defaults(run=run)
     return parser

@@ -134,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
     import signal
     import sys
 
-    from cellformer.cli import is_primary_process, quiet_lightning
+    from cellformer.cli import quiet_lightning
+    from cellformer.text import is_primary_process
 
     quiet_lightning()
     overrides = {k.removeprefix("cfg_"): v for k, v in vars(args).items() if k.startswith("cfg_")}

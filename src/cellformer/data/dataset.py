@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from cellformer.data.store import TokenStore
-from cellformer.tokenize.base import PAD
+from cellformer.tokens import PAD
 
 
 class TokenDataset(Dataset):

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from cellformer.errors import InputError
+from cellformer.text import natural_key
 
 MIN_CLASSES_CHECKED = 50  # more distinct labels than this, and ...
 MAX_CLASS_SHARE = 0.1  # ... more than this share of the labelled cells, or ...
@@ -52,16 +53,10 @@ def check_test_labels(train_classes: Iterable[str], test_labels: np.ndarray, pat
     """Refuse a ``--test`` file none of whose labels is a training class (e.g. ``1..16`` vs ``class_1..16``)."""
     classes = list(train_classes)
     seen = set(classes)
-    test = sorted({label for label in test_labels.tolist() if label is not None}, key=_natural)
+    test = sorted({label for label in test_labels.tolist() if label is not None}, key=natural_key)
     if test and not seen.intersection(test):
         raise InputError(
             f"none of the labels in column '{key}' of the test file {path} is a class of the training cells, "
             f"so no test cell could ever be right: test labels {listing(test)}; training classes "
             f"{listing(classes)}. Make the two files name cell types the same way (or choose --label-key)"
         )
-
-
-def _natural(label: str) -> tuple:
-    from cellformer.data.prepare import natural_key
-
-    return natural_key(label)

@@ -14,7 +14,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 
 import scipy.sparse as sp
 
-from cellformer.tokenize.base import TokenizedCells, Tokenizer
+from cellformer.tokenize.base import Tokenizer
+from cellformer.tokens import TokenizedCells
 
 _WORKER_TOKENIZER: Tokenizer | None = None
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +35,10 @@ from cellformer.data.vocab import gene_overlap, write_vocab
 from cellformer.errors import ConfigError, InputError
 from cellformer.integrity import write_manifest
 from cellformer.provenance import cellformer_version, file_fingerprint, now_iso, package_versions
-from cellformer.tokenize.base import N_SPECIAL, Tokenizer, get_tokenizer_class
+from cellformer.text import natural_key, plural
+from cellformer.tokenize.base import Tokenizer, get_tokenizer_class
 from cellformer.tokenize.context import ContextVocab, context_value_id, covariate_strings
+from cellformer.tokens import N_SPECIAL
 
 log = logging.getLogger(__name__)
 
@@ -218,9 +219,9 @@ def prepare_with_config(
     sizes = ", ".join(f"{name} {len(rows)}" for name, rows in splits.items())
     log.info(
         "prepared %s, %s, %s into %s (%s)",
-        qc.plural(len(labels), "cell"),
-        qc.plural(len(vocab), "gene"),
-        qc.plural(len(classes), "class", "classes"),
+        plural(len(labels), "cell"),
+        plural(len(vocab), "gene"),
+        plural(len(classes), "class", "classes"),
         out,
         sizes,
     )
@@ -251,11 +252,6 @@ def _transform_text(transform: str, config: PrepareConfig) -> str:
         return "used as stored"
     how = "detected" if config.input_transform == "auto" else "forced by --input-transform log1p"
     return f"log1p {how}, undone with expm1"
-
-
-def natural_key(label: str) -> tuple:
-    """Sort key putting ``class_2`` before ``class_10`` and ``"9"`` before ``"10"``."""
-    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", label))
 
 
 # -- steps ----------------------------------------------------------------------------------------
@@ -311,7 +307,9 @@ def _load_input(path: Path, role: str, config: PrepareConfig, stack: contextlib.
             "min_genes",
             min_genes > 0,
             threshold=min_genes,
-            rule="given" if config.min_genes is not None else f"auto: 1% of the file's {reader.n_vars} genes, at most 200",
+            rule="given"
+            if config.min_genes is not None
+            else f"auto: 1% of the file's {reader.n_vars} genes, at most 200",
             removed_cells=int((too_few & has_label).sum()),
         )
     )
@@ -335,7 +333,7 @@ def _load_input(path: Path, role: str, config: PrepareConfig, stack: contextlib.
     if empty.any():
         first = int(np.flatnonzero(empty)[0])
         raise InputError(
-            f"{qc.plural(int(empty.sum()), 'cell')} in {reader.matrix_name} of {path} have no counts "
+            f"{plural(int(empty.sum()), 'cell')} in {reader.matrix_name} of {path} have no counts "
             f"(e.g. cell {first}); "
             "they cannot be tokenized: remove them or keep --min-genes at 1 or more to filter them out"
         )
@@ -486,7 +484,7 @@ def _split(inputs: list[_Input], config: PrepareConfig) -> tuple[dict[str, np.nd
         log.warning(
             "class %r has only %s: too few to stratify, all in %s",
             label,
-            qc.plural(info["n_cells"], "cell"),
+            plural(info["n_cells"], "cell"),
             info["all_in"],
         )
     return splits, report

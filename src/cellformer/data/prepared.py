@@ -12,7 +12,8 @@ import numpy as np
 from cellformer.atomic import read_json
 from cellformer.data.store import TokenStore
 from cellformer.errors import RunDirError
-from cellformer.tokenize.base import N_SPECIAL, get_tokenizer_class
+from cellformer.tokenize.base import get_tokenizer_class
+from cellformer.tokens import N_SPECIAL
 
 FORMAT = "cellformer-prepared"
 FORMAT_VERSION = 1

@@ -17,16 +17,12 @@ import numpy as np
 
 from cellformer.data.read import H5adReader
 from cellformer.data.validate import ValueSummary
+from cellformer.text import plural
 
 log = logging.getLogger(__name__)
 
 MITO_PREFIXES = ("mt-", "mt:")  # compared in lower case: MT- (human), mt- (mouse), mt: (fly)
 SYMBOL_COLUMNS = ("gene_symbols", "gene_symbol", "gene_short_name", "gene_name", "feature_name", "symbol")
-
-
-def plural(n: int, word: str, words: str | None = None) -> str:
-    """``1 cell``, ``2 cells`` (``words`` for irregular plurals)."""
-    return f"{n} {word if n == 1 else (words or word + 's')}"
 
 
 def find_mito_genes(reader: H5adReader, gene_names: np.ndarray) -> tuple[np.ndarray | None, str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cellformer.errors import RunDirError
-from cellformer.tokenize.base import TokenizedCells
+from cellformer.tokens import TokenizedCells
 
 IDS_DTYPE = np.int32
 VALUES_DTYPE = np.int16

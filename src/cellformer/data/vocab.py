@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from cellformer.atomic import read_json, write_json
+from cellformer.atomic import write_json
 from cellformer.errors import InputError
-from cellformer.tokenize.base import N_SPECIAL, SPECIAL_TOKENS
+from cellformer.tokens import SPECIAL_TOKENS
 
 
 def write_vocab(path: str | Path, genes: list[str], context: list[dict[str, Any]] | None = None) -> None:
@@ -18,17 +18,6 @@ def write_vocab(path: str | Path, genes: list[str], context: list[dict[str, Any]
     if context:
         vocab["context"] = context
     write_json(path, vocab)
-
-
-def read_vocab(path: str | Path) -> list[str]:
-    vocab = read_json(path)
-    if list(vocab.get("special", [])) != list(SPECIAL_TOKENS):
-        raise InputError(f"{path} has special tokens {vocab.get('special')}, expected {list(SPECIAL_TOKENS)}")
-    return list(vocab["genes"])
-
-
-def token_id(genes: list[str], gene: str) -> int:
-    return N_SPECIAL + genes.index(gene)
 
 
 def gene_overlap(

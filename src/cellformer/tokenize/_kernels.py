@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-N_SPECIAL = 4  # = cellformer.tokenize.base.N_SPECIAL (token id of gene 0)
+from cellformer.tokens import N_SPECIAL
+
 KEY_INF = np.int64(0x7FF0000000000000)
 BUCKETS_PER_KEY = 4  # counting-sort buckets per key: few keys share one, so insertion sort rarely moves any  # key of +inf: every positive finite value's key is below
 

@@ -34,8 +34,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from cellformer.tokenize import _kernels as kernels
-from cellformer.tokenize.base import CLS, SEP, TokenizedCells
 from cellformer.tokenize.rank import Block, RankTokenizer, _as_csr, assemble, rank_block
+from cellformer.tokens import CLS, SEP, TokenizedCells
 
 if TYPE_CHECKING:
     from cellformer.config import PrepareConfig

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 from cellformer.errors import InputError
-from cellformer.tokenize.base import TokenizedCells
+from cellformer.text import natural_key
+from cellformer.tokens import TokenizedCells
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +40,6 @@ def context_value_id(tokenizer: Any) -> int | None:
     if not getattr(tokenizer, "has_values", False):
         return None
     return int(tokenizer.value_vocab_size)
-
-
-def _natural_key(text: str) -> tuple:
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", text))
 
 
 def covariate_strings(values: Any, *, key: str, where: str, names: Sequence[str] | None = None) -> np.ndarray:
@@ -116,7 +112,7 @@ class ContextVocab:
     def fit(cls, columns: Mapping[str, np.ndarray], first_id: int) -> ContextVocab:
         """Categories of each covariate from its training-cell values (``str`` arrays), naturally sorted."""
         covariates = [
-            Covariate(key, tuple(sorted(set(values.tolist()), key=_natural_key)))
+            Covariate(key, tuple(sorted(set(values.tolist()), key=natural_key)))
             for key, values in columns.items()
         ]
         return cls(covariates, first_id)
@@ -141,7 +137,7 @@ class ContextVocab:
             out[:, j] = start + 1 + position  # -1 -> <UNK> at start
             unseen = position < 0
             if unseen.any():
-                names = sorted(set(values[unseen].tolist()), key=_natural_key)
+                names = sorted(set(values[unseen].tolist()), key=natural_key)
                 logger.warning(
                     "%d cell(s) of %s have '%s' values not seen in training (%s): they get the %s context token",
                     int(unseen.sum()),

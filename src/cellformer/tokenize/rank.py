@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from cellformer.tokenize import _kernels as kernels
-from cellformer.tokenize.base import CLS, SEP, TokenizedCells
+from cellformer.tokens import CLS, SEP, TokenizedCells
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import warnings
 from pathlib import Path
@@ -16,6 +15,7 @@ from cellformer.config import ModelConfig, TrainConfig
 from cellformer.data.prepared import PreparedData
 from cellformer.errors import ConfigError, InputError, RunDirError
 from cellformer.provenance import cellformer_version, now_iso, package_versions
+from cellformer.text import is_primary_process
 from cellformer.training import options
 from cellformer.training.health import TrainingDiverged
 
@@ -56,7 +56,7 @@ def train(
     for section, values in options.split_keys(overrides).items():
         requested[section].update(values)
     fingerprint = prepared.fingerprint()
-    primary = _is_primary_process()
+    primary = is_primary_process()
 
     if resume:
         stored = _stored_run(out, fingerprint)
@@ -362,11 +362,6 @@ def class_weights(prepared: PreparedData, rows: np.ndarray) -> np.ndarray:
     present = counts > 0
     weights[present] = counts.sum() / (present.sum() * counts[present])
     return weights
-
-
-def _is_primary_process() -> bool:
-    """False in the processes Lightning's DDP launcher starts beside the first one."""
-    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
 def _check_new_run_dir(out: Path) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from cellformer.data.qc import plural
 from cellformer.runs import LOG_COLUMNS as COLUMNS
+from cellformer.text import plural
 
 
 class EpochLog:

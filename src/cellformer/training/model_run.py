@@ -15,7 +15,7 @@ from cellformer.data.dataset import LengthBucketSampler, TokenDataset, collate_t
 from cellformer.errors import RunDirError
 from cellformer.model import CellTransformer
 from cellformer.runs import Predictions, read_run_config
-from cellformer.tokenize.base import TokenizedCells
+from cellformer.tokens import TokenizedCells
 
 if TYPE_CHECKING:
     import anndata as ad
