@@ -132,12 +132,24 @@ def test_evaluate_records_the_score_and_compare_shows_it(unknown_runs, tmp_path)
     for kind, run in unknown_runs.items():  # copies: evaluate writes into the run directory
         runs[kind] = tmp_path / kind
         shutil.copytree(run, runs[kind])
+    import html
+
+    from cellformer.unknown_report import report_cell
+
+    cells = []
     for run in runs.values():
-        summary = cellformer.evaluate(run, split="test")["unknown"]
+        metrics = cellformer.evaluate(run, split="test")
+        summary = metrics["unknown"]
+        cells.append(report_cell(metrics))
+        assert cells[-1].startswith(f"{100 * summary['flagged_fraction']:.1f}%; {DEFAULT_METHOD} median ")
+        assert f"[{summary['quantiles']['q05']:.3g}, {summary['quantiles']['q95']:.3g}]" in cells[-1]
         assert summary["score"] == DEFAULT_METHOD and summary["fpr_target"] == pytest.approx(0.05)
         assert summary["flagged_known_fraction"] == summary["flagged_fraction"] < 0.5
         assert summary["flagged_unseen_fraction"] is None  # the withheld type is not in the prepared data
         assert summary["quantiles"]["q05"] <= summary["quantiles"]["q50"] <= summary["quantiles"]["q95"]
     cellformer.compare(list(runs.values()), out=tmp_path / "report")
     text = (tmp_path / "report" / "report.md").read_text()
-    assert "Flagged unknown; unknown score median [5%, 95%]" in text and f"{DEFAULT_METHOD} median" in text
+    assert "Flagged unknown; unknown score median [5%, 95%]" in text
+    page = (tmp_path / "report" / "report.html").read_text()
+    for cell in cells:  # each run's flagged share and the score's median [5%, 95%], in both files
+        assert cell in text and html.escape(cell, quote=False) in page
