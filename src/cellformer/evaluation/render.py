@@ -15,7 +15,7 @@ from cellformer.atomic import atomic_path
 from cellformer.evaluation import plots
 
 if TYPE_CHECKING:
-    from cellformer.evaluation.report import RunResult
+    from cellformer.evaluation.result import RunResult
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1150px; margin: 2em auto;
@@ -80,7 +80,7 @@ def summary_table(results: list[RunResult], analysis: dict[str, Any]) -> tuple[l
         "Parameters",
         "Training time",
     ]
-    from cellformer.evaluation.report import ece, scaling_hurt
+    from cellformer.evaluation.result import ece, scaling_hurt
     from cellformer.unknown_report import report_cell
 
     rows = []
@@ -145,7 +145,7 @@ def per_class_table(results: list[RunResult]) -> tuple[list[str], list[list[str]
 
 def _figures(out: Path, results: list[RunResult]) -> list[tuple[str, str, str]]:
     """Write the report's PNGs into ``out``; returns ``(section, caption, file name)`` in report order."""
-    from cellformer.evaluation.report import calibrated_proba, slug
+    from cellformer.evaluation.result import calibrated_proba, slug
 
     figures: list[tuple[str, str, str]] = []
     split = results[0].metrics["split"]
@@ -265,7 +265,7 @@ SECTIONS = (
 
 
 def _intro(results: list[RunResult], analysis: dict[str, Any]) -> list[str]:
-    from cellformer.evaluation.report import SMALL_CLASS
+    from cellformer.evaluation.result import SMALL_CLASS
 
     data = results[0].metrics["data"]
     n_boot = results[0].metrics["ci"].get("n_bootstrap", 1000)

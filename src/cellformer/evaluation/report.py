@@ -12,7 +12,6 @@ tests (:func:`analyse`) and writes the report directory::
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 from pathlib import Path
@@ -22,7 +21,16 @@ import numpy as np
 
 from cellformer.atomic import atomic_directory, read_json, write_json
 from cellformer.errors import InputError, RunDirError
-from cellformer.evaluation.metrics import softmax
+from cellformer.evaluation.result import (  # noqa: F401 (SMALL_CLASS, BASELINE_KINDS: part of the report)
+    BASELINE_KINDS,
+    SMALL_CLASS,
+    RunResult,
+    calibrated_proba,
+    ece,
+    ece_used,
+    scaling_hurt,
+    slug,
+)
 from cellformer.evaluation.stats import METHOD as BOOTSTRAP_METHOD
 from cellformer.evaluation.stats import paired_comparison
 from cellformer.provenance import cellformer_version, now_iso
@@ -31,30 +39,7 @@ from cellformer.runs import read_run_config
 log = logging.getLogger(__name__)
 
 ALPHA = 0.05
-SMALL_CLASS = 10  # classes with fewer test cells get a warning: their F1 is very uncertain
 WEAK_F1 = 0.5
-BASELINE_KINDS = ("logreg", "knn", "mlp")
-
-
-@dataclasses.dataclass
-class RunResult:
-    """An evaluated run, as the report needs it (labelled cells only)."""
-
-    name: str
-    run_dir: Path
-    kind: str
-    metrics: dict[str, Any]  # metrics/{split}.json
-    y_true: np.ndarray  # (n_cells,) label ids, unseen labels >= n_classes
-    logits: np.ndarray  # (n_cells, n_classes)
-    plots: dict[str, Path]  # plot name -> PNG in the run directory
-
-    @property
-    def y_pred(self) -> np.ndarray:
-        return self.logits.argmax(axis=1)
-
-    @property
-    def is_baseline(self) -> bool:
-        return self.kind in BASELINE_KINDS
 
 
 def compare(
@@ -262,26 +247,6 @@ def _named(r: RunResult, noun: str) -> str:
 
 def _cap(text: str) -> str:
     return text[:1].upper() + text[1:] if text.startswith("the ") else text
-
-
-def ece(value: float) -> str:
-    """An expected calibration error as the report shows it everywhere: a fraction (0 is perfect)."""
-    return f"{value:.3f}"
-
-
-def ece_used(r: RunResult) -> float:
-    """The ECE of the probabilities the run hands out: after its fitted temperature.
-
-    ``cellformer predict`` applies the temperature fitted on the validation split (``T = 1``, so the
-    same as before, when there was none to fit on); ``ece_after`` is measured with that temperature.
-    """
-    return r.metrics["calibration"]["ece_after"]
-
-
-def scaling_hurt(r: RunResult) -> bool:
-    """True when temperature scaling made the run's ECE on the compared split worse."""
-    cal = r.metrics["calibration"]
-    return cal["ece_after"] > cal["ece_before"] + 5e-4
 
 
 def _n_labels(r: RunResult) -> int:
@@ -493,11 +458,6 @@ def _class_gaps(
     return sorted(rows, key=lambda r: -abs(r[1]))[:top]
 
 
-def slug(name: str) -> str:
-    """A file-name-safe version of a run name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "run"
-
-
 def build_report(results: list[RunResult], out: str | Path, *, overwrite: bool = False) -> Path:
     """Write the report directory for evaluated runs; returns the path of ``report.html``."""
     from cellformer.evaluation.render import write_report
@@ -542,8 +502,3 @@ def build_report(results: list[RunResult], out: str | Path, *, overwrite: bool =
         )
     log.info("report written to %s", out / "report.html")
     return out / "report.html"
-
-
-def calibrated_proba(result: RunResult) -> np.ndarray:
-    """The run's probabilities after its fitted temperature."""
-    return softmax(result.logits, result.metrics["calibration"]["temperature"])
