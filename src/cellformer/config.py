@@ -346,6 +346,11 @@ class TrainConfig(_Config):
     # embedding_init "svd" the data-derived gene space is fixed and everything else trains; 1: trained
     # from that start like the rest, the default since training runs longer: docs/accuracy.md round 2)
     embedding_lr_factor: float = 1.0
+    # the masked-gene objective (cellformer.training.masked_genes) as an auxiliary loss: this share of
+    # each training cell's gene tokens is replaced by <MASK> and predicted through the gene table; the
+    # loss added is masked_gene_weight x its cross-entropy (0: off)
+    masked_gene_weight: float = 0.0
+    masked_gene_fraction: float = 0.15
     # devices
     accelerator: str = "cpu"  # "cpu", "gpu", "auto" (Lightning names)
     devices: int = 1
@@ -403,6 +408,15 @@ class TrainConfig(_Config):
         _require(
             0 <= self.embedding_lr_factor <= 1,
             f"train embedding_lr_factor must be in [0, 1], got {self.embedding_lr_factor}",
+        )
+        _require(
+            self.masked_gene_weight >= 0,
+            f"train masked_gene_weight must be >= 0, got {self.masked_gene_weight}",
+        )
+        _require(
+            0 < self.masked_gene_fraction < 1,
+            f"train masked_gene_fraction must be in (0, 1) (the share of gene tokens hidden), "
+            f"got {self.masked_gene_fraction}",
         )
         _require(self.num_workers >= 0, f"train num_workers must be >= 0, got {self.num_workers}")
         _require(

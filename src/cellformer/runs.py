@@ -28,6 +28,7 @@ LOG_COLUMNS = (
     "train_loss",
     "train_acc",
     "train_macro_f1",
+    "train_masked_gene_loss",
     "val_loss",
     "val_acc",
     "val_macro_f1",

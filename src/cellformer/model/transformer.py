@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cellformer.config import ModelConfig
-from cellformer.tokenize.base import PAD, SEP
+from cellformer.tokens import PAD, SEP
 
 
 class SelfAttention(nn.Module):
@@ -165,12 +165,15 @@ class CellTransformer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Class logits ``(B, n_classes)`` and the pooled embedding ``(B, C)`` (``config.pooling``)."""
         states = self.encode(ids, padding_mask, values)  # (B, T, C)
-        if self.config.pooling == "cls" or padding_mask is None:
-            pooled = states[:, 0] if self.config.pooling == "cls" else states.mean(dim=1)  # (B, C)
-        else:
-            keep = (~padding_mask).unsqueeze(-1).to(states.dtype)  # (B, T, 1)
-            pooled = (states * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)  # (B, C)
+        pooled = self.pool(states, padding_mask)  # (B, C)
         return self.head(pooled), pooled
+
+    def pool(self, states: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+        """The cell embedding ``(B, C)`` the classifier reads, from token states ``(B, T, C)``."""
+        if self.config.pooling == "cls" or padding_mask is None:
+            return states[:, 0] if self.config.pooling == "cls" else states.mean(dim=1)  # (B, C)
+        keep = (~padding_mask).unsqueeze(-1).to(states.dtype)  # (B, T, 1)
+        return (states * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)  # (B, C)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

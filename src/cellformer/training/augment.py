@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from cellformer.tokenize.base import N_SPECIAL, PAD
+from cellformer.tokens import N_SPECIAL, PAD
 
 
 class GeneDropout:

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 import torch
 
 from cellformer.data.store import TokenStore
-from cellformer.tokenize.base import N_SPECIAL
+from cellformer.tokens import N_SPECIAL
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from cellformer.model import CellTransformer
 from cellformer.training.augment import GeneDropout
 from cellformer.training.context_dropout import ContextDropout
 from cellformer.training.health import CHECK_EVERY, GradientWatch, check_epoch
+from cellformer.training.masked_genes import GeneMasking, MaskedGeneHead, masked_gene_loss
 
 METRICS = ("loss", "acc", "macro_f1")
 log = logging.getLogger(__name__)
@@ -41,7 +42,9 @@ class _EpochMetrics(torch.nn.Module):
 
     def __init__(self, n_classes: int) -> None:
         super().__init__()
-        self.loss = MeanMetric(nan_strategy="disable")  # a NaN loss makes the epoch loss NaN (training.health)
+        self.loss = MeanMetric(
+            nan_strategy="disable"
+        )  # a NaN loss makes the epoch loss NaN (training.health)
         self.acc = MulticlassAccuracy(n_classes, average="micro")
         self.macro_f1 = MulticlassF1Score(n_classes, average="macro")
 
@@ -94,6 +97,17 @@ class CellClassifierModule(pl.LightningModule):
             if train_config.gene_dropout > 0
             else None
         )
+        # the masked-gene auxiliary objective: its head is part of this module (and of its checkpoints),
+        # not of the exported model, which only classifies
+        self.masked_genes = (
+            GeneMasking(train_config.masked_gene_fraction, model_config.vocab_size, train_config.seed)
+            if train_config.masked_gene_weight > 0
+            else None
+        )
+        self.masked_gene_head = (
+            MaskedGeneHead(model_config.d_model, model_config.vocab_size) if self.masked_genes else None
+        )
+        self.masked_gene_metric = MeanMetric(nan_strategy="disable")
         self._epoch_start = 0.0
         self.gradient_watch = GradientWatch()  # non-finite gradients stop training (training.health)
 
@@ -105,7 +119,11 @@ class CellClassifierModule(pl.LightningModule):
         self, batch: dict[str, torch.Tensor], metrics: _EpochMetrics, label_smoothing: float = 0.0
     ) -> torch.Tensor:
         logits, _ = self(batch)  # (B, n_classes)
-        labels = batch["label"]
+        return self._classification_loss(logits, batch["label"], metrics, label_smoothing)
+
+    def _classification_loss(
+        self, logits: torch.Tensor, labels: torch.Tensor, metrics: _EpochMetrics, label_smoothing: float
+    ) -> torch.Tensor:
         loss = F.cross_entropy(
             logits.float(), labels, weight=self.class_weights, label_smoothing=label_smoothing
         )
@@ -122,7 +140,25 @@ class CellClassifierModule(pl.LightningModule):
             batch = {**batch, "ids": self.context_dropout(batch["ids"], self.global_step, self.global_rank)}
         if self.gene_dropout is not None:
             batch = self.gene_dropout(batch, self.global_step, self.global_rank)
-        return self._step(batch, self.train_metrics, self.train_config.label_smoothing)
+        if self.masked_genes is None:
+            return self._step(batch, self.train_metrics, self.train_config.label_smoothing)
+        return self._masked_step(batch)
+
+    def _masked_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One forward of the masked cells: the classification loss on ``<CLS>`` plus the weighted
+        masked-gene loss on the hidden positions."""
+        batch, hidden, targets = self.masked_genes(batch, self.global_step, self.global_rank)
+        values = batch.get("values") if self.model.value_embedding is not None else None
+        states = self.model.encode(batch["ids"], batch["padding_mask"], values)  # (B, T, C)
+        logits = self.model.head(self.model.pool(states, batch["padding_mask"]))  # (B, n_classes)
+        loss = self._classification_loss(
+            logits, batch["label"], self.train_metrics, self.train_config.label_smoothing
+        )
+        genes = masked_gene_loss(
+            self.masked_gene_head, states, hidden, targets, self.model.gene_embedding.weight
+        )
+        self.masked_gene_metric.update(genes.detach(), max(1, int(hidden.sum())))
+        return loss + self.train_config.masked_gene_weight * genes
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, self.val_metrics)
@@ -150,6 +186,9 @@ class CellClassifierModule(pl.LightningModule):
         self.gradient_watch.check(self.current_epoch + 1)
         row: dict[str, float] = {"epoch": self.current_epoch + 1}
         row.update({f"train_{k}": v for k, v in self.train_metrics.compute_and_reset().items()})
+        if self.masked_genes is not None:
+            row["train_masked_gene_loss"] = float(self.masked_gene_metric.compute())
+            self.masked_gene_metric.reset()
         if self.validate:
             row.update({f"val_{k}": v for k, v in self.val_metrics.compute_and_reset().items()})
         row["lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
