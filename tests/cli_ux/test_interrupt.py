@@ -25,6 +25,9 @@ def test_interrupted_train_says_how_to_resume(small_prepared: Path, tmp_path: Pa
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a terminal's Ctrl-C: pytest run under `nohup ... &` ignores SIGINT, and an ignored signal is
+        # inherited (and, rightly, kept ignored by `cellformer train`)
+        preexec_fn=lambda: signal.signal(signum, signal.SIG_DFL),
     )
     last = out / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 120
