@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from training_helpers import TINY, assert_same_run
+from training_helpers import TINY, assert_same_run, token_batch
 
 import cellformer
 from cellformer.config import ModelConfig, TrainConfig
-from cellformer.data.dataset import TokenDataset, collate_tokens
 from cellformer.data.prepared import PreparedData
 from cellformer.errors import ConfigError
 from cellformer.model import CellTransformer
@@ -20,14 +19,8 @@ from cellformer.tokens import CLS, MASK, N_SPECIAL, PAD
 from cellformer.training.masked_genes import GeneMasking, MaskedGeneHead, masked_gene_loss
 
 
-def _batch(prepared: PreparedData, n: int = 64, max_length: int = 64) -> dict[str, torch.Tensor]:
-    rows = prepared.splits["train"][:n]
-    dataset = TokenDataset(prepared.store, rows, np.asarray(prepared.labels), max_length)
-    return collate_tokens([dataset[i] for i in range(len(rows))])
-
-
 def test_masking_hides_only_gene_tokens_and_is_seeded(bladder_prepared: Path) -> None:
-    batch = _batch(PreparedData(bladder_prepared))
+    batch = token_batch(PreparedData(bladder_prepared))
     before = {k: v.clone() for k, v in batch.items()}
     masking = GeneMasking(0.15, 10**6, seed=3)
     out, hidden, targets = masking(batch, step=5)
@@ -49,7 +42,7 @@ def test_masking_hides_only_gene_tokens_and_is_seeded(bladder_prepared: Path) ->
 
 def test_masked_gene_loss_falls_on_a_tiny_model(bladder_prepared: Path) -> None:
     prepared = PreparedData(bladder_prepared)
-    batch = _batch(prepared, n=256)
+    batch = token_batch(prepared, n=256)
     config = ModelConfig(
         n_layers=1,
         d_model=32,

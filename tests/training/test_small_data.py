@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from training_helpers import TINY, assert_same_run
+from training_helpers import TINY, assert_same_run, token_batch
 
 import cellformer
 from cellformer.config import ModelConfig, TrainConfig
-from cellformer.data.dataset import TokenDataset, collate_tokens
 from cellformer.data.prepared import PreparedData
 from cellformer.errors import ConfigError
 from cellformer.model import CellTransformer
@@ -20,19 +19,12 @@ from cellformer.tokens import CLS, N_SPECIAL, PAD
 from cellformer.training.augment import GeneDropout
 from cellformer.training.embedding_init import principal_axes, svd_gene_embeddings, token_matrix
 
-
-def _batch(prepared: PreparedData, n: int = 64, max_length: int = 64) -> dict[str, torch.Tensor]:
-    rows = prepared.splits["train"][:n]
-    dataset = TokenDataset(prepared.store, rows, np.asarray(prepared.labels), max_length)
-    return collate_tokens([dataset[i] for i in range(len(rows))])
-
-
 # --------------------------------------------------------------------------- gene dropout
 
 
 def test_gene_dropout_drops_only_gene_tokens_and_is_seeded(bladder_prepared: Path) -> None:
     prepared = PreparedData(bladder_prepared)
-    batch = _batch(prepared)
+    batch = token_batch(prepared)
     before = {k: v.clone() for k, v in batch.items()}
     vocab_size = 10**6  # no context tokens: every id from N_SPECIAL on is a gene
     dropout = GeneDropout(0.3, vocab_size, seed=7)

@@ -6,6 +6,7 @@ import csv
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 from shared_helpers import TINY  # noqa: F401  (re-exported for the training tests)
@@ -30,3 +31,12 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys()
     for name in wa:
         assert torch.equal(wa[name], wb[name]), name
+
+
+def token_batch(prepared, n: int = 64, max_length: int = 64) -> dict[str, torch.Tensor]:
+    """The first ``n`` training cells of a :class:`PreparedData`, collated as one batch."""
+    from cellformer.data.dataset import TokenDataset, collate_tokens
+
+    rows = prepared.splits["train"][:n]
+    dataset = TokenDataset(prepared.store, rows, np.asarray(prepared.labels), max_length)
+    return collate_tokens([dataset[i] for i in range(len(rows))])

@@ -40,14 +40,20 @@ class GeneDropout:
         A cell always keeps at least one gene token (its first), so no cell is left with ``<CLS>`` alone.
         """
         ids = batch["ids"]  # (B, T)
-        generator = torch.Generator().manual_seed(hash((self.seed, step, rank, 0x6E)) % (2**63))
-        drop = (torch.rand(ids.shape, generator=generator) < self.p).to(ids.device)  # (B, T)
-        is_gene = (ids >= N_SPECIAL) & (ids < self.n_gene_ids)  # (B, T)
-        first_gene = is_gene & (is_gene.cumsum(dim=1) == 1)  # (B, T)
-        drop &= is_gene & ~first_gene
+        drop = draw_gene_tokens(ids, self.p, self.n_gene_ids, (self.seed, step, rank, 0x6E))  # (B, T)
         out = dict(batch)
         out["ids"] = ids.masked_fill(drop, PAD)
         out["padding_mask"] = batch["padding_mask"] | drop
         if "values" in batch:
             out["values"] = batch["values"].masked_fill(drop, 0)
         return out
+
+
+def draw_gene_tokens(ids: torch.Tensor, p: float, n_gene_ids: int, key: tuple[int, ...]) -> torch.Tensor:
+    """``(B, T)`` bool: each gene token (ids ``N_SPECIAL .. n_gene_ids - 1``) drawn with probability ``p``,
+    from a generator seeded by ``key`` alone; a cell's first gene token is never drawn."""
+    generator = torch.Generator().manual_seed(hash(key) % (2**63))
+    draw = (torch.rand(ids.shape, generator=generator) < p).to(ids.device)  # (B, T)
+    is_gene = (ids >= N_SPECIAL) & (ids < n_gene_ids)  # (B, T)
+    first_gene = is_gene & (is_gene.cumsum(dim=1) == 1)  # (B, T)
+    return draw & is_gene & ~first_gene

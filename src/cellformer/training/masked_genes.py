@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cellformer.tokens import MASK, N_SPECIAL
+from cellformer.training.augment import draw_gene_tokens
 
 
 class GeneMasking:
@@ -39,11 +40,8 @@ class GeneMasking:
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         """``(masked batch, hidden (B, T) bool, targets (n_hidden,) gene ids)``; ``batch`` is unchanged."""
         ids = batch["ids"]  # (B, T)
-        generator = torch.Generator().manual_seed(hash((self.seed, step, rank, 0x4D)) % (2**63))
-        draw = (torch.rand(ids.shape, generator=generator) < self.p).to(ids.device)  # (B, T)
-        is_gene = (ids >= N_SPECIAL) & (ids < self.n_gene_ids) & ~batch["padding_mask"]  # (B, T)
-        first_gene = is_gene & (is_gene.cumsum(dim=1) == 1)  # (B, T)
-        hidden = draw & is_gene & ~first_gene  # (B, T)
+        # padding (and gene-dropped) positions hold <PAD>, so only visible gene tokens can be drawn
+        hidden = draw_gene_tokens(ids, self.p, self.n_gene_ids, (self.seed, step, rank, 0x4D))  # (B, T)
         out = dict(batch)
         out["ids"] = ids.masked_fill(hidden, MASK)
         return out, hidden, ids[hidden]

@@ -105,7 +105,9 @@ class CellClassifierModule(pl.LightningModule):
             else None
         )
         self.masked_gene_head = (
-            MaskedGeneHead(model_config.d_model, model_config.vocab_size) if self.masked_genes else None
+            MaskedGeneHead(model_config.d_model, model_config.vocab_size)
+            if self.masked_genes is not None
+            else None
         )
         self.masked_gene_metric = MeanMetric(nan_strategy="disable")
         self._epoch_start = 0.0
