@@ -351,6 +351,10 @@ class TrainConfig(_Config):
     # loss added is masked_gene_weight x its cross-entropy (0: off)
     masked_gene_weight: float = 0.0
     masked_gene_fraction: float = 0.15
+    # an exponential moving average of the weights, updated after every optimizer step with this decay,
+    # is what validation, the best checkpoint and model.safetensors hold (Lightning's EMAWeightAveraging;
+    # 0: off, the raw weights)
+    ema_decay: float = 0.0
     # devices
     accelerator: str = "cpu"  # "cpu", "gpu", "auto" (Lightning names)
     devices: int = 1
@@ -417,6 +421,10 @@ class TrainConfig(_Config):
             0 < self.masked_gene_fraction < 1,
             f"train masked_gene_fraction must be in (0, 1) (the share of gene tokens hidden), "
             f"got {self.masked_gene_fraction}",
+        )
+        _require(
+            0 <= self.ema_decay < 1,
+            f"train ema_decay must be in [0, 1) (0: no weight averaging), got {self.ema_decay}",
         )
         _require(self.num_workers >= 0, f"train num_workers must be >= 0, got {self.num_workers}")
         _require(

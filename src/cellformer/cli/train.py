@@ -58,6 +58,8 @@ _HELP = {
     "tokens; docs/accuracy.md)",
     "gene_dropout": "probability of dropping each gene token of a training cell in each step (augmentation)",
     "label_smoothing": "cross-entropy label smoothing",
+    "ema_decay": "validate, checkpoint and save an exponential moving average of the weights with this "
+    "per-step decay (0: off)",
     "context_dropout": "probability of replacing each training cell's context token (--batch-key / "
     "--context-key) by its covariate's <UNK>, so cells of batches unseen in training get a trained token",
 }

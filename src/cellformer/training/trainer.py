@@ -7,7 +7,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
@@ -65,6 +65,8 @@ def build_trainer(
         enable_version_counter=False,
     )
     callbacks: list[pl.Callback] = [checkpoint]
+    if config.ema_decay > 0:  # validation and every checkpoint's state_dict see the averaged weights
+        callbacks.append(EMAWeightAveraging(decay=config.ema_decay))
     early_stopping = None
     if validate and config.patience > 0:
         early_stopping = EarlyStopping(
