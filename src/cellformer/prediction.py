@@ -26,11 +26,14 @@ Calibration (temperature, unknown-cell threshold) is read from the run directory
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cellformer.annotations import score_quantiles
 from cellformer.errors import ConfigError, InputError, RunDirError
 from cellformer.runs import Predictions
 from cellformer.unknown import DEFAULT_QUANTILE, UnknownDetector
@@ -38,12 +41,15 @@ from cellformer.unknown import DEFAULT_QUANTILE, UnknownDetector
 if TYPE_CHECKING:
     import anndata as ad
 
+    from cellformer.data.file_cells import FileCells
     from cellformer.runs import TrainedModel
     from cellformer.tokens import TokenizedCells
 
 logger = logging.getLogger(__name__)
 
 TOKENIZE_CHUNK = 2048  # cells aligned and tokenized at a time
+DEFAULT_CHUNK_SIZE = 20_000  # cells read, tokenized and predicted at a time; per-cell results are kept
+UMAP_MAX_CELLS = 50_000  # above this, predict_file draws no UMAP unless asked (umap=True / --umap)
 INPUT_TRANSFORMS = ("auto", "log1p", "none")  # as prepare's --input-transform
 
 
@@ -62,6 +68,7 @@ def predict(
     source: str | Path | None = None,
     input_normalized: bool | None = None,
     input_transform: str | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> ad.AnnData | None:
     """Annotate cells with a trained model's predictions.
 
@@ -98,25 +105,68 @@ def predict(
         ``"none"`` uses the values as they are. ``None``: as the run's training data was read. A run
         trained on counts then sees the de-logged values, which it tokenizes as it would their counts
         (see ``docs/predict.md``). The transform applied is logged and recorded in ``params['input']``.
+    chunk_size
+        Cells aligned, tokenized and predicted at a time (the same results for any value;
+        :func:`predict_file` reads a file this many cells at a time).
 
     Returns
     -------
     The annotated copy, or ``None`` with ``copy=False``.
     """
-    from cellformer.calibrate_run import run_calibration
     from cellformer.data.align import pinned_transform
+
+    model, detector, options = _setup(
+        run_dir,
+        batch_size=batch_size,
+        key_added=key_added,
+        chunk_size=chunk_size,
+        unknown_quantile=unknown_quantile,
+        prepared=prepared,
+        source=source,
+        layer=layer,
+        gene_key=gene_key,
+        min_gene_overlap=min_gene_overlap,
+        input_normalized=input_normalized,
+        input_transform=input_transform,
+    )
+    values = check_input_values(model, adata, **options)
+    options.update(pinned_transform(values))  # every chunk gets the transform chosen on the whole matrix
+    chunks = (adata[start : start + chunk_size] for start in range(0, max(adata.n_obs, 1), chunk_size))
+    cells = predict_chunks(model, detector, chunks, n_obs=adata.n_obs, batch_size=batch_size, **options)
+    target = adata.copy() if copy else adata
+    annotate(target, model, cells, detector, key_added=key_added, batch_size=batch_size, values=values)
+    return target if copy else None
+
+
+def _setup(
+    run_dir: str | Path,
+    *,
+    batch_size: int,
+    key_added: str,
+    chunk_size: int,
+    unknown_quantile: float,
+    prepared: str | Path | None,
+    source: str | Path | None,
+    **given: Any,
+) -> tuple[TrainedModel, UnknownDetector, dict[str, Any]]:
+    """Check the options, load the run and its calibration; ``options`` for reading the input."""
+    from cellformer.calibrate_run import run_calibration
     from cellformer.runs import load
 
     if batch_size <= 0:
         raise ConfigError(f"batch_size must be positive, got {batch_size}")
+    if not isinstance(chunk_size, int) or chunk_size <= 0:
+        raise ConfigError(f"chunk_size must be a positive number of cells, got {chunk_size!r}")
     check_key_added(key_added)
+    min_gene_overlap = given.get("min_gene_overlap")
     if min_gene_overlap is not None and not 0.0 < min_gene_overlap <= 1.0:
         raise ConfigError(f"min_gene_overlap must be a fraction in (0, 1], got {min_gene_overlap}")
     if not 0.0 < unknown_quantile <= 1.0:
         raise ConfigError(f"unknown_quantile must be in (0, 1], got {unknown_quantile}")
+    input_transform = given.get("input_transform")
     if input_transform is not None and input_transform not in INPUT_TRANSFORMS:
         raise ConfigError(f"input_transform must be auto, log1p or none, got {input_transform!r}")
-    if input_transform is not None and not input_normalized:
+    if input_transform is not None and not given.get("input_normalized"):
         raise ConfigError(
             f"input_transform={input_transform!r} describes normalized values: add input_normalized=True "
             "(raw counts are always used as they are)"
@@ -130,36 +180,65 @@ def predict(
             f"cannot use unknown_quantile {unknown_quantile} with run {run_dir}: {exc} "
             f"({detector.quantile}); train it again to choose another"
         ) from None
-    given = (
-        ("layer", layer),
-        ("gene_key", gene_key),
-        ("min_overlap", min_gene_overlap),
-        ("input_normalized", input_normalized),
-        ("input_transform", input_transform),
-    )
-    options = {k: v for k, v in given if v is not None}
+    names = {"min_gene_overlap": "min_overlap"}
+    options = {names.get(k, k): v for k, v in given.items() if v is not None}
     if source is not None:
         options["where"] = str(source)
-    values = check_input_values(model, adata, **options)
-    options.update(pinned_transform(values))  # every chunk gets the transform chosen on the whole matrix
-    outputs, overlap, no_genes = model_outputs(model, adata, batch_size=batch_size, **options)
-    expression = (
-        expression_coordinates(model, adata, detector, **options) if detector.needs_expression else None
+    return model, detector, options
+
+
+@dataclass
+class CellOutputs:
+    """Everything prediction computes per cell, in input order (what :func:`annotate` writes)."""
+
+    outputs: Predictions
+    overlap: dict[str, Any]
+    no_genes: np.ndarray  # True: the cell expresses no model gene
+    expression: np.ndarray | None  # coordinates in the unknown detector's expression space, if it has one
+
+    @property
+    def n_obs(self) -> int:
+        return len(self.no_genes)
+
+
+def predict_chunks(
+    model: TrainedModel,
+    detector: UnknownDetector,
+    chunks: Iterable[ad.AnnData],
+    *,
+    n_obs: int,
+    batch_size: int = 256,
+    **options: Any,
+) -> CellOutputs:
+    """The model's outputs for consecutive chunks of cells (each aligned, tokenized and predicted on its
+    own, keeping only per-cell results), concatenated. ``options`` say how to read each chunk (with the
+    transform pinned, :func:`~cellformer.data.align.pinned_transform`)."""
+    from tqdm.auto import tqdm
+
+    logits, embeddings, empty, coordinates = [], [], [], []
+    overlap: dict[str, Any] = {}
+    with tqdm(total=n_obs, desc="predicting", unit="cells", leave=False, disable=n_obs < 50_000) as bar:
+        for chunk in chunks:
+            outputs, overlap, no_genes = model_outputs(
+                model, chunk, batch_size=batch_size, log=False, progress=False, **options
+            )
+            logits.append(outputs.logits)
+            embeddings.append(outputs.embeddings)
+            empty.append(no_genes)
+            if detector.needs_expression:
+                coordinates.append(expression_coordinates(model, chunk, detector, **options))
+            bar.update(chunk.n_obs)
+    _log_overlap(overlap, model)
+    has_embeddings = all(e is not None for e in embeddings)
+    return CellOutputs(
+        outputs=Predictions(
+            logits=np.concatenate(logits),
+            embeddings=np.concatenate(embeddings) if has_embeddings else None,
+        ),
+        overlap=overlap,
+        no_genes=np.concatenate(empty).astype(bool),
+        expression=np.concatenate(coordinates) if coordinates else None,
     )
-    target = adata.copy() if copy else adata
-    annotate(
-        target,
-        model,
-        outputs,
-        detector,
-        overlap,
-        key_added=key_added,
-        batch_size=batch_size,
-        no_genes=no_genes,
-        values=values,
-        expression=expression,
-    )
-    return target if copy else None
 
 
 def expression_coordinates(
@@ -189,13 +268,27 @@ def check_key_added(key_added: str) -> None:
         )
 
 
-def check_input_values(model: TrainedModel, adata: ad.AnnData, **options: Any) -> dict[str, Any]:
-    """Check the whole input matrix, choose its transform (:func:`~cellformer.data.align.input_values`,
-    with ``options`` over the run's training settings) and log what was done, in one line."""
-    from cellformer.data.align import input_values, training_input_options
+def check_input_values(model: TrainedModel, adata: ad.AnnData | FileCells, **options: Any) -> dict[str, Any]:
+    """Check the whole input matrix (an AnnData's or a file's, read in chunks), choose its transform
+    (:func:`~cellformer.data.align.input_values`, with ``options`` over the run's training settings) and
+    log what was done, in one line."""
+    from cellformer.data.align import input_values, training_input_options, values_of_blocks
+    from cellformer.data.file_cells import FileCells
 
     trained = training_input_options(model.config)
-    values = input_values(adata, **{**trained, **options}, given=tuple(options))  # errors say whose option
+    settings = {**trained, **options}
+    if isinstance(adata, FileCells):
+        layer = settings.get("layer")
+        values = values_of_blocks(
+            adata.blocks(),
+            settings.get("where", str(adata.path)),
+            "X" if layer is None else f"layer '{layer}'",
+            adata.matrices,
+            input_normalized=bool(settings.get("input_normalized")),
+            input_transform=settings.get("input_transform", "auto"),
+        )
+    else:
+        values = input_values(adata, **settings, given=tuple(options))  # errors say whose option
     values["trained_on"] = "normalized values" if trained["input_normalized"] else "raw counts"
     if values["input_normalized"]:
         _log_values(values, model, options.get("where", "the input AnnData"), "input_normalized" in options)
@@ -245,18 +338,27 @@ def _log_values(values: dict[str, Any], model: TrainedModel, where: str, asked: 
 
 # -- model outputs ------------------------------------------------------------------------------
 def model_outputs(
-    model: TrainedModel, adata: ad.AnnData, *, batch_size: int = 256, **options: Any
+    model: TrainedModel,
+    adata: ad.AnnData,
+    *,
+    batch_size: int = 256,
+    log: bool = True,
+    progress: bool = True,
+    **options: Any,
 ) -> tuple[Predictions, dict[str, Any], np.ndarray]:
-    """Raw outputs for ``adata``, the gene-overlap report, and which cells have no expressed model gene."""
+    """Raw outputs for ``adata``, the gene-overlap report, and which cells have no expressed model gene.
+
+    ``log``: log the gene overlap; ``progress``: show progress bars (for a large ``adata``)."""
     if model.kind == "transformer":
-        tokenized, overlap = tokenize_adata(model, adata, **options)
+        tokenized, overlap = tokenize_adata(model, adata, log=log, progress=progress, **options)
         no_genes = cells_without_genes(tokenized, model.config["model"]["vocab_size"])
-        outputs = model.predict_tokens(tokenized, batch_size=batch_size)
+        outputs = model.predict_tokens(tokenized, batch_size=batch_size, progress=progress)
     else:
         X, overlap = model.align(adata, **options)
-        _log_overlap(overlap, model)
+        if log:
+            _log_overlap(overlap, model)
         no_genes = np.asarray(abs(X).sum(axis=1)).ravel() == 0
-        outputs = model.predict_matrix(X, batch_size=max(batch_size, 1024), progress=True)
+        outputs = model.predict_matrix(X, batch_size=max(batch_size, 1024), progress=progress)
     return outputs, overlap, np.asarray(no_genes, dtype=bool)
 
 
@@ -280,9 +382,11 @@ def cells_without_genes(tokenized: TokenizedCells, vocab_size: int) -> np.ndarra
 
 
 def tokenize_adata(
-    model: TrainedModel, adata: ad.AnnData, **options: Any
+    model: TrainedModel, adata: ad.AnnData, *, log: bool = True, progress: bool = True, **options: Any
 ) -> tuple[TokenizedCells, dict[str, Any]]:
-    """Align ``adata`` to a transformer run's vocabulary and tokenize it with the run's saved tokenizer."""
+    """Align ``adata`` to a transformer run's vocabulary and tokenize it with the run's saved tokenizer.
+
+    ``log``: log the gene overlap; ``progress``: a progress bar for a large ``adata``."""
     from tqdm.auto import tqdm
 
     from cellformer.atomic import read_json
@@ -320,7 +424,8 @@ def tokenize_adata(
     settings = {**training_input_options(model.config), **options}
     parts, overlap = [], None
     n = adata.n_obs
-    with tqdm(total=n, desc="tokenizing", unit="cells", leave=False, disable=n < 4 * TOKENIZE_CHUNK) as bar:
+    quiet = not progress or n < 4 * TOKENIZE_CHUNK
+    with tqdm(total=n, desc="tokenizing", unit="cells", leave=False, disable=quiet) as bar:
         for start in range(0, max(n, 1), TOKENIZE_CHUNK):
             X, overlap = aligned_matrix(adata[start : start + TOKENIZE_CHUNK], genes, **settings)
             previous = None if ancestors is None else ancestors(X, start)
@@ -334,7 +439,8 @@ def tokenize_adata(
                 cells = context.insert(cells, chunk_ids, context_value_id(tokenizer))
             parts.append(cells)
             bar.update(X.shape[0])
-    _log_overlap(overlap, model)
+    if log:
+        _log_overlap(overlap, model)
     return TokenizedCells.concatenate(parts), overlap
 
 
@@ -380,22 +486,21 @@ def _log_overlap(overlap: dict[str, Any], model: TrainedModel) -> None:
 def annotate(
     adata: ad.AnnData,
     model: TrainedModel,
-    outputs: Predictions,
+    cells: CellOutputs,
     detector: UnknownDetector,
-    overlap: dict[str, Any],
     *,
     key_added: str = "cellformer",
     batch_size: int = 256,
-    no_genes: np.ndarray | None = None,
     values: dict[str, Any] | None = None,
-    expression: np.ndarray | None = None,
+    extra_params: dict[str, Any] | None = None,
 ) -> None:
     """Write predictions into ``adata`` (in place) under ``key_added``.
 
-    ``no_genes`` marks cells with no expressed model gene: they are flagged unknown. ``values``
-    (from :func:`check_input_values`) is recorded as ``params['input']``. ``expression``: the cells'
-    :func:`expression_coordinates`, for a detector that measures expression.
+    Cells with no expressed model gene (``cells.no_genes``) are flagged unknown. ``values`` (from
+    :func:`check_input_values`) is recorded as ``params['input']``; ``extra_params`` are added to
+    ``params`` (e.g. the shard a piece of a file is).
     """
+    outputs, overlap, no_genes, expression = cells.outputs, cells.overlap, cells.no_genes, cells.expression
     import pandas as pd
 
     from cellformer.evaluation.metrics import softmax
@@ -407,7 +512,6 @@ def annotate(
     proba = softmax(outputs.logits, temperature).astype(np.float32)
     best = proba.argmax(axis=1) if len(proba) else np.zeros(0, np.int64)
     classes = list(model.classes)
-    no_genes = np.zeros(adata.n_obs, bool) if no_genes is None else np.asarray(no_genes, bool)
     scores = np.asarray(detector.scores(outputs.logits, outputs.embeddings, expression), np.float64)
     if detector.calibrated:
         scores[no_genes] = np.inf  # nothing to classify them by: above any threshold
@@ -468,6 +572,7 @@ def annotate(
     params["label_key"] = meta.get("label_key", "")
     params["unknown"] = unknown_params(detector, scores[~no_genes], key_added)
     params["unknown"]["flagged_fraction"] = float(np.mean(unknown)) if len(unknown) else 0.0
+    params.update(extra_params or {})
     adata.uns[key_added] = {"classes": np.array(classes, dtype=object), "params": params}
     n_unknown = int(np.sum(unknown))
     logger.info(
@@ -482,9 +587,6 @@ def annotate(
     )
 
 
-SCORE_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
-
-
 def unknown_params(detector: UnknownDetector, scores: np.ndarray, key_added: str) -> dict[str, Any]:
     """``params['unknown']``: the rule (score, threshold, FPR target) and the scores' quantiles."""
     if not detector.calibrated:
@@ -494,8 +596,6 @@ def unknown_params(detector: UnknownDetector, scores: np.ndarray, key_added: str
             "rule": "no validation cells: only cells with no expressed model gene are flagged "
             "(the score is NaN: nothing to set a threshold on)",
         }
-    finite = scores[np.isfinite(scores)]
-    quantiles = np.quantile(finite, SCORE_QUANTILES) if len(finite) else np.full(len(SCORE_QUANTILES), np.nan)
     return {
         "method": detector.method,
         "score": detector.method,
@@ -510,9 +610,7 @@ def unknown_params(detector: UnknownDetector, scores: np.ndarray, key_added: str
         f"of the validation cells' scores (validation cells are all of known types: about "
         f"{100 * detector.fpr_target:.0f}% of cells of known types are flagged by design), "
         "or no expressed model gene",
-        "score_quantiles": {
-            f"q{round(100 * q):02d}": float(v) for q, v in zip(SCORE_QUANTILES, quantiles, strict=True)
-        },
+        "score_quantiles": score_quantiles(scores),
     }
 
 
@@ -566,34 +664,58 @@ def predict_file(
     out: str | Path,
     overwrite: bool = False,
     batch_size: int = 256,
-    umap: bool = True,
+    umap: bool | None = None,
     key_added: str = "cellformer",
     compression: str | None = "gzip",
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    annotations_only: bool = False,
+    shard: str | tuple[int, int] | None = None,
     **options: Any,
 ) -> dict[str, Path]:
-    """Read ``input`` (never modified), annotate it, write ``out`` (atomically) and a UMAP PNG beside it.
+    """Annotate the cells of the file ``input`` (never modified, never read whole) into ``out``.
 
-    Returns the paths written: ``{"h5ad": out, "umap": out_umap.png}`` (no ``umap`` key when ``umap=False``
-    or the cells are too few to embed).
+    The input is read ``chunk_size`` cells at a time (:class:`~cellformer.data.file_cells.FileCells`);
+    each chunk is aligned, tokenized and predicted, and only per-cell results are kept, so memory is set
+    by ``chunk_size`` and ``batch_size``, not by the number of cells. What is written (atomically):
+
+    - by default, an annotated copy of ``input`` (the file copied, the annotations written into it;
+      :func:`~cellformer.annotations.write_annotated_copy`);
+    - with ``annotations_only``, the annotations alone: a small ``.h5ad`` and ``OUT.csv`` beside it;
+    - with ``shard="K/N"``, the annotations of the K-th of N contiguous pieces of the cells (as
+      ``annotations_only``), for scheduler array jobs; :func:`~cellformer.annotations.merge_annotations`
+      joins the pieces.
+
+    ``umap``: draw ``OUT_umap.png`` (``None``: only up to :data:`UMAP_MAX_CELLS` cells, said in one line
+    above). ``options`` are :func:`predict`'s. Returns the paths written (``h5ad``, and ``csv`` /
+    ``umap`` when written).
     """
-    import anndata as ad
-
-    from cellformer.atomic import atomic_path, check_writable
+    from cellformer.annotations import (
+        parse_shard,
+        shard_rows,
+        table_path,
+        write_annotated_copy,
+        write_annotations,
+    )
+    from cellformer.atomic import check_writable
+    from cellformer.data.file_cells import FileCells, is_modern_h5ad
+    from cellformer.integrity import verify_run
     from cellformer.runs import read_run_config
 
     input, out = Path(input), Path(out)
-    from cellformer.integrity import verify_run
-
     read_run_config(run_dir)  # fail early on a bad run directory
     verify_run(run_dir)  # ... or a damaged one (cellformer.integrity), before reading the input
     check_key_added(key_added)
+    piece = None if shard is None else parse_shard(shard)
+    annotations_only = annotations_only or piece is not None
     if input.is_dir():
         raise InputError(f"input {input} is a directory; give an .h5ad file")
     if not input.is_file():
         raise InputError(f"input file {input} does not exist")
     if out.is_dir():
         raise ConfigError(f"--out {out} is a directory; give the path of the .h5ad file to write")
-    if out.resolve() == input.resolve():
+    if out.resolve() == input.resolve() or (
+        annotations_only and table_path(out).resolve() == input.resolve()
+    ):
         raise ConfigError(
             f"--out {out} is the input file; cellformer never overwrites its input: choose another path"
         )
@@ -602,25 +724,73 @@ def predict_file(
     png = out.with_name(out.stem + "_umap.png")
     check_writable(out)  # a read-only or forbidden location fails before the predictions are computed
     if not overwrite:
-        for path in (out, png) if umap else (out,):
+        for path in (out, *((table_path(out),) if annotations_only else ()), *((png,) if umap else ())):
             if path.exists():
                 raise ConfigError(f"output {path} already exists; choose another --out or pass --overwrite")
+    setup = dict(
+        batch_size=batch_size,
+        key_added=key_added,
+        chunk_size=chunk_size,
+        unknown_quantile=options.pop("unknown_quantile", DEFAULT_QUANTILE),
+        prepared=options.pop("prepared", None),
+        source=input,
+    )
+    if not is_modern_h5ad(input):
+        return _predict_file_in_memory(
+            run_dir, input, out, png, piece, annotations_only, umap, setup, options
+        )
+
+    from cellformer.data.align import pinned_transform, training_input_options
+
+    model, detector, options = _setup(run_dir, **setup, **options)
+    settings = {**training_input_options(model.config), **options}
+    previous_layer = model.config.get("prepared", {}).get("meta", {}).get("config", {}).get("previous_layer")
+    cells = FileCells(
+        input,
+        layer=settings.get("layer"),
+        gene_key=settings.get("gene_key"),
+        extra_layers=(previous_layer,) if previous_layer else (),
+        chunk_size=min(chunk_size, 4096),
+    )
     try:
-        adata = ad.read_h5ad(input)
-    except OSError as exc:
-        raise InputError(
-            f"cannot read {input} as an .h5ad file ({exc}); re-save it with anndata's write_h5ad"
-        ) from None
-    annotated = predict(adata, run_dir, batch_size=batch_size, key_added=key_added, source=input, **options)
-    written = {}
+        values = check_input_values(model, cells, **options)
+        options.update(pinned_transform(values))
+        start, stop = (0, cells.n_obs) if piece is None else shard_rows(*piece, cells.n_obs)
+        chunks = cells.chunks(chunk_size, start, stop) if stop > start else iter([cells.chunk(start, start)])
+        outputs = predict_chunks(
+            model, detector, chunks, n_obs=stop - start, batch_size=batch_size, **options
+        )
+        extra = {"input_file": cells.identity(), "run_digest": _run_digest(model.run_dir)}
+        if piece is not None:
+            extra["shard"] = {"index": piece[0], "count": piece[1], "start": int(start), "stop": int(stop)}
+            logger.info("piece %d/%d: cells %d-%d of %d", piece[0], piece[1], start, stop - 1, cells.n_obs)
+        annotations = _annotations_adata(cells.obs.index[start:stop])
+        annotate(
+            annotations,
+            model,
+            outputs,
+            detector,
+            key_added=key_added,
+            batch_size=batch_size,
+            values=values,
+            extra_params=extra,
+        )
+        label_key = annotations.uns[key_added]["params"].get("label_key")
+        labels = cells.obs[label_key].iloc[start:stop] if label_key and label_key in cells.obs else None
+    finally:
+        cells.close()
+    written: dict[str, Path] = {}
     out.parent.mkdir(parents=True, exist_ok=True)
-    if umap:
-        plotted = plot_umap(annotated, png, key_added=key_added)
+    if _wants_umap(umap, annotations.n_obs):
+        plotted = plot_umap(annotations, png, key_added=key_added, labels=labels)
         if plotted is not None:
             written["umap"] = plotted
     try:
-        with atomic_path(out) as tmp:
-            annotated.write_h5ad(tmp, compression=compression)
+        if annotations_only:
+            write_annotations(annotations, out, key_added=key_added, compression=compression)
+            written["csv"] = table_path(out)
+        else:
+            write_annotated_copy(input, annotations, out, key_added=key_added, compression=compression)
     except BaseException:  # disk full, interrupted, ...: no plot of an output that was not written
         if "umap" in written:
             written["umap"].unlink(missing_ok=True)
@@ -629,8 +799,91 @@ def predict_file(
     return written
 
 
+def _annotations_adata(names: Any) -> ad.AnnData:
+    import anndata as ad
+
+    from cellformer.data.file_cells import obs_frame
+
+    return ad.AnnData(obs=obs_frame(names))
+
+
+def _wants_umap(umap: bool | None, n_obs: int) -> bool:
+    if umap is None and n_obs > UMAP_MAX_CELLS:
+        logger.info(
+            "no UMAP: %d cells is more than %d (pass --umap / umap=True to draw it anyway)",
+            n_obs,
+            UMAP_MAX_CELLS,
+        )
+        return False
+    return umap is not False
+
+
+def _run_digest(run_dir: str | Path) -> str:
+    """What identifies a run's files (its manifest digest; the weights' SHA-256 for a run without one)."""
+    from cellformer.integrity import digest, read_manifest, sha256
+
+    manifest = read_manifest(run_dir)
+    if manifest is not None:
+        return digest(manifest)
+    weights = [p for p in sorted(Path(run_dir).iterdir()) if p.suffix in (".safetensors", ".joblib", ".npz")]
+    return sha256(weights[0]) if weights else str(Path(run_dir).resolve())
+
+
+def _predict_file_in_memory(
+    run_dir: str | Path,
+    input: Path,
+    out: Path,
+    png: Path,
+    piece: tuple[int, int] | None,
+    annotations_only: bool,
+    umap: bool | None,
+    setup: dict[str, Any],
+    options: dict[str, Any],
+) -> dict[str, Path]:
+    """An .h5ad in an old layout (anndata < 0.8) cannot be read in chunks: read whole, as anndata does."""
+    import anndata as ad
+
+    from cellformer.atomic import atomic_path
+
+    if piece is not None or annotations_only:
+        raise InputError(
+            f"{input} is in an old .h5ad layout (anndata < 0.8) that cannot be read in pieces; re-save it with "
+            "a current anndata (anndata.read_h5ad(path).write_h5ad(new_path)) to use --shard or --annotations-only"
+        )
+    logger.info("%s is in an old .h5ad layout (anndata < 0.8): read whole", input)
+    try:
+        adata = ad.read_h5ad(input)
+    except OSError as exc:
+        raise InputError(
+            f"cannot read {input} as an .h5ad file ({exc}); re-save it with anndata's write_h5ad"
+        ) from None
+    key_added = setup["key_added"]
+    setup = {k: v for k, v in setup.items() if k not in ("key_added",)}
+    annotated = predict(adata, run_dir, key_added=key_added, **setup, **options)
+    written = {}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if _wants_umap(umap, annotated.n_obs):
+        plotted = plot_umap(annotated, png, key_added=key_added)
+        if plotted is not None:
+            written["umap"] = plotted
+    try:
+        with atomic_path(out) as tmp:
+            annotated.write_h5ad(tmp, compression="gzip")
+    except BaseException:
+        if "umap" in written:
+            written["umap"].unlink(missing_ok=True)
+        raise
+    written["h5ad"] = out
+    return written
+
+
 def plot_umap(
-    adata: ad.AnnData, path: str | Path, *, key_added: str = "cellformer", seed: int = 0
+    adata: ad.AnnData,
+    path: str | Path,
+    *,
+    key_added: str = "cellformer",
+    seed: int = 0,
+    labels: Any = None,
 ) -> Path | None:
     """UMAP of ``obsm['X_<key>']`` coloured by predicted (and, when present, true) label; adds ``obsm['X_<key>_umap']``.
 
@@ -656,8 +909,10 @@ def plot_umap(
     adata.obsm[f"X_{key_added}_umap"] = coords.astype(np.float32)
     panels = [("predicted", adata.obs[f"{key_added}_prediction"])]
     label_key = adata.uns[key_added]["params"].get("label_key")
-    if label_key and label_key in adata.obs:
-        panels.append((f"true ({label_key})", adata.obs[label_key].astype(str)))
+    if labels is None and label_key and label_key in adata.obs:
+        labels = adata.obs[label_key]
+    if labels is not None:
+        panels.append((f"true ({label_key})", np.asarray(labels).astype(str)))
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels) + 2, 6), squeeze=False)
     unknown = adata.obs[f"{key_added}_unknown"].to_numpy()
     names = [str(c) for c in adata.uns[key_added]["classes"]]  # one colour per label in both panels

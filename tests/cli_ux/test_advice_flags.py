@@ -190,7 +190,16 @@ def test_every_flag_an_error_names_is_an_option_of_its_command(
     cli, synthetic, bladder_cells, small_prepared, logreg_run, tmp_path: Path
 ) -> None:
     flags = command_flags()
-    assert set(flags) == {"prepare", "train", "baseline", "evaluate", "compare", "predict", "demo"}
+    assert set(flags) == {
+        "prepare",
+        "train",
+        "baseline",
+        "evaluate",
+        "compare",
+        "predict",
+        "merge-annotations",
+        "demo",
+    }
     wrong, named = [], {}
     for args in _cases(synthetic, bladder_cells, small_prepared, logreg_run, tmp_path):
         command = args[0]

@@ -15,7 +15,7 @@ import sys
 from cellformer.errors import CellformerError
 from cellformer.text import is_primary_process
 
-COMMANDS = ("prepare", "train", "evaluate", "baseline", "compare", "predict", "demo")
+COMMANDS = ("prepare", "train", "evaluate", "baseline", "compare", "predict", "merge_annotations", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

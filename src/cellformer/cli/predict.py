@@ -1,4 +1,4 @@
-"""``cellformer predict RUN_DIR INPUT.h5ad --out OUTPUT.h5ad [--overwrite]``."""
+"""``cellformer predict RUN_DIR INPUT.h5ad --out OUTPUT.h5ad [--annotations-only] [--shard K/N]``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,16 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}") from None
     if not 0.0 < value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number of cells, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of cells, got {text}")
     return value
 
 
@@ -29,8 +39,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "params). Confidence uses the temperature stored in the run; cellformer_unknown marks cells "
             "whose score is above the --unknown-quantile of the validation cells' scores (so about 5%% of "
             "cells of known types are flagged by design) and cells with no expressed model gene. "
-            "Genes are matched by name. A UMAP of the embeddings is written beside the output as "
-            "OUTPUT_umap.png. The input file and the run directory are never modified."
+            "Genes are matched by name. The input is read --chunk-size cells at a time and never held whole; "
+            "the copy is the input file with the annotations added (--annotations-only writes them alone, "
+            "with a CSV table; --shard K/N annotates one of N pieces, joined by `cellformer "
+            "merge-annotations`). A UMAP of the embeddings is written beside the output as OUTPUT_umap.png "
+            "(up to 50,000 cells unless --umap). The input file and the run directory are never modified."
         ),
     )
     parser.add_argument("run_dir", help="run directory made by `cellformer train` or `cellformer baseline`")
@@ -79,7 +92,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="only for runs made before calibration was stored in the run: the prepared dataset they were "
         "trained on (if it moved); used read-only",
     )
-    parser.add_argument("--no-umap", action="store_true", help="skip the UMAP plot")
+    parser.add_argument(
+        "--chunk-size",
+        type=_positive,
+        default=20_000,
+        metavar="N",
+        help="cells read, tokenized and predicted at a time: peak memory grows with it, not with the file "
+        "(%(default)s; the results do not depend on it)",
+    )
+    parser.add_argument(
+        "--annotations-only",
+        action="store_true",
+        help="write only the annotations: a small OUTPUT.h5ad (the new obs columns, obsm arrays and uns) and "
+        "OUTPUT.csv (cell, prediction, confidence, unknown, unknown_score), not a copy of the input",
+    )
+    parser.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="annotate only the K-th of N contiguous pieces of the cells (annotations only), e.g. for a "
+        "SLURM array job with K=$SLURM_ARRAY_TASK_ID; join the pieces with `cellformer merge-annotations`",
+    )
+    umap = parser.add_mutually_exclusive_group()
+    umap.add_argument(
+        "--umap", action="store_true", default=None, help="draw the UMAP at any number of cells"
+    )
+    umap.add_argument("--no-umap", action="store_true", help="skip the UMAP plot")
     parser.set_defaults(run=run)
     return parser
 
@@ -110,8 +147,11 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         overwrite=args.overwrite,
         batch_size=args.batch_size,
-        umap=not args.no_umap,
+        umap=False if args.no_umap else args.umap,
         key_added=key,
+        chunk_size=args.chunk_size,
+        annotations_only=args.annotations_only,
+        shard=args.shard,
         unknown_quantile=args.unknown_quantile,
         **{k: v for k, v in options.items() if v is not None},
     )
@@ -129,7 +169,10 @@ def run(args: argparse.Namespace) -> int:
     for name, count in counts[counts > 0].items():
         print(f"  {name}: {count}")
     adata.file.close()
-    print(f"annotated copy: {written['h5ad']}")
+    if "csv" in written:
+        print(f"annotations: {written['h5ad']} and {written['csv']}")
+    else:
+        print(f"annotated copy: {written['h5ad']}")
     if "umap" in written:
         print(f"UMAP: {written['umap']}")
     return 0

@@ -9,6 +9,7 @@ re-indexed onto the model's genes (missing genes are zero, extra genes dropped).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -98,12 +99,32 @@ def input_values(
     """
     X, _ = _matrix_and_genes(adata, layer, gene_key, where, given)
     matrix_name = "X" if layer is None else f"layer '{layer}'"
+    blocks = ((start, X[start : start + chunk_size]) for start in range(0, X.shape[0], chunk_size))
+    return values_of_blocks(
+        blocks,
+        where,
+        matrix_name,
+        _matrices(adata),
+        input_normalized=input_normalized,
+        input_transform=input_transform,
+    )
+
+
+def values_of_blocks(
+    blocks: Iterable[tuple[int, Any]],
+    where: str,
+    matrix_name: str,
+    matrices: list[str],
+    *,
+    input_normalized: bool = False,
+    input_transform: str = "auto",
+) -> dict[str, Any]:
+    """:func:`input_values` of a matrix given as ``(first row, rows)`` blocks (an AnnData's or a file's)."""
     summary = ValueSummary(where, matrix_name)
-    for start in range(0, X.shape[0], chunk_size):
-        block = X[start : start + chunk_size]
+    for start, block in blocks:
         block = block.tocsr() if sp.issparse(block) else sp.csr_matrix(supported_dtype(np.asarray(block)))
         summary.update(np.asarray(block.data), start)
-    transform = decide_transform(summary, input_normalized, input_transform, matrices=_matrices(adata))
+    transform = decide_transform(summary, input_normalized, input_transform, matrices=matrices)
     return {
         "matrix": matrix_name,
         "input_normalized": bool(input_normalized),

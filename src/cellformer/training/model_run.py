@@ -103,9 +103,12 @@ class TransformerRun:
         logits, embeddings = self._run(dataset, batch_size)
         return Predictions(logits=logits, embeddings=embeddings, rows=np.asarray(rows))
 
-    def predict_tokens(self, tokenized: TokenizedCells, *, batch_size: int = 256) -> Predictions:
+    def predict_tokens(
+        self, tokenized: TokenizedCells, *, batch_size: int = 256, progress: bool = True
+    ) -> Predictions:
         """Outputs for cells already tokenized with this run's tokenizer and vocabulary."""
-        logits, embeddings = self._run(_TokenizedDataset(tokenized, self.model_config.max_length), batch_size)
+        dataset = _TokenizedDataset(tokenized, self.model_config.max_length)
+        logits, embeddings = self._run(dataset, batch_size, progress=progress)
         return Predictions(logits=logits, embeddings=embeddings, rows=None)
 
     def predict_adata(self, adata: ad.AnnData, *, batch_size: int = 256, **options: Any) -> Predictions:
@@ -118,8 +121,8 @@ class TransformerRun:
         tokenized, _ = tokenize_adata(self, adata, **options)
         return self.predict_tokens(tokenized, batch_size=batch_size)
 
-    @torch.no_grad()
-    def _run(self, dataset, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    @torch.inference_mode()
+    def _run(self, dataset, batch_size: int, *, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
         from tqdm.auto import tqdm
 
         n = len(dataset)
@@ -128,7 +131,9 @@ class TransformerRun:
         batches = list(LengthBucketSampler(dataset.lengths(), batch_size, shuffle=False))
         loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_tokens)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
-        with tqdm(total=n, desc="predicting", unit="cells", leave=False, disable=n < 10 * batch_size) as bar:
+        with tqdm(
+            total=n, desc="predicting", unit="cells", leave=False, disable=not progress or n < 10 * batch_size
+        ) as bar:
             for indices, batch in zip(batches, loader, strict=True):
                 values = batch.get("values") if self.model.value_embedding is not None else None
                 _check_ids(batch["ids"], values, self.model_config, self.run_dir)
