@@ -122,9 +122,10 @@ def test_small_validation_set_keeps_t1_and_overconfident_model_gets_t_above_1(pb
     logits, y = test.logits[known], y[known]
     # on the test cells T=1 is no worse than the unguarded fit, up to 0.005 (measured 2026-12-02 with the
     # 700 cells the default QC keeps: fitted T 1.008, ECE 0.0577 vs 0.0575)
-    assert expected_calibration_error(softmax(logits), y) <= expected_calibration_error(
-        softmax(logits, cal["fitted"]), y
-    ) + 0.005
+    assert (
+        expected_calibration_error(softmax(logits), y)
+        <= expected_calibration_error(softmax(logits, cal["fitted"]), y) + 0.005
+    )
     # logistic regression on bladder is over-confident: softened, and held-out NLL agrees
     cal = json.loads((withheld_runs["logreg"] / "unknown.json").read_text())["calibration"]
     assert cal["temperature"] > 1.1 and cal["decision"] == "temperature scaling"

@@ -21,7 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--overwrite", action="store_true", help="replace the demo's folders in an existing --out"
     )
-    parser.add_argument("--max-epochs", type=int, help="most transformer epochs (default: train's, with early stopping)")
+    parser.add_argument(
+        "--max-epochs", type=int, help="most transformer epochs (default: train's, with early stopping)"
+    )
     parser.set_defaults(run=run)
     return parser
 
