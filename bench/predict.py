@@ -1,0 +1,259 @@
+"""Atlas-scale prediction (issue 15): wall time, cells/s and peak memory of ``predict``, before and after
+streaming, and the transformer forward's achieved FLOP/s against a dense matmul measured in the same run.
+
+1. Prepares ``mouse_bladder_2100`` from ``../shared/data`` and trains the default transformer and the
+   logreg baseline on it (cached in ``--work``).
+2. Writes files of N cells resampled from the same file (rows drawn with replacement, CSR written chunk by
+   chunk, never held whole; not kept in the repo).
+3. Runs each prediction in a fresh process and reads its peak RSS (``ru_maxrss``):
+   - *before*: today's in-memory path as the old ``predict_file`` ran it (``anndata.read_h5ad`` of the whole
+     file, ``cellformer.predict``, ``write_h5ad`` of the annotated copy), on the smallest N only;
+   - *after*: ``predict_file(..., annotations_only=True)`` (streaming, chunk 20,000 cells), and the full
+     annotated copy on the smallest N.
+   No UMAP in either (it is skipped above 50,000 cells anyway).
+4. Times the transformer forward alone on tokenized cells of the file and counts its FLOPs (projections,
+   attention, feed-forward, head), against a 2048 x 2048 float32 matmul with the same threads.
+
+Usage::
+
+    python bench/predict.py --quick          # 100,000 cells (about 15 min on 2 cores)
+    python bench/predict.py                  # 100,000 and 1,000,000 cells (about 1.5 h on 2 cores)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SOURCE = HERE.parent.parent / "shared" / "data" / "mouse_bladder_2100.h5ad"
+
+
+def resample(source: Path, out: Path, n_cells: int, seed: int = 0, chunk: int = 50_000) -> None:
+    """``n_cells`` rows of ``source`` drawn with replacement, written as CSR chunk by chunk."""
+    import anndata as ad
+    import h5py
+    import pandas as pd
+    from anndata.io import write_elem
+
+    cells = ad.read_h5ad(source)
+    X = cells.X.tocsr()
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, cells.n_obs, n_cells)
+    tmp = out.with_name(out.name + ".tmp")
+    with h5py.File(tmp, "w") as file:
+        file.attrs["encoding-type"], file.attrs["encoding-version"] = "anndata", "0.1.0"
+        obs = pd.DataFrame(
+            {"cell_type": pd.Categorical(cells.obs["cell_type"].to_numpy()[rows])},
+            index=[f"cell{i}" for i in range(n_cells)],
+        )
+        write_elem(file, "obs", obs)
+        write_elem(file, "var", cells.var)
+        group = file.create_group("X")
+        group.attrs["encoding-type"], group.attrs["encoding-version"] = "csr_matrix", "0.1.0"
+        group.attrs["shape"] = (n_cells, cells.n_vars)
+        data = group.create_dataset("data", (0,), maxshape=(None,), dtype="float32", chunks=(1 << 20,))
+        indices = group.create_dataset("indices", (0,), maxshape=(None,), dtype="int32", chunks=(1 << 20,))
+        indptr = [np.zeros(1, np.int64)]
+        total = 0
+        for start in range(0, n_cells, chunk):
+            block = X[rows[start : start + chunk]]
+            n = block.nnz
+            data.resize((total + n,))
+            indices.resize((total + n,))
+            data[total:] = block.data.astype(np.float32)
+            indices[total:] = block.indices
+            indptr.append(block.indptr[1:].astype(np.int64) + total)
+            total += n
+        group.create_dataset("indptr", data=np.concatenate(indptr))
+        for key in ("obsm", "varm", "layers", "obsp", "varp", "uns"):
+            write_elem(file, key, {})
+    os.replace(tmp, out)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM; ``ru_maxrss`` would carry the parent's across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def one(mode: str, run: str, input: str, out: str) -> None:
+    """One measurement in this (fresh) process: prints ``{"seconds", "peak_rss_mb", "cells"}``."""
+    import cellformer
+    from cellformer.prediction import predict_file
+
+    start = time.perf_counter()
+    if mode == "before":
+        import anndata as ad
+
+        adata = ad.read_h5ad(input)
+        annotated = cellformer.predict(adata, run)
+        annotated.write_h5ad(out, compression="gzip")
+        n = annotated.n_obs
+    else:
+        written = predict_file(
+            run, input, out=out, annotations_only=mode == "after", umap=False, overwrite=True
+        )
+        import anndata as ad
+
+        n = ad.read_h5ad(written["h5ad"], backed="r").n_obs
+    seconds = time.perf_counter() - start
+    peak = peak_rss_mb()
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak, "cells": n}))
+
+
+def measure(mode: str, run: Path, input: Path, out: Path, threads: int | None) -> dict:
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    args = [sys.executable, __file__, "--one", mode, str(run), str(input), str(out)]
+    result = subprocess.run(args, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise SystemExit(f"{mode} on {input} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def forward_flops(config, length: int) -> float:
+    """Multiply-adds x 2 of one cell's forward through the encoder and the head."""
+    d, ff, layers = config.d_model, config.ff_hidden or 2 * config.d_model, config.n_layers
+    inner = config.n_heads * (config.head_dim or d // config.n_heads)
+    per_layer = (
+        2 * length * (3 * d * inner + inner * d) + 2 * 2 * length * length * inner + 2 * 2 * length * d * ff
+    )
+    head = 2 * (d * config.head_hidden + config.head_hidden * config.n_classes)
+    return float(layers * per_layer + head)
+
+
+def flops_check(run: Path, input: Path, threads: int) -> dict:
+    """Achieved forward GFLOP/s on 4,096 tokenized cells of ``input`` vs a dense matmul peak."""
+    import anndata as ad
+    import torch
+
+    import cellformer
+    from cellformer.data.dataset import LengthBucketSampler, collate_tokens
+    from cellformer.prediction import tokenize_adata
+    from cellformer.training.model_run import _TokenizedDataset
+
+    torch.set_num_threads(threads)
+    model = cellformer.load(run)
+    cells = ad.read_h5ad(input, backed="r")[:4096].to_memory()
+    tokens, _ = tokenize_adata(model, cells, log=False, progress=False)
+    dataset = _TokenizedDataset(tokens, model.model_config.max_length)
+    lengths = dataset.lengths()
+    batches = [
+        collate_tokens([dataset[i] for i in b]) for b in LengthBucketSampler(lengths, 256, shuffle=False)
+    ]
+    net = model.model
+    with torch.inference_mode():
+        for batch in batches[:2]:
+            net(batch["ids"], batch["padding_mask"], batch.get("values"))
+        start = time.perf_counter()
+        for batch in batches:
+            net(batch["ids"], batch["padding_mask"], batch.get("values"))
+        seconds = time.perf_counter() - start
+        a = torch.randn(2048, 2048)
+        a @ a
+        start = time.perf_counter()
+        for _ in range(10):
+            a @ a
+        peak = 10 * 2 * 2048**3 / (time.perf_counter() - start)
+    flops = sum(
+        forward_flops(model.model_config, int(batch["ids"].shape[1])) * len(batch["ids"]) for batch in batches
+    )
+    return {
+        "cells": len(lengths),
+        "mean_tokens": float(np.mean(lengths)),
+        "forward_cells_per_s": len(lengths) / seconds,
+        "forward_gflops": flops / seconds / 1e9,
+        "matmul_peak_gflops": peak / 1e9,
+    }
+
+
+def train_runs(work: Path) -> tuple[Path, Path]:
+    import cellformer
+
+    prepared, transformer, logreg = work / "prepared", work / "transformer", work / "logreg"
+    if not (prepared / "manifest.json").exists():
+        cellformer.prepare(SOURCE, out=prepared)
+    if not (transformer / "model.safetensors").exists():
+        cellformer.train(prepared, out=transformer, progress_bar=False)
+    if not (logreg / "config.json").exists():
+        cellformer.baseline(prepared, method="logreg", out=logreg)
+    return transformer, logreg
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="100,000 cells only (about 15 min)")
+    parser.add_argument("--cells", type=int, nargs="+", help="file sizes (default 100000 1000000)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/cellformer-bench-predict"))
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--one", nargs=4, metavar=("MODE", "RUN", "INPUT", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        one(*args.one)
+        return
+    sizes = args.cells or ([100_000] if args.quick else [100_000, 1_000_000])
+    args.work.mkdir(parents=True, exist_ok=True)
+    print(
+        f"bench/predict.py: {', '.join(f'{n:,}' for n in sizes)} cells resampled from {SOURCE.name}; "
+        f"{args.threads} threads; each prediction in a fresh process (peak RSS = its VmHWM)",
+        flush=True,
+    )
+    transformer, logreg = train_runs(args.work)
+    rows = []
+    for n in sizes:
+        path = args.work / f"cells_{n}.h5ad"
+        if not path.exists():
+            resample(SOURCE, path, n)
+        modes = ("before", "after", "copy") if n == min(sizes) else ("after",)
+        for kind, run in (("transformer", transformer), ("logreg", logreg)):
+            for mode in modes:
+                result = measure(mode, run, path, args.work / f"out_{kind}_{mode}_{n}.h5ad", args.threads)
+                rows.append({"cells": n, "kind": kind, "mode": mode, **result})
+                print(
+                    f"  {n:>9,} {kind:<11} {mode:<6} {result['seconds']:8.1f} s  "
+                    f"{n / result['seconds']:8.0f} cells/s  peak RSS {result['peak_rss_mb']:7.0f} MB",
+                    flush=True,
+                )
+    print(
+        "\nbefore = read whole + predict + write copy (the old predict_file); after = streaming "
+        "--annotations-only; copy = streaming, annotated copy of the input"
+    )
+    for kind in ("transformer", "logreg"):
+        by = {(r["cells"], r["mode"]): r for r in rows if r["kind"] == kind}
+        n = min(sizes)
+        before, after = by[(n, "before")], by[(n, "after")]
+        print(
+            f"{kind}, {n:,} cells: wall after/before {after['seconds'] / before['seconds']:.2f}x, "
+            f"peak RSS after/before {after['peak_rss_mb'] / before['peak_rss_mb']:.2f}x"
+        )
+        if (1_000_000, "after") in by:
+            big = by[(1_000_000, "after")]
+            print(
+                f"{kind}, 1,000,000 cells --annotations-only: {big['seconds'] / 60:.1f} min (target < 30 for the "
+                f"transformer), peak RSS {big['peak_rss_mb'] / 1024:.2f} GB (target < 4)"
+            )
+    flops = flops_check(transformer, args.work / f"cells_{min(sizes)}.h5ad", args.threads)
+    print(
+        f"transformer forward alone: {flops['forward_cells_per_s']:.0f} cells/s, {flops['mean_tokens']:.0f} "
+        f"tokens per cell, {flops['forward_gflops']:.1f} GFLOP/s = "
+        f"{flops['forward_gflops'] / flops['matmul_peak_gflops']:.0%} of the measured float32 matmul peak "
+        f"({flops['matmul_peak_gflops']:.1f} GFLOP/s, 2048 x 2048, {args.threads} threads; target >= 30%)"
+    )
+    with open(args.work / "results.json", "w") as handle:
+        json.dump({"rows": rows, "flops": flops, "threads": args.threads}, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
