@@ -86,7 +86,11 @@ class PrepareConfig(_Config):
         "bins (scGPT); hybrid: ranked genes with value bins (best on validation cells, docs/accuracy.md)",
     )
     max_genes: int = _field(2048, "genes per cell")
-    n_hvg: int = _field(2000, "binned: highly variable genes kept")
+    n_hvg: int = _field(
+        2000,
+        "binned and hybrid: the highly variable genes of the training cells that can become tokens "
+        "(all genes when the file has fewer)",
+    )
     n_bins: int = _field(51, "binned: value bins")
     previous_layer: str | None = _field(
         None, "time-course variant: layer holding each cell's previous-time-point profile"
@@ -312,6 +316,7 @@ class ModelConfig(_Config):
 
 
 MONITORS = ("val_loss", "val_macro_f1")  # TrainConfig.monitor: validation metrics in log.csv
+KEEPS = ("best", "last")  # TrainConfig.keep: which weights a run keeps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -322,6 +327,9 @@ class TrainConfig(_Config):
     # an upper bound: early stopping (patience) usually ends training well before it; the cosine
     # schedule spans all of it (docs/accuracy.md: 30 was too short for small training sets)
     max_epochs: int = 100
+    # an upper bound on optimizer steps (None: max_epochs alone), rounded up to whole epochs: a large
+    # training set trains fewer epochs, and the cosine schedule spans them
+    max_steps: int | None = None
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.01
@@ -332,12 +340,16 @@ class TrainConfig(_Config):
     patience: int = 10  # early stopping on the monitored validation metric; 0: never stop early
     # what early stopping and the best checkpoint follow: "val_loss" (lowest) or "val_macro_f1" (highest)
     monitor: str = "val_macro_f1"
+    # which weights the run keeps (model.safetensors): "best" (the epoch with the best monitored metric)
+    # or "last" (the weights at the end of training: the schedule's end, or the early stop)
+    keep: str = "best"
     # context tokens (--batch-key / --context-key): each training cell's context token is replaced by its
     # covariate's <UNK> with this probability (training only), so <UNK> (unseen batches) gets trained
     context_dropout: float = 0.1
     # small-data regularisation (training steps only): each gene token of each training cell is dropped
-    # (masked like padding) with this probability; cross-entropy label smoothing
-    gene_dropout: float = 0.2
+    # (masked like padding) with this probability (0.4: docs/accuracy.md round 6); cross-entropy label
+    # smoothing
+    gene_dropout: float = 0.4
     label_smoothing: float = 0.1
     # gene embeddings at the start of training: "random" or "svd" (principal axes of the training cells'
     # token matrix, cellformer.training.embedding_init)
@@ -372,6 +384,10 @@ class TrainConfig(_Config):
         _check_types(self)
         for name in ("max_epochs", "batch_size", "devices", "num_nodes"):
             _require(getattr(self, name) > 0, f"train {name} must be positive, got {getattr(self, name)}")
+        _require(
+            self.max_steps is None or self.max_steps > 0,
+            f"train max_steps must be positive (or None: no limit), got {self.max_steps}",
+        )
         _require(self.lr > 0, f"train lr must be positive, got {self.lr}")
         _require(self.weight_decay >= 0, f"train weight_decay must be >= 0, got {self.weight_decay}")
         _require(
@@ -391,6 +407,7 @@ class TrainConfig(_Config):
             self.monitor in MONITORS,
             f"train monitor must be {' or '.join(MONITORS)}, got {self.monitor!r}",
         )
+        _require(self.keep in KEEPS, f"train keep must be {' or '.join(KEEPS)}, got {self.keep!r}")
         _require(
             0 <= self.context_dropout < 1,
             f"train context_dropout must be in [0, 1) (the probability of replacing a training cell's "

@@ -26,7 +26,6 @@ Calibration (temperature, unknown-cell threshold) is read from the run directory
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,14 +35,18 @@ import numpy as np
 from cellformer.annotations import score_quantiles
 from cellformer.errors import ConfigError, InputError, RunDirError
 from cellformer.runs import Predictions
+from cellformer.text import plural
 from cellformer.unknown import DEFAULT_QUANTILE, UnknownDetector
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import anndata as ad
 
     from cellformer.data.file_cells import FileCells
     from cellformer.runs import TrainedModel
     from cellformer.tokens import TokenizedCells
+    from cellformer.training.multi_device import DevicePredictor
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +54,7 @@ TOKENIZE_CHUNK = 2048  # cells aligned and tokenized at a time
 DEFAULT_CHUNK_SIZE = 20_000  # cells read, tokenized and predicted at a time; per-cell results are kept
 UMAP_MAX_CELLS = 50_000  # above this, predict_file draws no UMAP unless asked (umap=True / --umap)
 INPUT_TRANSFORMS = ("auto", "log1p", "none")  # as prepare's --input-transform
+ACCELERATORS = ("cpu", "gpu", "auto")  # where a transformer's forward pass runs (Lightning's names)
 
 
 def predict(
@@ -69,6 +73,9 @@ def predict(
     input_normalized: bool | None = None,
     input_transform: str | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    accelerator: str = "auto",
+    devices: int = 1,
+    num_nodes: int = 1,
 ) -> ad.AnnData | None:
     """Annotate cells with a trained model's predictions.
 
@@ -108,6 +115,15 @@ def predict(
     chunk_size
         Cells aligned, tokenized and predicted at a time (the same results for any value;
         :func:`predict_file` reads a file this many cells at a time).
+    accelerator, devices, num_nodes
+        Where a transformer's forward pass runs. One process (the default): in this one, on a GPU where
+        there is one (``"auto"``), or on the CPU / the first CUDA GPU (``"cpu"`` / ``"gpu"``).
+        ``devices * num_nodes > 1``: that many processes through Lightning's ``Trainer.predict``
+        (:mod:`cellformer.training.multi_device`; ``devices`` per node): Lightning starts the script again
+        once per extra device (or a scheduler such as SLURM starts them all), each process predicts a
+        share of each chunk, and every process returns the same annotated copy (so write files from the
+        first process only). The results are those of one process. Baseline runs have no forward pass to
+        spread: ``devices * num_nodes > 1`` is refused for them.
 
     Returns
     -------
@@ -115,7 +131,7 @@ def predict(
     """
     from cellformer.data.align import pinned_transform
 
-    model, detector, options = _setup(
+    model, detector, options, predictor = _setup(
         run_dir,
         batch_size=batch_size,
         key_added=key_added,
@@ -128,11 +144,25 @@ def predict(
         min_gene_overlap=min_gene_overlap,
         input_normalized=input_normalized,
         input_transform=input_transform,
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
     )
     values = check_input_values(model, adata, **options)
     options.update(pinned_transform(values))  # every chunk gets the transform chosen on the whole matrix
-    chunks = (adata[start : start + chunk_size] for start in range(0, max(adata.n_obs, 1), chunk_size))
-    cells = predict_chunks(model, detector, chunks, n_obs=adata.n_obs, batch_size=batch_size, **options)
+    cells = predict_chunks(
+        model,
+        detector,
+        lambda start, stop: adata[start:stop],
+        0,
+        adata.n_obs,
+        chunk_size=chunk_size,
+        batch_size=batch_size,
+        predictor=predictor,
+        every_process=True,
+        **options,
+    )
+    assert cells is not None
     target = adata.copy() if copy else adata
     annotate(target, model, cells, detector, key_added=key_added, batch_size=batch_size, values=values)
     return target if copy else None
@@ -147,12 +177,17 @@ def _setup(
     unknown_quantile: float,
     prepared: str | Path | None,
     source: str | Path | None,
+    accelerator: str = "auto",
+    devices: int = 1,
+    num_nodes: int = 1,
     **given: Any,
-) -> tuple[TrainedModel, UnknownDetector, dict[str, Any]]:
-    """Check the options, load the run and its calibration; ``options`` for reading the input."""
+) -> tuple[TrainedModel, UnknownDetector, dict[str, Any], DevicePredictor | None]:
+    """Check the options, load the run and its calibration; ``options`` for reading the input, and the
+    predictor running the forward pass in several processes (``None``: in this one)."""
     from cellformer.calibrate_run import run_calibration
     from cellformer.runs import load
 
+    processes = check_devices(accelerator, devices, num_nodes)
     if batch_size <= 0:
         raise ConfigError(f"batch_size must be positive, got {batch_size}")
     if not isinstance(chunk_size, int) or chunk_size <= 0:
@@ -172,6 +207,7 @@ def _setup(
             "(raw counts are always used as they are)"
         )
     model = load(run_dir)
+    predictor = _place(model, accelerator, devices, num_nodes, processes, batch_size)
     detector = run_calibration(model, prepared)
     try:
         detector = detector.with_quantile(unknown_quantile)
@@ -184,7 +220,70 @@ def _setup(
     options = {names.get(k, k): v for k, v in given.items() if v is not None}
     if source is not None:
         options["where"] = str(source)
-    return model, detector, options
+    return model, detector, options, predictor
+
+
+def check_devices(accelerator: str, devices: int, num_nodes: int) -> int:
+    """Refuse devices prediction cannot run on (in one line); returns the number of processes."""
+    if accelerator not in ACCELERATORS:
+        raise ConfigError(f"--accelerator {accelerator} (accelerator= in Python) must be cpu, gpu or auto")
+    for flag, name, what in (
+        ("--devices", "devices", "processes per node"),
+        ("--num-nodes", "num_nodes", "nodes"),
+    ):
+        value = devices if name == "devices" else num_nodes
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(
+                f"{flag} {value} ({name}= in Python) must be a positive number of {what}; 1 is the default"
+            )
+    if accelerator == "gpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"--accelerator gpu needs a CUDA GPU, but torch {torch.__version__} sees none on this "
+                "machine; pass --accelerator cpu (or auto: a GPU where there is one) or run on a GPU machine"
+            )
+        visible = torch.cuda.device_count()
+        if devices > visible:
+            raise ConfigError(
+                f"--devices {devices} with --accelerator gpu, but only {plural(visible, 'CUDA GPU')} "
+                f"{'is' if visible == 1 else 'are'} visible on this machine; pass at most that many "
+                "--devices (per node)"
+            )
+    return devices * num_nodes
+
+
+def _place(
+    model: TrainedModel, accelerator: str, devices: int, num_nodes: int, processes: int, batch_size: int
+) -> DevicePredictor | None:
+    """Put a transformer on its device (one process), or set up the processes that share its forward
+    pass (several). A baseline predicts in this process, on the CPU."""
+    if model.kind != "transformer":
+        if processes > 1:
+            raise ConfigError(
+                f"run {model.run_dir} is a {model.kind} baseline: it has no neural forward pass to spread "
+                "over devices and predicts in one process on the CPU; drop --devices / --num-nodes "
+                "(devices= / num_nodes=), or use --shard K/N to split a large file into jobs"
+            )
+        if accelerator == "gpu":
+            logger.info("a %s run predicts on the CPU: --accelerator gpu does not change it", model.kind)
+        return None
+    if processes == 1:
+        import torch
+
+        model.use_device({"cpu": torch.device("cpu"), "gpu": torch.device("cuda")}.get(accelerator))
+        return None
+    from cellformer.training.multi_device import DevicePredictor
+
+    return DevicePredictor(
+        model.model,
+        Path(model.run_dir),
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        batch_size=batch_size,
+    )
 
 
 @dataclass
@@ -204,21 +303,38 @@ class CellOutputs:
 def predict_chunks(
     model: TrainedModel,
     detector: UnknownDetector,
-    chunks: Iterable[ad.AnnData],
+    read: Callable[[int, int], ad.AnnData],
+    start: int,
+    stop: int,
     *,
-    n_obs: int,
+    chunk_size: int,
     batch_size: int = 256,
+    predictor: DevicePredictor | None = None,
+    every_process: bool = False,
     **options: Any,
-) -> CellOutputs:
-    """The model's outputs for consecutive chunks of cells (each aligned, tokenized and predicted on its
-    own, keeping only per-cell results), concatenated. ``options`` say how to read each chunk (with the
-    transform pinned, :func:`~cellformer.data.align.pinned_transform`)."""
+) -> CellOutputs | None:
+    """The model's outputs for the cells ``start:stop`` (``read(a, b)``: rows ``a:b`` as an AnnData), read,
+    aligned, tokenized and predicted ``chunk_size`` cells at a time, keeping only per-cell results.
+    ``options`` say how to read each chunk (with the transform pinned,
+    :func:`~cellformer.data.align.pinned_transform`).
+
+    With a ``predictor`` (several processes), each process reads, tokenizes and predicts its share of each
+    chunk and the outputs are gathered: the first process returns them (every process with
+    ``every_process``), the others ``None``."""
     from tqdm.auto import tqdm
 
+    from cellformer.text import is_primary_process
+
+    bounds = [(a, min(a + chunk_size, stop)) for a in range(start, stop, chunk_size)] or [(start, start)]
+    quiet = stop - start < 50_000 or not is_primary_process()
+    if predictor is not None:
+        with tqdm(total=stop - start, desc="predicting", unit="cells", leave=False, disable=quiet) as bar:
+            return _predict_shares(model, detector, read, bounds, predictor, every_process, bar, options)
     logits, embeddings, empty, coordinates = [], [], [], []
     overlap: dict[str, Any] = {}
-    with tqdm(total=n_obs, desc="predicting", unit="cells", leave=False, disable=n_obs < 50_000) as bar:
-        for chunk in chunks:
+    with tqdm(total=stop - start, desc="predicting", unit="cells", leave=False, disable=quiet) as bar:
+        for a, b in bounds:
+            chunk = read(a, b)
             outputs, overlap, no_genes = model_outputs(
                 model, chunk, batch_size=batch_size, log=False, progress=False, **options
             )
@@ -238,6 +354,52 @@ def predict_chunks(
         overlap=overlap,
         no_genes=np.concatenate(empty).astype(bool),
         expression=np.concatenate(coordinates) if coordinates else None,
+    )
+
+
+def _predict_shares(
+    model: TrainedModel,
+    detector: UnknownDetector,
+    read: Callable[[int, int], ad.AnnData],
+    bounds: list[tuple[int, int]],
+    predictor: DevicePredictor,
+    every_process: bool,
+    bar: Any,
+    options: dict[str, Any],
+) -> CellOutputs | None:
+    """:func:`predict_chunks` over several processes (:mod:`cellformer.training.multi_device`)."""
+    vocab_size = model.config["model"]["vocab_size"]
+
+    def share_of(first: int):
+        def prepare(start: int, stop: int) -> tuple[TokenizedCells, dict[str, np.ndarray], dict[str, Any]]:
+            chunk = read(first + start, first + stop)
+            tokenized, overlap = tokenize_adata(model, chunk, log=False, progress=False, **options)
+            per_cell = {"no_genes": cells_without_genes(tokenized, vocab_size)}
+            if detector.needs_expression:
+                per_cell["expression"] = expression_coordinates(model, chunk, detector, **options)
+            return tokenized, per_cell, overlap
+
+        return prepare
+
+    # what is wrong with the whole input (a missing layer or obs column, too few genes) fails here, before
+    # Lightning starts the other processes, with one error line
+    share_of(bounds[0][0])(0, 0)
+    parts: list[dict[str, np.ndarray]] = []
+    overlap: dict[str, Any] = {}
+    for a, b in bounds:
+        arrays, overlap = predictor.predict(share_of(a), b - a)
+        if every_process or predictor.is_global_zero:
+            parts.append(arrays)
+        bar.update(b - a)
+    if not parts:
+        return None
+    _log_overlap(overlap, model)
+    joined = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+    return CellOutputs(
+        outputs=Predictions(logits=joined["logits"], embeddings=joined["embeddings"]),
+        overlap=overlap,
+        no_genes=joined["no_genes"].astype(bool),
+        expression=joined.get("expression"),
     )
 
 
@@ -670,6 +832,9 @@ def predict_file(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     annotations_only: bool = False,
     shard: str | tuple[int, int] | None = None,
+    accelerator: str = "auto",
+    devices: int = 1,
+    num_nodes: int = 1,
     **options: Any,
 ) -> dict[str, Path]:
     """Annotate the cells of the file ``input`` (never modified, never read whole) into ``out``.
@@ -686,8 +851,10 @@ def predict_file(
       joins the pieces.
 
     ``umap``: draw ``OUT_umap.png`` (``None``: only up to :data:`UMAP_MAX_CELLS` cells, said in one line
-    above). ``options`` are :func:`predict`'s. Returns the paths written (``h5ad``, and ``csv`` /
-    ``umap`` when written).
+    above). ``accelerator``, ``devices``, ``num_nodes`` and ``options`` are :func:`predict`'s; with
+    several processes each reads and predicts its share of every chunk, and only the first writes.
+    Returns the paths written (``h5ad``, and ``csv`` / ``umap`` when written); ``{}`` in the other
+    processes of a multi-process run.
     """
     from cellformer.annotations import (
         parse_shard,
@@ -734,6 +901,9 @@ def predict_file(
         unknown_quantile=options.pop("unknown_quantile", DEFAULT_QUANTILE),
         prepared=options.pop("prepared", None),
         source=input,
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
     )
     if not is_modern_h5ad(input):
         return _predict_file_in_memory(
@@ -742,7 +912,7 @@ def predict_file(
 
     from cellformer.data.align import pinned_transform, training_input_options
 
-    model, detector, options = _setup(run_dir, **setup, **options)
+    model, detector, options, predictor = _setup(run_dir, **setup, **options)
     settings = {**training_input_options(model.config), **options}
     previous_layer = model.config.get("prepared", {}).get("meta", {}).get("config", {}).get("previous_layer")
     cells = FileCells(
@@ -751,15 +921,25 @@ def predict_file(
         gene_key=settings.get("gene_key"),
         extra_layers=(previous_layer,) if previous_layer else (),
         chunk_size=min(chunk_size, 4096),
+        layer_origin="given with --layer" if "layer" in options else "the one the model was trained on",
     )
     try:
         values = check_input_values(model, cells, **options)
         options.update(pinned_transform(values))
         start, stop = (0, cells.n_obs) if piece is None else shard_rows(*piece, cells.n_obs)
-        chunks = cells.chunks(chunk_size, start, stop) if stop > start else iter([cells.chunk(start, start)])
         outputs = predict_chunks(
-            model, detector, chunks, n_obs=stop - start, batch_size=batch_size, **options
+            model,
+            detector,
+            cells.chunk,
+            start,
+            stop,
+            chunk_size=chunk_size,
+            batch_size=batch_size,
+            predictor=predictor,
+            **options,
         )
+        if outputs is None:  # another process of a multi-process run: the first one writes
+            return {}
         extra = {"input_file": cells.identity(), "run_digest": _run_digest(model.run_dir)}
         if piece is not None:
             extra["shard"] = {"index": piece[0], "count": piece[1], "start": int(start), "stop": int(stop)}
@@ -860,6 +1040,8 @@ def _predict_file_in_memory(
     key_added = setup["key_added"]
     setup = {k: v for k, v in setup.items() if k not in ("key_added",)}
     annotated = predict(adata, run_dir, key_added=key_added, **setup, **options)
+    if setup["devices"] * setup["num_nodes"] > 1 and not _first_process():
+        return {}  # the first process writes
     written = {}
     out.parent.mkdir(parents=True, exist_ok=True)
     if _wants_umap(umap, annotated.n_obs):
@@ -875,6 +1057,13 @@ def _predict_file_in_memory(
         raise
     written["h5ad"] = out
     return written
+
+
+def _first_process() -> bool:
+    """Whether this is the first process of a multi-process prediction (once its processes run)."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def plot_umap(

@@ -12,6 +12,7 @@ from prep_helpers import sha256
 
 from cellformer.data.prepare import prepare
 from cellformer.data.prepared import PreparedData
+from cellformer.tokenize.binned import BinnedTokenizer
 from cellformer.tokenize.rank import RankTokenizer
 from cellformer.tokens import CLS, N_SPECIAL, SEP
 
@@ -31,8 +32,15 @@ def expected_tokens(prepared: PreparedData, matrices: dict[str, sp.csr_matrix], 
         aligned[:, np.flatnonzero(present)] = X[:, cols[present]]
         parts.append(sp.csr_matrix(aligned))
     X = sp.vstack(parts).tocsr()
-    tokenizer = RankTokenizer(max_genes=prepared.meta["config"]["max_genes"], normalize_total=normalize_total)
+    config = prepared.meta["config"]
+    tokenizer = RankTokenizer(max_genes=config["max_genes"], normalize_total=normalize_total)
     tokenizer.fit([X[prepared.splits["train"]]])
+    if config["tokenizer"] == "hybrid" and config["n_hvg"] < X.shape[1]:  # ranks only the HVGs
+        hvg = BinnedTokenizer(n_hvg=config["n_hvg"], flavor="seurat_v3" if normalize_total else "seurat")
+        hvg.fit([X[prepared.splits["train"]]])
+        kept = np.zeros(X.shape[1], dtype=bool)
+        kept[hvg.hvg] = True
+        tokenizer.medians = np.where(kept, tokenizer.medians, np.nan)
     np.testing.assert_allclose(tokenizer.medians, prepared.tokenizer().medians, rtol=1e-6, equal_nan=True)
     return tokenizer.transform(X)
 

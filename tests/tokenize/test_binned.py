@@ -29,7 +29,7 @@ from cellformer.tokenize.binned import (
     seurat_v3_scores,
 )
 from cellformer.tokenize.rank import RankTokenizer
-from cellformer.tokens import TokenizedCells
+from cellformer.tokens import CLS, N_SPECIAL, TokenizedCells
 
 SETTINGS = settings(max_examples=100, deadline=None)
 N_BINS = st.sampled_from([2, 3, 4, 7, 51])
@@ -280,3 +280,49 @@ def test_count_path_with_cell_totals_beyond_float32_precision(monkeypatch):
         lambda row, kk: dense_binned_row(row, np.arange(40), 11, kk), dense, 11, 40
     )
     assert as_lists(counts) == ids and as_lists(counts, values=True) == values
+
+
+def test_hybrid_ranks_only_the_highly_variable_genes(bladder_counts):
+    """With ``n_hvg`` below the file's genes the hybrid tokens are the full ranking with every other gene
+    left out (same order, same value bins: bins are still over all of the cell's nonzero genes), and the
+    genes kept are the binned tokenizer's seurat_v3 HVGs (one selection)."""
+    X, chunks = bladder_counts[:800], _chunks(bladder_counts[:800], 300)
+    hybrid = HybridTokenizer(max_genes=96, n_hvg=500)
+    hybrid.fit(chunks)
+    every = HybridTokenizer(max_genes=X.shape[1], n_hvg=None)
+    every.fit(chunks)
+    binned = BinnedTokenizer(n_hvg=500)
+    binned.fit(chunks)
+    kept = np.isfinite(hybrid.medians)
+    np.testing.assert_array_equal(np.flatnonzero(kept), binned.hvg)
+    np.testing.assert_array_equal(hybrid.medians[kept], every.medians[kept])
+
+    got, full = hybrid.transform(X), every.transform(X)
+    is_hvg = np.zeros(X.shape[1] + N_SPECIAL, dtype=bool)
+    is_hvg[binned.hvg + N_SPECIAL] = True
+    is_hvg[CLS] = True
+    n_shorter = 0
+    for i in range(X.shape[0]):
+        ids = full.ids[full.offsets[i] : full.offsets[i + 1]]
+        values = full.values[full.offsets[i] : full.offsets[i + 1]]
+        expected = is_hvg[ids]
+        want_ids, want_values = ids[expected][:97], values[expected][:97]
+        np.testing.assert_array_equal(got.ids[got.offsets[i] : got.offsets[i + 1]], want_ids)
+        np.testing.assert_array_equal(got.values[got.offsets[i] : got.offsets[i + 1]], want_values)
+        n_shorter += len(want_ids) < min(len(ids), 97)
+    assert n_shorter > 0  # the restriction changed some cells' tokens (not only the order of a few)
+
+
+def test_hybrid_n_hvg_at_or_above_the_genes_ranks_every_gene(bladder_counts, tmp_path):
+    X = bladder_counts[:300, :1500]
+    all_genes = HybridTokenizer(max_genes=64, n_hvg=1500)
+    all_genes.fit([X])
+    unrestricted = HybridTokenizer(max_genes=64, n_hvg=None)
+    unrestricted.fit([X])
+    np.testing.assert_array_equal(all_genes.medians, unrestricted.medians)
+    all_genes.save(tmp_path)
+    state = json.loads((tmp_path / "tokenizer.json").read_text())
+    assert (state["n_hvg"], state["flavor"]) == (1500, "seurat_v3")
+    assert HybridTokenizer.from_config(PrepareConfig(input_normalized=True)).flavor == "seurat"
+    with pytest.raises(ValueError, match="n_hvg must be positive"):
+        HybridTokenizer(n_hvg=0)

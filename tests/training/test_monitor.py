@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -67,3 +68,31 @@ def test_a_bad_monitor_is_refused(bladder_prepared: Path, tmp_path: Path, capsys
     assert exit_info.value.code == 2
     assert "invalid choice: 'val_f1' (choose from 'val_loss', 'val_macro_f1')" in capsys.readouterr().err
     assert not (tmp_path / "api").exists() and not (tmp_path / "cli").exists()
+
+
+def test_keep_last_keeps_the_weights_training_ended_with(bladder_prepared: Path, tmp_path: Path) -> None:
+    run = cellformer.train(
+        bladder_prepared, out=tmp_path / "run", **{**F1_RUN, "max_epochs": 4, "patience": 0, "keep": "last"}
+    )
+    rows = metrics(run)
+    assert len(rows) == 4
+    weights = load_file(str(run / "model.safetensors"))
+    last = model_state(run / "checkpoints" / "last.ckpt")
+    assert completed_epochs(run / "checkpoints" / "last.ckpt") == 4
+    assert weights.keys() == last.keys() and all(torch.equal(weights[k], last[k]) for k in weights)
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["keep"] == "last"
+    with pytest.raises(ConfigError, match="train keep must be best or last, got 'first'"):
+        TrainConfig(keep="first")
+
+
+def test_max_steps_ends_training_and_the_schedule_early(bladder_prepared: Path, tmp_path: Path) -> None:
+    run = cellformer.train(bladder_prepared, out=tmp_path / "run", **{**TINY, "max_epochs": 8, "max_steps": 30})
+    rows = metrics(run)
+    steps_per_epoch = -(-len(np.load(bladder_prepared / "splits.npz")["train"]) // TINY["batch_size"])
+    assert len(rows) == -(-30 // steps_per_epoch) < 8  # stopped by the step limit, not the epochs
+    # the cosine spans the 30 steps, not 8 epochs: the last epoch ends near lr x min_lr_fraction
+    assert float(rows[-1]["lr"]) < 0.15 * TINY["lr"]
+    assert json.loads((run / "config.json").read_text())["train"]["max_steps"] == 30
+    with pytest.raises(ConfigError, match="train max_steps must be positive"):
+        TrainConfig(max_steps=0)

@@ -1,4 +1,5 @@
-"""``cellformer predict RUN_DIR INPUT.h5ad --out OUTPUT.h5ad [--annotations-only] [--shard K/N]``."""
+"""``cellformer predict RUN_DIR INPUT.h5ad --out OUTPUT.h5ad [--annotations-only] [--shard K/N]
+[--accelerator gpu --devices N --num-nodes M]``."""
 
 from __future__ import annotations
 
@@ -42,7 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "Genes are matched by name. The input is read --chunk-size cells at a time and never held whole; "
             "the copy is the input file with the annotations added (--annotations-only writes them alone, "
             "with a CSV table; --shard K/N annotates one of N pieces, joined by `cellformer "
-            "merge-annotations`). A UMAP of the embeddings is written beside the output as OUTPUT_umap.png "
+            "merge-annotations`; --devices N --num-nodes M predict with a transformer in N x M processes "
+            "through Lightning, each taking a share of every chunk). A UMAP of the embeddings is written "
+            "beside the output as OUTPUT_umap.png "
             "(up to 50,000 cells unless --umap). The input file and the run directory are never modified."
         ),
     )
@@ -112,6 +115,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="annotate only the K-th of N contiguous pieces of the cells (annotations only), e.g. for a "
         "SLURM array job with K=$SLURM_ARRAY_TASK_ID; join the pieces with `cellformer merge-annotations`",
     )
+    parser.add_argument(
+        "--accelerator",
+        choices=("cpu", "gpu", "auto"),
+        default="auto",
+        help="where a transformer's forward pass runs: auto (the default) is a GPU where there is one, else "
+        "the CPU; gpu needs CUDA",
+    )
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes per node, one per device (%(default)s): above 1, Lightning starts this command again "
+        "once per extra device and each process predicts a share of every chunk; the first writes the "
+        "output (transformer runs only)",
+    )
+    parser.add_argument(
+        "--num-nodes",
+        type=int,
+        default=1,
+        metavar="M",
+        help="machines running --devices processes each, started by the scheduler as for `cellformer train` "
+        "(%(default)s)",
+    )
     umap = parser.add_mutually_exclusive_group()
     umap.add_argument(
         "--umap", action="store_true", default=None, help="draw the UMAP at any number of cells"
@@ -141,6 +168,10 @@ def run(args: argparse.Namespace) -> int:
         "input_transform": args.input_transform,
     }
     key = args.key_added
+    if args.devices * args.num_nodes > 1:
+        from cellformer.cli import quiet_lightning
+
+        quiet_lightning()
     written = predict_file(
         args.run_dir,
         args.input,
@@ -153,8 +184,13 @@ def run(args: argparse.Namespace) -> int:
         annotations_only=args.annotations_only,
         shard=args.shard,
         unknown_quantile=args.unknown_quantile,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        num_nodes=args.num_nodes,
         **{k: v for k, v in options.items() if v is not None},
     )
+    if not written:  # another process of a multi-process run: the first one reports
+        return 0
     adata = ad.read_h5ad(written["h5ad"], backed="r")
     obs = adata.obs
     n = adata.n_obs

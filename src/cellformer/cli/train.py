@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from cellformer.config import EMBEDDING_INITS, MONITORS, POOLINGS, ModelConfig, TrainConfig
+from cellformer.config import EMBEDDING_INITS, KEEPS, MONITORS, POOLINGS, ModelConfig, TrainConfig
 
 
 def add_parser(subparsers) -> None:
@@ -42,17 +42,20 @@ PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-t
 _METAVARS = {"bool": "BOOL", "int": "N", "float": "X", "str": "NAME"}
 _CHOICES = {
     "monitor": MONITORS,
+    "keep": KEEPS,
     "precision": PRECISIONS,
     "norm": ("pre", "post"),
     "pooling": POOLINGS,
     "embedding_init": EMBEDDING_INITS,
 }
-_TYPES = {"precision": str, "norm": str, "monitor": str, "pooling": str, "embedding_init": str}
+_TYPES = {"precision": str, "norm": str, "monitor": str, "keep": str, "pooling": str, "embedding_init": str}
 _HELP = {
     "precision": "Lightning precision; default: bf16-mixed on a GPU, 32-true on the CPU",
     "norm": "LayerNorm before (pre) or after (post) attention and feed-forward",
     "monitor": "validation metric for early stopping and the best checkpoint: val_loss (lowest) or "
     "val_macro_f1 (highest)",
+    "keep": "which weights the run keeps: best (the epoch with the best --monitor value) or last (the "
+    "weights when training ends)",
     "pooling": "what the classifier reads: the final <CLS> state (cls) or the mean of all token states (mean)",
     "embedding_init": "gene embeddings at the start: random, or svd (principal axes of the training cells' "
     "tokens; docs/accuracy.md)",

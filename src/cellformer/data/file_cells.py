@@ -43,8 +43,9 @@ class FileCells:
     ----------
     path
         The file.
-    layer, gene_key
-        The matrix (``None``: ``X``; ``"raw.X"``: ``adata.raw.X``) and the ``var`` column naming genes.
+    layer, gene_key, layer_origin
+        The matrix (``None``: ``X``; ``"raw.X"``: ``adata.raw.X``), the ``var`` column naming genes, and
+        where the layer came from (:class:`~cellformer.data.read.H5adReader`).
     extra_layers
         Layers each chunk carries besides (the previous-time-point profile).
     chunk_size
@@ -59,6 +60,7 @@ class FileCells:
         gene_key: str | None = None,
         extra_layers: tuple[str, ...] = (),
         chunk_size: int = 4096,
+        layer_origin: str | None = None,
     ) -> None:
         from anndata.io import read_elem
 
@@ -66,7 +68,7 @@ class FileCells:
         self.path = Path(path)
         self.layer = layer
         self.gene_key = gene_key
-        self.reader = H5adReader(self.path, layer, gene_key)
+        self.reader = H5adReader(self.path, layer, gene_key, layer_origin=layer_origin)
         self.matrices = self.reader.matrices()
         self.extra = {}
         for name in extra_layers:

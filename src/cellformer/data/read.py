@@ -89,10 +89,20 @@ class H5adReader:
         ``None`` for ``X``, a name in ``layers``, or ``"raw.X"`` for ``adata.raw.X``.
     gene_key
         A ``var`` column whose values name the genes instead of ``var_names``.
+    layer_origin
+        Where ``layer`` came from, for the error when the file lacks it (prediction: ``"given with
+        --layer"`` or ``"the one the model was trained on"``); ``None``: the user gave it.
     """
 
-    def __init__(self, path: str | Path, layer: str | None = None, gene_key: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        layer: str | None = None,
+        gene_key: str | None = None,
+        layer_origin: str | None = None,
+    ) -> None:
         self.path = Path(path)
+        self.layer_origin = layer_origin
         self.layer = layer
         self.gene_key = gene_key
         if self.path.is_dir():
@@ -145,9 +155,14 @@ class H5adReader:
         else:
             node = self._file.get(f"layers/{self.layer}")
             if node is None:
+                if self.layer_origin is None:
+                    raise InputError(
+                        f"layer '{self.layer}' not found in {self.path}; available layers: "
+                        f"{self._layers_text()} (omit --layer to use X)"
+                    )
                 raise InputError(
-                    f"layer '{self.layer}' not found in {self.path}; available layers: {self._layers_text()} "
-                    "(omit --layer to use X)"
+                    f"layer '{self.layer}' ({self.layer_origin}) not found in {self.path}; available layers: "
+                    f"{self._layers_text()}; pass --layer (layer= in Python) to choose another"
                 )
         self._var = self._group(var_name)
         self._node = node

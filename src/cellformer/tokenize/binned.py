@@ -443,12 +443,16 @@ class BinnedTokenizer(_ValueTokens):
 class HybridTokenizer(_ValueTokens):
     """Rank order with binned values: RankTokenizer's genes, in its order, each with a value id.
 
-    The genes and their order are exactly :class:`RankTokenizer`'s (top ``max_genes`` by
-    ``x / total / training median``); each gene's value id is its bin among *all* of the cell's
-    nonzero genes (``log1p(x / total * 1e4)``, quantile bins as in :class:`BinnedTokenizer`), so the
-    model sees the quantities scGPT keeps on the genes Geneformer would choose. With
-    ``normalize_total=False`` (normalized input) the ranking skips the per-cell normalization like
-    :class:`RankTokenizer`; the value bins always use ``log1p(x / total * 1e4)``.
+    The genes and their order are :class:`RankTokenizer`'s (top ``max_genes`` by
+    ``x / total / training median``) among the ``n_hvg`` highly variable genes of the training cells
+    (every gene when ``n_hvg`` is ``None`` or the file has fewer); each gene's value id is its bin among
+    *all* of the cell's nonzero genes (``log1p(x / total * 1e4)``, quantile bins as in
+    :class:`BinnedTokenizer`), so the model sees the quantities scGPT keeps on the genes Geneformer
+    would choose. Restricting the ranking to HVGs keeps genes detected by one or two counts in a few
+    cells (which the division by a small median lifts into the top ranks of a whole transcriptome)
+    out of the tokens (docs/accuracy.md, round 6). With ``normalize_total=False`` (normalized input)
+    the ranking skips the per-cell normalization like :class:`RankTokenizer`; the value bins always
+    use ``log1p(x / total * 1e4)``.
     """
 
     name = "hybrid"
@@ -459,25 +463,48 @@ class HybridTokenizer(_ValueTokens):
         n_bins: int = 51,
         medians: np.ndarray | None = None,
         normalize_total: bool = True,
+        n_hvg: int | None = 2000,
+        flavor: str = "seurat_v3",
     ) -> None:
         _check_bins(n_bins)
+        if n_hvg is not None and n_hvg <= 0:
+            raise ValueError(f"n_hvg must be positive, got {n_hvg}")
+        if flavor not in HVG_FLAVORS:
+            raise ValueError(f"unknown HVG flavor {flavor!r}; choose one of {', '.join(HVG_FLAVORS)}")
         self.rank = RankTokenizer(max_genes=max_genes, medians=medians, normalize_total=normalize_total)
         self.max_genes, self.n_bins = self.rank.max_genes, int(n_bins)
+        self.n_hvg = None if n_hvg is None else int(n_hvg)
+        self.flavor = flavor
 
     @property
     def medians(self) -> np.ndarray | None:
+        """Per-gene training medians; ``NaN`` for genes that never become tokens (not HVG, never seen)."""
         return self.rank.medians
 
     @classmethod
     def from_config(cls, config: PrepareConfig) -> HybridTokenizer:
-        """Genes as :meth:`RankTokenizer.from_config` chooses them, ``--n-bins`` value bins."""
+        """Genes as :meth:`RankTokenizer.from_config` chooses them among ``--n-hvg`` HVGs (``seurat``
+        HVGs for ``--input-normalized`` data), ``--n-bins`` value bins."""
         return cls(
-            max_genes=config.max_genes, n_bins=config.n_bins, normalize_total=not config.input_normalized
+            max_genes=config.max_genes,
+            n_bins=config.n_bins,
+            normalize_total=not config.input_normalized,
+            n_hvg=config.n_hvg,
+            flavor="seurat" if config.input_normalized else "seurat_v3",
         )
 
     def fit(self, chunks: Iterable[sp.csr_matrix], n_genes: int | None = None) -> None:
-        """Compute the rank tokenizer's gene medians (``chunks`` must be re-iterable)."""
+        """The rank tokenizer's gene medians, and the HVGs (``chunks`` must be re-iterable)."""
+        if n_genes is None:
+            n_genes = next(iter(chunks)).shape[1]
         self.rank.fit(chunks, n_genes)
+        if self.n_hvg is None or self.n_hvg >= n_genes:
+            return
+        score = seurat_v3_scores if self.flavor == "seurat_v3" else seurat_scores
+        keep = np.zeros(n_genes, dtype=bool)
+        keep[top_genes(score(chunks, n_genes), self.n_hvg)] = True
+        self.rank.medians = np.where(keep, self.rank.medians, np.nan)
+        logger.info("hybrid tokenizer: ranks %d HVGs (%s) of %d genes", self.n_hvg, self.flavor, n_genes)
 
     def _block(self, X: sp.csr_matrix, k: int) -> Block:
         totals = kernels.row_totals(X.indptr, X.data, kernels.exact_below(X.data.dtype))
@@ -501,6 +528,8 @@ class HybridTokenizer(_ValueTokens):
             "max_genes": self.max_genes,
             "n_bins": self.n_bins,
             "normalize_total": self.rank.normalize_total,
+            "n_hvg": self.n_hvg,
+            "flavor": self.flavor,
             **self._value_layout(),
         }
         (directory / "tokenizer.json").write_text(json.dumps(state, indent=2))
@@ -515,4 +544,6 @@ class HybridTokenizer(_ValueTokens):
             n_bins=state["n_bins"],
             medians=medians,
             normalize_total=state.get("normalize_total", True),
+            n_hvg=state.get("n_hvg"),  # absent: saved before HVG ranking, every gene ranked
+            flavor=state.get("flavor", "seurat_v3"),
         )

@@ -176,7 +176,7 @@ def _fit(out, prepared, datamodule, model_config, train_config, run_config, resu
     from cellformer.training.context_dropout import ContextDropout
     from cellformer.training.log import EpochLog
     from cellformer.training.module import CellClassifierModule
-    from cellformer.training.trainer import build_trainer
+    from cellformer.training.trainer import build_trainer, epochs_to_train
 
     pl.seed_everything(train_config.seed, workers=True, verbose=False)
     validate = len(datamodule.val_rows) > 0
@@ -217,7 +217,10 @@ def _fit(out, prepared, datamodule, model_config, train_config, run_config, resu
         f"{module.model.num_parameters():,}",
         model_config.max_length,
     )
-    trainer, checkpoint, early_stopping = build_trainer(out, train_config, validate=validate)
+    epochs = epochs_to_train(
+        train_config, datamodule.steps_per_epoch(train_config.devices * train_config.num_nodes)
+    )
+    trainer, checkpoint, early_stopping = build_trainer(out, train_config, validate=validate, max_epochs=epochs)
     run_config["execution"] = execution_record(trainer)  # what Lightning runs (e.g. its precision)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")

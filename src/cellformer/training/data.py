@@ -85,6 +85,12 @@ class CellDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    def steps_per_epoch(self, world_size: int) -> int:
+        """Optimizer steps in one training epoch on each of ``world_size`` processes."""
+        lengths = TokenDataset(self.prepared.store, self.train_rows, None, self.max_length).lengths()
+        batches = LengthBucketSampler(lengths, self.batch_size, shuffle=True, seed=self.seed)
+        return len(ShardedBatchSampler(batches, 0, world_size, even=True))
+
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_rows, shuffle=True)
 

@@ -65,8 +65,14 @@ class TransformerRun:
         self.config = config
         self.model = model.eval()
         self.classes = classes
+        # where this process predicts (the weights move there at the first prediction, so the processes of
+        # a multi-device prediction, which Lightning places, never touch this device)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model.to(self.device)
+
+    def use_device(self, device: torch.device | None) -> None:
+        """Predict on ``device`` from now on (``None``: the one chosen at loading, a GPU if there is one)."""
+        if device is not None:
+            self.device = device
 
     @property
     def model_config(self) -> ModelConfig:
@@ -125,6 +131,7 @@ class TransformerRun:
     def _run(self, dataset, batch_size: int, *, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
         from tqdm.auto import tqdm
 
+        self.model.to(self.device)
         n = len(dataset)
         logits = np.zeros((n, self.model_config.n_classes), np.float32)
         embeddings = np.zeros((n, self.model_config.d_model), np.float32)

@@ -51,13 +51,15 @@ def check_execution(config: TrainConfig) -> None:
 
 
 def build_trainer(
-    out: Path, config: TrainConfig, *, validate: bool
+    out: Path, config: TrainConfig, *, validate: bool, max_epochs: int | None = None
 ) -> tuple[pl.Trainer, ModelCheckpoint, EarlyStopping | None]:
+    """The Trainer, its checkpoint callback and its early stopping (``None`` when off). ``max_epochs``
+    replaces ``config.max_epochs`` (:func:`epochs_to_train` applies ``max_steps``)."""
     mode = "min" if config.monitor == "val_loss" else "max"  # val_macro_f1: higher is better
     checkpoint = ModelCheckpoint(
         dirpath=out / "checkpoints",
         filename="best",
-        monitor=config.monitor if validate else None,
+        monitor=config.monitor if validate and config.keep == "best" else None,
         mode=mode,
         save_top_k=1,
         save_last=True,
@@ -78,7 +80,7 @@ def build_trainer(
     if precision(config).startswith("bf16") or config.accelerator in ("gpu", "cuda"):
         torch.set_float32_matmul_precision("high")
     try:
-        trainer = _trainer(out, config, validate, callbacks)
+        trainer = _trainer(out, config, validate, callbacks, max_epochs or config.max_epochs)
     except (ValueError, TypeError, RuntimeError, ImportError, MisconfigurationException) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ConfigError(
@@ -88,14 +90,24 @@ def build_trainer(
     return trainer, checkpoint, early_stopping
 
 
-def _trainer(out: Path, config: TrainConfig, validate: bool, callbacks: list[pl.Callback]) -> pl.Trainer:
+def epochs_to_train(config: TrainConfig, steps_per_epoch: int) -> int:
+    """``max_epochs``, or fewer when ``max_steps`` ends training first: the step limit rounded up to
+    whole epochs, so the last epoch is validated and checkpointed like the others."""
+    if config.max_steps is None:
+        return config.max_epochs
+    return min(config.max_epochs, max(1, -(-config.max_steps // max(1, steps_per_epoch))))
+
+
+def _trainer(
+    out: Path, config: TrainConfig, validate: bool, callbacks: list[pl.Callback], max_epochs: int
+) -> pl.Trainer:
     return pl.Trainer(
         accelerator=config.accelerator,
         devices=config.devices,
         num_nodes=config.num_nodes,
         strategy=config.strategy,
         precision=precision(config),
-        max_epochs=config.max_epochs,
+        max_epochs=max_epochs,
         gradient_clip_val=config.grad_clip,
         callbacks=callbacks,
         logger=_wandb_logger(out, config) if config.wandb else False,
