@@ -23,7 +23,7 @@ STAGES: list[tuple[str, ...]] = [
     ("baselines",),
     ("unknown_scores", "unknown", "calibrate_run"),
     ("evaluation", "unknown_report"),
-    ("prediction",),
+    ("annotations", "prediction"),  # annotations: writing prediction's results (copy, pieces, merge)
     ("datasets", "presets", "demo_workflow", "cli", "__init__", "__main__"),
 ]
 

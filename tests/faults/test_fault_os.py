@@ -60,19 +60,19 @@ def test_prepare_permission_denied_is_one_line(cli, small_h5ad, tmp_path, monkey
 
 
 def test_predict_disk_full_removes_the_umap_plot(cli, small_run, small_h5ad, tmp_path, monkeypatch):
-    import anndata as ad
+    import shutil
 
     import cellformer.prediction as prediction
 
-    def quick_plot(adata, path, *, key_added="cellformer", seed=0):  # UMAP itself is not under test
+    def quick_plot(adata, path, *, key_added="cellformer", seed=0, labels=None):  # UMAP is not under test
         Path(path).write_bytes(b"\x89PNG")
         return Path(path)
 
-    def full(self, filename=None, **kwargs):
-        raise disk_full(filename)
+    def full(source, destination, **kwargs):  # the annotated copy starts as a copy of the input file
+        raise disk_full(destination)
 
     monkeypatch.setattr(prediction, "plot_umap", quick_plot)
-    monkeypatch.setattr(ad.AnnData, "write_h5ad", full)
+    monkeypatch.setattr(shutil, "copyfile", full)
     out = tmp_path / "annotated.h5ad"
     line = error_line(*cli("predict", small_run, small_h5ad, "--out", out))
     assert "no space left" in line and str(out) in line, line
@@ -80,12 +80,12 @@ def test_predict_disk_full_removes_the_umap_plot(cli, small_run, small_h5ad, tmp
 
 
 def test_predict_read_only_location(cli, small_run, small_h5ad, tmp_path, monkeypatch):
-    import anndata as ad
+    import shutil
 
-    def read_only(self, filename=None, **kwargs):
-        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(filename))
+    def read_only(source, destination, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(destination))
 
-    monkeypatch.setattr(ad.AnnData, "write_h5ad", read_only)
+    monkeypatch.setattr(shutil, "copyfile", read_only)
     out = tmp_path / "annotated.h5ad"
     line = error_line(*cli("predict", small_run, small_h5ad, "--out", out, "--no-umap"))
     assert "read-only" in line and str(out) in line and "writable" in line, line
