@@ -87,7 +87,9 @@ def test_keep_last_keeps_the_weights_training_ended_with(bladder_prepared: Path,
 
 
 def test_max_steps_ends_training_and_the_schedule_early(bladder_prepared: Path, tmp_path: Path) -> None:
-    run = cellformer.train(bladder_prepared, out=tmp_path / "run", **{**TINY, "max_epochs": 8, "max_steps": 30})
+    run = cellformer.train(
+        bladder_prepared, out=tmp_path / "run", **{**TINY, "max_epochs": 8, "max_steps": 30}
+    )
     rows = metrics(run)
     steps_per_epoch = -(-len(np.load(bladder_prepared / "splits.npz")["train"]) // TINY["batch_size"])
     assert len(rows) == -(-30 // steps_per_epoch) < 8  # stopped by the step limit, not the epochs

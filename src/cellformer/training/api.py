@@ -220,7 +220,9 @@ def _fit(out, prepared, datamodule, model_config, train_config, run_config, resu
     epochs = epochs_to_train(
         train_config, datamodule.steps_per_epoch(train_config.devices * train_config.num_nodes)
     )
-    trainer, checkpoint, early_stopping = build_trainer(out, train_config, validate=validate, max_epochs=epochs)
+    trainer, checkpoint, early_stopping = build_trainer(
+        out, train_config, validate=validate, max_epochs=epochs
+    )
     run_config["execution"] = execution_record(trainer)  # what Lightning runs (e.g. its precision)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
