@@ -140,9 +140,10 @@ def heldout_scores(prepared: Path, options: dict[str, Any], seed: int) -> dict[s
 
     if not selects_checkpoint(options):
         return transformer_scores(prepared, options, seed, "val")
-    runs = [transformer_scores(copy, options, seed, "test") for copy in halves(prepared)]
+    copies = halves(prepared)
+    runs = [transformer_scores(copy, options, seed, "test") for copy in copies]
     y_true, y_pred = [], []
-    for copy in halves(prepared):
+    for copy in copies:
         with np.load(copy / f"transformer-{digest(options)}-seed{seed}" / "predictions" / "test.npz") as npz:
             y_true.append(npz["y_true"])
             y_pred.append(npz["logits"].argmax(axis=1))

@@ -227,11 +227,10 @@ def check_devices(accelerator: str, devices: int, num_nodes: int) -> int:
     """Refuse devices prediction cannot run on (in one line); returns the number of processes."""
     if accelerator not in ACCELERATORS:
         raise ConfigError(f"--accelerator {accelerator} (accelerator= in Python) must be cpu, gpu or auto")
-    for flag, name, what in (
-        ("--devices", "devices", "processes per node"),
-        ("--num-nodes", "num_nodes", "nodes"),
+    for flag, name, what, value in (
+        ("--devices", "devices", "processes per node", devices),
+        ("--num-nodes", "num_nodes", "nodes", num_nodes),
     ):
-        value = devices if name == "devices" else num_nodes
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(
                 f"{flag} {value} ({name}= in Python) must be a positive number of {what}; 1 is the default"

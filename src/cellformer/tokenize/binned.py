@@ -46,6 +46,27 @@ TARGET_SUM = 1e4
 HVG_FLAVORS = ("seurat_v3", "seurat")
 
 
+def check_flavor(flavor: str) -> None:
+    if flavor not in HVG_FLAVORS:
+        raise ValueError(f"unknown HVG flavor {flavor!r}; choose one of {', '.join(HVG_FLAVORS)}")
+
+
+def flavor_for(config: PrepareConfig) -> str:
+    """The HVG flavor for a prepare config: ``seurat_v3`` on counts, ``seurat`` on ``--input-normalized``."""
+    return "seurat" if config.input_normalized else "seurat_v3"
+
+
+def highly_variable_genes(
+    chunks: Iterable[sp.csr_matrix], n_genes: int, n_hvg: int, flavor: str
+) -> np.ndarray:
+    """Column indices (sorted) of the ``n_hvg`` most variable of ``n_genes`` genes (every gene when there
+    are no more), scanpy's ``flavor`` computed streaming over ``chunks`` (re-iterable)."""
+    if n_hvg >= n_genes:
+        return np.arange(n_genes, dtype=np.int64)
+    score = seurat_v3_scores if flavor == "seurat_v3" else seurat_scores
+    return top_genes(score(chunks, n_genes), n_hvg)
+
+
 # --------------------------------------------------------------------------- binning
 
 
@@ -355,8 +376,7 @@ class BinnedTokenizer(_ValueTokens):
         if n_hvg <= 0 or max_genes <= 0:
             raise ValueError(f"n_hvg and max_genes must be positive, got {n_hvg} and {max_genes}")
         _check_bins(n_bins)
-        if flavor not in HVG_FLAVORS:
-            raise ValueError(f"unknown HVG flavor {flavor!r}; choose one of {', '.join(HVG_FLAVORS)}")
+        check_flavor(flavor)
         self.n_hvg, self.n_bins, self.max_genes, self.flavor = int(n_hvg), int(n_bins), int(max_genes), flavor
         self.hvg = None if hvg is None else np.asarray(hvg, dtype=np.int64)
         self.n_genes = n_genes
@@ -368,7 +388,7 @@ class BinnedTokenizer(_ValueTokens):
             n_hvg=config.n_hvg,
             n_bins=config.n_bins,
             max_genes=config.max_genes,
-            flavor="seurat" if config.input_normalized else "seurat_v3",
+            flavor=flavor_for(config),
         )
 
     def fit(self, chunks: Iterable[sp.csr_matrix], n_genes: int | None = None) -> None:
@@ -376,11 +396,7 @@ class BinnedTokenizer(_ValueTokens):
         if n_genes is None:
             n_genes = next(iter(chunks)).shape[1]
         self.n_genes = int(n_genes)
-        if self.n_hvg >= n_genes:
-            self.hvg = np.arange(n_genes, dtype=np.int64)
-        else:
-            score = seurat_v3_scores if self.flavor == "seurat_v3" else seurat_scores
-            self.hvg = top_genes(score(chunks, n_genes), self.n_hvg)
+        self.hvg = highly_variable_genes(chunks, n_genes, self.n_hvg, self.flavor)
         logger.info("binned tokenizer: %d HVGs (%s) of %d genes", len(self.hvg), self.flavor, n_genes)
 
     def _require_fitted(self) -> np.ndarray:
@@ -469,8 +485,7 @@ class HybridTokenizer(_ValueTokens):
         _check_bins(n_bins)
         if n_hvg is not None and n_hvg <= 0:
             raise ValueError(f"n_hvg must be positive, got {n_hvg}")
-        if flavor not in HVG_FLAVORS:
-            raise ValueError(f"unknown HVG flavor {flavor!r}; choose one of {', '.join(HVG_FLAVORS)}")
+        check_flavor(flavor)
         self.rank = RankTokenizer(max_genes=max_genes, medians=medians, normalize_total=normalize_total)
         self.max_genes, self.n_bins = self.rank.max_genes, int(n_bins)
         self.n_hvg = None if n_hvg is None else int(n_hvg)
@@ -490,7 +505,7 @@ class HybridTokenizer(_ValueTokens):
             n_bins=config.n_bins,
             normalize_total=not config.input_normalized,
             n_hvg=config.n_hvg,
-            flavor="seurat" if config.input_normalized else "seurat_v3",
+            flavor=flavor_for(config),
         )
 
     def fit(self, chunks: Iterable[sp.csr_matrix], n_genes: int | None = None) -> None:
@@ -500,9 +515,8 @@ class HybridTokenizer(_ValueTokens):
         self.rank.fit(chunks, n_genes)
         if self.n_hvg is None or self.n_hvg >= n_genes:
             return
-        score = seurat_v3_scores if self.flavor == "seurat_v3" else seurat_scores
         keep = np.zeros(n_genes, dtype=bool)
-        keep[top_genes(score(chunks, n_genes), self.n_hvg)] = True
+        keep[highly_variable_genes(chunks, n_genes, self.n_hvg, self.flavor)] = True
         self.rank.medians = np.where(keep, self.rank.medians, np.nan)
         logger.info("hybrid tokenizer: ranks %d HVGs (%s) of %d genes", self.n_hvg, self.flavor, n_genes)
 

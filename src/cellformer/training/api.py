@@ -217,9 +217,10 @@ def _fit(out, prepared, datamodule, model_config, train_config, run_config, resu
         f"{module.model.num_parameters():,}",
         model_config.max_length,
     )
-    epochs = epochs_to_train(
-        train_config, datamodule.steps_per_epoch(train_config.devices * train_config.num_nodes)
-    )
+    epochs = train_config.max_epochs
+    if train_config.max_steps is not None:  # the step limit, in whole epochs
+        world = train_config.devices * train_config.num_nodes
+        epochs = epochs_to_train(train_config, datamodule.steps_per_epoch(world))
     trainer, checkpoint, early_stopping = build_trainer(
         out, train_config, validate=validate, max_epochs=epochs
     )

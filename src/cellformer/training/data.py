@@ -72,14 +72,17 @@ class CellDataModule(pl.LightningDataModule):
         self.train_rows = labelled_rows(prepared, "train")
         self.val_rows = labelled_rows(prepared, "val")
 
+    def _batches(self, dataset: TokenDataset, shuffle: bool, rank: int, world: int) -> ShardedBatchSampler:
+        buckets = LengthBucketSampler(dataset.lengths(), self.batch_size, shuffle=shuffle, seed=self.seed)
+        return ShardedBatchSampler(buckets, rank, world, even=shuffle)
+
     def _loader(self, rows: np.ndarray, shuffle: bool) -> DataLoader:
         dataset = TokenDataset(self.prepared.store, rows, np.asarray(self.prepared.labels), self.max_length)
-        buckets = LengthBucketSampler(dataset.lengths(), self.batch_size, shuffle=shuffle, seed=self.seed)
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         return DataLoader(
             dataset,
-            batch_sampler=ShardedBatchSampler(buckets, rank, world, even=shuffle),
+            batch_sampler=self._batches(dataset, shuffle, rank, world),
             collate_fn=collate_tokens,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -87,9 +90,8 @@ class CellDataModule(pl.LightningDataModule):
 
     def steps_per_epoch(self, world_size: int) -> int:
         """Optimizer steps in one training epoch on each of ``world_size`` processes."""
-        lengths = TokenDataset(self.prepared.store, self.train_rows, None, self.max_length).lengths()
-        batches = LengthBucketSampler(lengths, self.batch_size, shuffle=True, seed=self.seed)
-        return len(ShardedBatchSampler(batches, 0, world_size, even=True))
+        dataset = TokenDataset(self.prepared.store, self.train_rows, None, self.max_length)
+        return len(self._batches(dataset, True, 0, world_size))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_rows, shuffle=True)
