@@ -74,6 +74,8 @@ def prepared_dir(dataset: Dataset, options: dict[str, Any], work: Path) -> Path:
     merged = {**dataset.options, **options}
     out = work / dataset.name / f"prepared-{digest(merged)}"
     if not (out / "meta.json").exists():
+        if "unlabelled" in merged:  # prepare.unlabelled=FILE[,FILE]: files in the data folder
+            merged["unlabelled"] = [DATA / name for name in str(merged["unlabelled"]).split(",")]
         cellformer.prepare(DATA / dataset.file, out=out, overwrite=True, **merged)
     return out
 
@@ -110,9 +112,10 @@ def halves(prepared: Path) -> tuple[Path, Path]:
                 ignore=shutil.ignore_patterns("baseline-*", "transformer-*", "manifest.json"),
             )
             (copy / "splits.npz").unlink()  # hard-linked: never write through to the original
-            np.savez(copy / "splits.npz", train=splits["train"], val=val, test=test)
+            halved = {**splits, "val": val, "test": test}  # any other split (unlabelled) as it was
+            np.savez(copy / "splits.npz", **halved)
             meta = json.loads((copy / "meta.json").read_text())
-            meta["splits"]["sizes"] = {"train": len(splits["train"]), "val": len(val), "test": len(test)}
+            meta["splits"]["sizes"] = {key: len(rows) for key, rows in halved.items()}
             meta["splits"]["strategy"] = (
                 f"bench/accuracy.py --split heldout: {prepared.name}'s val, half {name}"
             )

@@ -351,6 +351,10 @@ class TrainConfig(_Config):
     # smoothing
     gene_dropout: float = 0.4
     label_smoothing: float = 0.1
+    # token-set mixup (cellformer.training.mixup): each training cell keeps a Beta(a, a) share of its
+    # gene tokens, takes the rest from another cell of the batch, and a label mixed in proportion
+    # (0: off)
+    mixup_alpha: float = 0.0
     # gene embeddings at the start of training: "random" or "svd" (principal axes of the training cells'
     # token matrix, cellformer.training.embedding_init)
     embedding_init: str = "svd"
@@ -363,6 +367,10 @@ class TrainConfig(_Config):
     # loss added is masked_gene_weight x its cross-entropy (0: off)
     masked_gene_weight: float = 0.0
     masked_gene_fraction: float = 0.15
+    # masked-gene pretraining (cellformer.training.pretrain): this many epochs of the masked-gene
+    # objective alone, on the training cells and prepare's --unlabelled cells, before the classifier is
+    # trained (0: none)
+    pretrain_epochs: int = 0
     # an exponential moving average of the weights, updated after every optimizer step with this decay,
     # is what validation, the best checkpoint and model.safetensors hold (Lightning's EMAWeightAveraging;
     # 0: off, the raw weights)
@@ -423,6 +431,10 @@ class TrainConfig(_Config):
             f"train label_smoothing must be in [0, 1), got {self.label_smoothing}",
         )
         _require(
+            self.mixup_alpha >= 0,
+            f"train mixup_alpha must be >= 0 (0: no mixup), got {self.mixup_alpha}",
+        )
+        _require(
             self.embedding_init in EMBEDDING_INITS,
             f"train embedding_init must be {' or '.join(EMBEDDING_INITS)}, got {self.embedding_init!r}",
         )
@@ -433,6 +445,10 @@ class TrainConfig(_Config):
         _require(
             self.masked_gene_weight >= 0,
             f"train masked_gene_weight must be >= 0, got {self.masked_gene_weight}",
+        )
+        _require(
+            self.pretrain_epochs >= 0,
+            f"train pretrain_epochs must be >= 0 (0: no pretraining), got {self.pretrain_epochs}",
         )
         _require(
             0 < self.masked_gene_fraction < 1,

@@ -51,6 +51,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help=_help("allow_many_classes"),
     )
     parser.add_argument("--test", help="separate .h5ad split into validation/test (60/40 by default)")
+    parser.add_argument(
+        "--unlabelled",
+        nargs="+",
+        default=[],
+        metavar="H5AD",
+        help="h5ad files of cells without labels (e.g. more cells of the same tissue): QC'd, aligned to the "
+        "input's genes and tokenized into the split 'unlabelled' for train --pretrain-epochs",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
     data = parser.add_argument_group("input matrix")
@@ -170,5 +178,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--previous auto derives the previous profile from a time column: give --time-key")
     config = config_from_args(args)
     # the library logs the one summary line (cells, genes, classes, output directory, split sizes)
-    prepare_with_config(args.input, out=args.out, config=config, test=args.test, overwrite=args.overwrite)
+    prepare_with_config(
+        args.input,
+        out=args.out,
+        config=config,
+        test=args.test,
+        unlabelled=args.unlabelled,
+        overwrite=args.overwrite,
+    )
     return 0

@@ -61,6 +61,12 @@ _HELP = {
     "tokens; docs/accuracy.md)",
     "gene_dropout": "probability of dropping each gene token of a training cell in each step (augmentation)",
     "label_smoothing": "cross-entropy label smoothing",
+    "pretrain_epochs": "epochs of masked-gene pretraining of the encoder on the training cells and "
+    "prepare's --unlabelled cells, before the classifier is trained (0: none)",
+    "masked_gene_fraction": "share of gene tokens hidden by the masked-gene objective (pretraining and "
+    "--masked-gene-weight)",
+    "mixup_alpha": "token-set mixup: each training cell keeps a Beta(X, X) share of its gene tokens and "
+    "takes the rest, with a mixed label, from another cell of the batch (0: off)",
     "ema_decay": "validate, checkpoint and save an exponential moving average of the weights with this "
     "per-step decay (0: off)",
     "context_dropout": "probability of replacing each training cell's context token (--batch-key / "

@@ -117,18 +117,24 @@ def _examples(names: np.ndarray) -> str:
     return f"e.g. {shown}" + (", ..." if len(names) > _EXAMPLES else "")
 
 
-def check_inputs(train: Any, test: Any | None) -> dict[str, Any]:
+def check_inputs(train: Any, test: Any | None, unlabelled: list[Any] = ()) -> dict[str, Any]:
     """Before any tokenizing: refuse a ``--test`` file that is the input itself; count the ``--test``
-    cells named like training cells; report duplicate names inside each file. ``train`` / ``test`` are
-    prepare's loaded inputs."""
+    cells named like training cells; report duplicate names inside each file. ``train`` / ``test`` /
+    ``unlabelled`` are prepare's loaded inputs."""
     if test is not None and test.sha256 == train.sha256:
         raise InputError(
             f"the --test file {test.reader.path} is the training input {train.reader.path} itself (same "
             "SHA-256): its validation and test cells would all be training cells; give a file of other "
             "cells, or omit --test to split the input into train/val/test"
         )
+    for item in unlabelled:
+        if item.sha256 in (train.sha256, None if test is None else test.sha256):
+            raise InputError(
+                f"the --unlabelled file {item.reader.path} is a labelled input itself (same SHA-256): "
+                "pretraining would see the validation and test cells; give a file of other cells"
+            )
     report: dict[str, Any] = {"method": HASH_METHOD, "files": {}}
-    items = [train] if test is None else [train, test]
+    items = [train] + ([] if test is None else [test]) + list(unlabelled)
     for item in items:
         names = np.asarray(item.reader.obs_names()[item.kept]).astype(str)
         unique, counts = np.unique(names, return_counts=True)
@@ -161,7 +167,7 @@ def check_contents(
     files have; report test cells named like training cells, exact copies inside a file and how many
     validation/test cells have a copy in the training split."""
     hashes = cell_hashes.per_file
-    if len(inputs) > 1:
+    if len(inputs) > 1 and inputs[1].role == "test":
         test_hashes = hashes[1]
         same = np.isin(test_hashes, cell_hashes.train_shared)
         report["same_content"] = int(same.sum())
@@ -195,6 +201,20 @@ def check_contents(
         unique, inverse, counts = np.unique(file_hashes, return_inverse=True, return_counts=True)
         copies = counts[inverse] > 1
         n_copies = int((counts[counts > 1] - 1).sum())
+        if item.role == "unlabelled":  # its cells are pretraining input: are any of them evaluated cells?
+            evaluated_all = np.concatenate(hashes)[np.isin(split_of, ["val", "test"])]
+            seen = int(np.isin(file_hashes, evaluated_all).sum())
+            report["files"].setdefault(item.source, {}).update(copies_of_eval_cells=seen)
+            if seen:
+                log.warning(
+                    "%s: %d of its %d unlabelled cells are exact copies of validation/test cells; "
+                    "pretraining on them sees those cells' expression (not their labels): remove them from "
+                    "the --unlabelled file for an unbiased evaluation",
+                    item.reader.path,
+                    seen,
+                    len(file_hashes),
+                )
+            continue
         train_set = np.unique(file_hashes[where == "train"])
         evaluated = np.isin(where, ["val", "test"])
         inflated = int((evaluated & copies & np.isin(file_hashes, train_set)).sum())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ def prepare(
     out: str | Path,
     label_key: str = "cell_type",
     test: str | Path | None = None,
+    unlabelled: Sequence[str | Path] = (),
     overwrite: bool = False,
     **options: Any,
 ) -> PreparedData:
@@ -65,6 +67,10 @@ def prepare(
         ``obs`` column with the cell-type labels (strings, categoricals or integers).
     test
         A separate ``.h5ad`` split 60/40 into validation/test; its genes are aligned to ``input``'s.
+    unlabelled
+        ``.h5ad`` files of cells without labels (no label column needed), QC'd, aligned to ``input``'s
+        genes and tokenized like the rest into the split ``unlabelled``, for ``train --pretrain-epochs``
+        (masked-gene pretraining on the training and these cells). Best: cells of the same tissue.
     overwrite
         Replace an existing ``out`` (only once the new one is complete).
     **options
@@ -77,14 +83,16 @@ def prepare(
     The prepared dataset, opened read-only.
     """
     config = PrepareConfig.from_dict({"label_key": label_key, **options})
-    return prepare_with_config(input, out=out, config=config, test=test, overwrite=overwrite)
+    return prepare_with_config(
+        input, out=out, config=config, test=test, unlabelled=unlabelled, overwrite=overwrite
+    )
 
 
 @dataclasses.dataclass
 class _Input:
     """One input file after validation and QC."""
 
-    role: str  # "train" (the main input) or "test" (the --test file)
+    role: str  # "train" (the main input), "test" (the --test file) or "unlabelled" (--unlabelled files)
     reader: H5adReader
     sha256: str
     labels: np.ndarray  # str per file row (None where missing)
@@ -103,11 +111,18 @@ def prepare_with_config(
     out: str | Path,
     config: PrepareConfig,
     test: str | Path | None = None,
+    unlabelled: Sequence[str | Path] = (),
     overwrite: bool = False,
 ) -> PreparedData:
     """:func:`prepare` with a ready :class:`PrepareConfig`."""
     out = Path(out)
-    for path in (input, test):
+    unlabelled = [Path(path) for path in unlabelled]
+    if unlabelled and config.time_key is not None:
+        raise ConfigError(
+            "--unlabelled cannot be combined with --time-key (unlabelled cells have no ancestors here); "
+            "prepare the time course without --unlabelled"
+        )
+    for path in (input, test, *unlabelled):
         if path is not None and Path(path).resolve().is_relative_to(out.resolve()):
             raise ConfigError(f"--out {out} would contain or replace the input {path}; choose another --out")
     if out.exists() and not overwrite:
@@ -124,20 +139,29 @@ def prepare_with_config(
         inputs = [_load_input(Path(input), "train", config, stack)]
         if test is not None:
             inputs.append(_load_input(Path(test), "test", config, stack))
+        inputs += [_load_input(path, "unlabelled", config, stack) for path in unlabelled]
         _name_sources(inputs)
         train_in = inputs[0]
-        leakage_report = leakage.check_inputs(train_in, inputs[1] if len(inputs) > 1 else None)
+        labelled = [item for item in inputs if item.role != "unlabelled"]
+        test_in = labelled[1] if len(labelled) > 1 else None
+        leakage_report = leakage.check_inputs(
+            train_in, test_in, [i for i in inputs if i.role == "unlabelled"]
+        )
 
         vocab, gene_report = _vocabulary(train_in, config)
         views, overlap = _views(inputs, vocab, config)
 
-        splits, split_report = _split(inputs, config)
-        labels = np.concatenate([item.labels[item.kept] for item in inputs])
+        splits, split_report = _split(labelled, config)
+        labels = np.concatenate([item.labels[item.kept] for item in labelled])
         classes, unseen, label_ids = _classes(labels, splits["train"], train_in)
-        if test is not None:  # labels named another way (1..16 vs class_1..16): every test cell "unseen"
-            check_test_labels(
-                classes, inputs[1].labels[inputs[1].kept], inputs[1].reader.path, config.label_key
-            )
+        if test_in is not None:  # labels named another way (1..16 vs class_1..16): every test cell "unseen"
+            check_test_labels(classes, test_in.labels[test_in.kept], test_in.reader.path, config.label_key)
+        n_unlabelled = sum(len(item.kept) for item in inputs if item.role == "unlabelled")
+        if n_unlabelled:  # after every labelled cell, label -1 (cellformer.training.data.labelled_rows)
+            splits["unlabelled"] = np.arange(len(labels), len(labels) + n_unlabelled, dtype=np.int64)
+            split_report["sizes"] = {name: int(len(rows)) for name, rows in splits.items()}
+            labels = np.concatenate([labels, np.full(n_unlabelled, None, dtype=object)])
+            label_ids = np.concatenate([label_ids, np.full(n_unlabelled, -1, dtype=np.int64)])
 
         times = None  # --time-key: previous profiles from ancestor cells (cellformer.data.ancestors)
         if config.time_key is not None:
@@ -260,7 +284,10 @@ def _load_input(path: Path, role: str, config: PrepareConfig, stack: contextlib.
     reader = stack.enter_context(H5adReader(path, layer=config.layer, gene_key=config.gene_key))
     if reader.n_obs == 0 or reader.n_vars == 0:
         raise InputError(f"{path} is empty ({reader.n_obs} cells x {reader.n_vars} genes)")
-    labels = labels_as_strings(reader.obs_column(config.label_key), path, config.label_key)
+    if role == "unlabelled":  # no label column needed; every cell counts as present
+        labels = np.full(reader.n_obs, None, dtype=object)
+    else:
+        labels = labels_as_strings(reader.obs_column(config.label_key), path, config.label_key)
     if role == "train":  # before any work: n_counts or cell ids as labels
         check_class_count(labels, path, config.label_key, allow_many=config.allow_many_classes)
     covariates = {key: reader.obs_column(key) for key in config.covariate_keys}  # missing: fail now
@@ -299,7 +326,7 @@ def _load_input(path: Path, role: str, config: PrepareConfig, stack: contextlib.
     )
 
     n = reader.n_obs
-    has_label = np.array([label is not None for label in labels], dtype=bool)
+    has_label = np.array([label is not None or role == "unlabelled" for label in labels], dtype=bool)
     steps = [qc.step("missing_label", True, removed_cells=int((~has_label).sum()))]
     too_few = scan.n_genes < min_genes
     steps.append(
@@ -390,18 +417,20 @@ def _views(
     """Each file's kept cells aligned to ``vocab``; a test file must share enough genes."""
     views, overlap = [], None
     for item in inputs:
-        if item.role == "test":
-            overlap = gene_overlap(
+        if item.role != "train":
+            shared = gene_overlap(
                 vocab, item.genes, path=item.reader.path, min_overlap=config.min_gene_overlap
             )
-            share = 100 * overlap["fraction"]
             log.info(
-                "test file %s: %d of %d training genes present (%.1f%%)",
+                "%s file %s: %d of %d training genes present (%.1f%%)",
+                item.role,
                 item.source,
-                overlap["shared"],
+                shared["shared"],
                 len(vocab),
-                share,
+                100 * shared["fraction"],
             )
+            if item.role == "test":
+                overlap = shared
         col_map = column_map(item.genes, vocab)
         views.append(
             FileView(

@@ -17,7 +17,7 @@ from cellformer.tokens import N_SPECIAL
 
 FORMAT = "cellformer-prepared"
 FORMAT_VERSION = 1
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "unlabelled")  # unlabelled: prepare --unlabelled cells
 
 
 class PreparedData:

@@ -135,6 +135,8 @@ def train(
         "cellformer_version": cellformer_version(),
         "created": now_iso(),
     }
+    if resume and "pretraining" in stored:
+        run_config["pretraining"] = stored["pretraining"]
     started_here = primary and not resume
     was_there = out.exists()  # an empty directory the user made: emptied again, not removed
     try:
@@ -207,6 +209,13 @@ def _fit(out, prepared, datamodule, model_config, train_config, run_config, resu
             seed=train_config.seed,
             max_length=model_config.max_length,
         )
+    if train_config.pretrain_epochs > 0 and ckpt_path is None:  # a resumed run has its weights
+        from cellformer.training.pretrain import pretrain
+
+        run_config["pretraining"] = pretrain(module.model, prepared, train_config)
+        if primary:  # a resumed run keeps the record (config.json)
+            write_json(out / "config.json", run_config)
+        pl.seed_everything(train_config.seed, workers=True, verbose=False)
     if primary:
         epoch_log.start(completed_epochs(ckpt_path) if ckpt_path else 0)
     logger.info(

@@ -19,6 +19,7 @@ from cellformer.training.augment import GeneDropout
 from cellformer.training.context_dropout import ContextDropout
 from cellformer.training.health import CHECK_EVERY, GradientWatch, check_epoch
 from cellformer.training.masked_genes import GeneMasking, MaskedGeneHead, masked_gene_loss
+from cellformer.training.mixup import TokenSetMixup
 
 METRICS = ("loss", "acc", "macro_f1")
 log = logging.getLogger(__name__)
@@ -97,6 +98,13 @@ class CellClassifierModule(pl.LightningModule):
             if train_config.gene_dropout > 0
             else None
         )
+        self.mixup = (
+            TokenSetMixup(
+                train_config.mixup_alpha, model_config.vocab_size, model_config.n_classes, train_config.seed
+            )
+            if train_config.mixup_alpha > 0
+            else None
+        )
         # the masked-gene auxiliary objective: its head is part of this module (and of its checkpoints),
         # not of the exported model, which only classifies
         self.masked_genes = (
@@ -118,35 +126,52 @@ class CellClassifierModule(pl.LightningModule):
         return self.model(batch["ids"], batch["padding_mask"], values)
 
     def _step(
-        self, batch: dict[str, torch.Tensor], metrics: _EpochMetrics, label_smoothing: float = 0.0
+        self,
+        batch: dict[str, torch.Tensor],
+        metrics: _EpochMetrics,
+        label_smoothing: float = 0.0,
+        targets: torch.Tensor | None = None,
     ) -> torch.Tensor:
         logits, _ = self(batch)  # (B, n_classes)
-        return self._classification_loss(logits, batch["label"], metrics, label_smoothing)
+        return self._classification_loss(logits, batch["label"], metrics, label_smoothing, targets)
 
     def _classification_loss(
-        self, logits: torch.Tensor, labels: torch.Tensor, metrics: _EpochMetrics, label_smoothing: float
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        metrics: _EpochMetrics,
+        label_smoothing: float,
+        targets: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        loss = F.cross_entropy(
-            logits.float(), labels, weight=self.class_weights, label_smoothing=label_smoothing
-        )
-        weight = (
-            self.class_weights[labels].sum()
-            if self.class_weights is not None
-            else labels.new_tensor(len(labels))
-        )
+        """Class-weighted cross-entropy against ``labels`` or, with mixup, the mixed ``targets``
+        ``(B, n_classes)``; the metrics count each cell under its own label."""
+        if targets is None:
+            loss = F.cross_entropy(
+                logits.float(), labels, weight=self.class_weights, label_smoothing=label_smoothing
+            )
+            weight = (
+                self.class_weights[labels].sum()
+                if self.class_weights is not None
+                else labels.new_tensor(len(labels))
+            )
+        else:
+            loss, weight = soft_cross_entropy(logits, targets, self.class_weights, label_smoothing)
         metrics.update(loss, weight.float(), logits, labels)
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if self.context_dropout is not None:  # training only; draws nothing when there is none
             batch = {**batch, "ids": self.context_dropout(batch["ids"], self.global_step, self.global_rank)}
+        targets = None
+        if self.mixup is not None:
+            batch, targets = self.mixup(batch, self.global_step, self.global_rank)
         if self.gene_dropout is not None:
             batch = self.gene_dropout(batch, self.global_step, self.global_rank)
         if self.masked_genes is None:
-            return self._step(batch, self.train_metrics, self.train_config.label_smoothing)
-        return self._masked_step(batch)
+            return self._step(batch, self.train_metrics, self.train_config.label_smoothing, targets)
+        return self._masked_step(batch, targets)
 
-    def _masked_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _masked_step(self, batch: dict[str, torch.Tensor], targets: torch.Tensor | None) -> torch.Tensor:
         """One forward of the masked cells: the classification loss on ``<CLS>`` plus the weighted
         masked-gene loss on the hidden positions."""
         batch, hidden, targets = self.masked_genes(batch, self.global_step, self.global_rank)
@@ -154,7 +179,7 @@ class CellClassifierModule(pl.LightningModule):
         states = self.model.encode(batch["ids"], batch["padding_mask"], values)  # (B, T, C)
         logits = self.model.head(self.model.pool(states, batch["padding_mask"]))  # (B, n_classes)
         loss = self._classification_loss(
-            logits, batch["label"], self.train_metrics, self.train_config.label_smoothing
+            logits, batch["label"], self.train_metrics, self.train_config.label_smoothing, targets
         )
         genes = masked_gene_loss(
             self.masked_gene_head, states, hidden, targets, self.model.gene_embedding.weight
@@ -225,6 +250,26 @@ class CellClassifierModule(pl.LightningModule):
         factor = warmup_cosine(total, self.train_config.warmup_fraction, self.train_config.min_lr_fraction)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def soft_cross_entropy(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    class_weights: torch.Tensor | None,
+    label_smoothing: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class-weighted cross-entropy against probability rows ``targets`` ``(B, n_classes)``, and its weight.
+
+    Each class term is weighted as hard-label cross-entropy weights its cell, and the sum is divided by
+    the total weight, so one-hot ``targets`` (no smoothing) give ``F.cross_entropy(..., weight=...)``.
+    """
+    n_classes = logits.shape[1]
+    if label_smoothing > 0:
+        targets = targets * (1 - label_smoothing) + label_smoothing / n_classes
+    log_p = F.log_softmax(logits.float(), dim=1)  # (B, n_classes)
+    weighted = targets if class_weights is None else targets * class_weights  # (B, n_classes)
+    weight = weighted.sum()
+    return -(weighted * log_p).sum() / weight.clamp(min=1e-12), weight
 
 
 def epoch_line(row: dict[str, float], max_epochs: int | None = None) -> str:

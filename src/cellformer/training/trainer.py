@@ -90,6 +90,29 @@ def build_trainer(
     return trainer, checkpoint, early_stopping
 
 
+def build_pretrainer(config: TrainConfig, epochs: int) -> pl.Trainer:
+    """The Trainer of masked-gene pretraining (``cellformer.training.pretrain``): the run's devices and
+    precision, no validation, no checkpoints (the supervised phase checkpoints), no logger."""
+    callbacks: list[pl.Callback] = [StderrProgressBar()] if config.progress_bar else []
+    return pl.Trainer(
+        accelerator=config.accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy=config.strategy,
+        precision=precision(config),
+        max_epochs=epochs,
+        gradient_clip_val=config.grad_clip,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=config.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        use_distributed_sampler=False,
+    )
+
+
 def epochs_to_train(config: TrainConfig, steps_per_epoch: int) -> int:
     """``max_epochs``, or fewer when ``max_steps`` ends training first: the step limit rounded up to
     whole epochs, so the last epoch is validated and checkpointed like the others."""
