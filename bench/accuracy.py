@@ -248,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         prepared = prepared_dir(dataset, prepare_options, args.work)
         meta = json.loads((prepared / "meta.json").read_text())
+        meta["n_cells"] -= meta["splits"]["sizes"].get("unlabelled", 0)  # labelled cells only
         n_classes = len(json.loads((prepared / "classes.json").read_text())["classes"])
         split = "val" if args.split == "heldout" else args.split  # the baselines select nothing on val
         logreg = baseline_scores(prepared, "logreg", split)

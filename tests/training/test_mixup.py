@@ -97,3 +97,10 @@ def test_mixup_training_is_recorded_and_seeded(bladder_prepared: Path, tmp_path:
     assert_same_run(run, twin)  # seeded: same seed, same run
     with pytest.raises(ConfigError, match="mixup_alpha"):
         TrainConfig(mixup_alpha=-1.0)
+
+
+def test_mixup_combines_with_the_masked_gene_loss(bladder_prepared: Path, tmp_path: Path) -> None:
+    options = {**TINY, "max_epochs": 1, "mixup_alpha": 0.4, "masked_gene_weight": 1.0}
+    run = cellformer.train(bladder_prepared, out=tmp_path / "both", **options)
+    rows = (run / "log.csv").read_text().splitlines()
+    assert "train_masked_gene_loss" in rows[0] and len(rows) == 2

@@ -162,16 +162,16 @@ class CellClassifierModule(pl.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if self.context_dropout is not None:  # training only; draws nothing when there is none
             batch = {**batch, "ids": self.context_dropout(batch["ids"], self.global_step, self.global_rank)}
-        targets = None
+        mixed = None  # mixup's label rows (B, n_classes), or None: each cell's own label
         if self.mixup is not None:
-            batch, targets = self.mixup(batch, self.global_step, self.global_rank)
+            batch, mixed = self.mixup(batch, self.global_step, self.global_rank)
         if self.gene_dropout is not None:
             batch = self.gene_dropout(batch, self.global_step, self.global_rank)
         if self.masked_genes is None:
-            return self._step(batch, self.train_metrics, self.train_config.label_smoothing, targets)
-        return self._masked_step(batch, targets)
+            return self._step(batch, self.train_metrics, self.train_config.label_smoothing, mixed)
+        return self._masked_step(batch, mixed)
 
-    def _masked_step(self, batch: dict[str, torch.Tensor], targets: torch.Tensor | None) -> torch.Tensor:
+    def _masked_step(self, batch: dict[str, torch.Tensor], mixed: torch.Tensor | None) -> torch.Tensor:
         """One forward of the masked cells: the classification loss on ``<CLS>`` plus the weighted
         masked-gene loss on the hidden positions."""
         batch, hidden, targets = self.masked_genes(batch, self.global_step, self.global_rank)
@@ -179,7 +179,7 @@ class CellClassifierModule(pl.LightningModule):
         states = self.model.encode(batch["ids"], batch["padding_mask"], values)  # (B, T, C)
         logits = self.model.head(self.model.pool(states, batch["padding_mask"]))  # (B, n_classes)
         loss = self._classification_loss(
-            logits, batch["label"], self.train_metrics, self.train_config.label_smoothing, targets
+            logits, batch["label"], self.train_metrics, self.train_config.label_smoothing, mixed
         )
         genes = masked_gene_loss(
             self.masked_gene_head, states, hidden, targets, self.model.gene_embedding.weight
