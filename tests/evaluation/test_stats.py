@@ -17,17 +17,25 @@ def _predictions(n: int, n_classes: int, error_rate: float, seed: int) -> tuple[
     return y, pred
 
 
+def _expand(categories: np.ndarray, drawn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One resample's cells (true, predicted) from its category counts."""
+    return np.repeat(categories[:, 0], drawn), np.repeat(categories[:, 1], drawn)
+
+
 def test_each_resample_matches_sklearn_on_the_point_estimates_labels():
     y, pred = _predictions(150, 6, 0.3, seed=0)
     y[:2], pred[:2] = 6, 7  # a rare true label, and a label only ever predicted
     labels = sorted(set(y) | set(pred))
+    categories, counts = stats._categories(y, [pred])
+    assert counts.sum() == len(y)
     for stratified in (False, True):
-        (index,) = list(stats._resamples(y, 5, seed=3, stratified=stratified))
-        cms = stats._batched_confusion(y, pred, index, 8)
+        (drawn,) = list(stats._resampled_counts(categories[:, 0], counts, 5, seed=3, stratified=stratified))
+        cms = stats._batched_confusion(categories[:, 0], categories[:, 1], drawn, 8)
         accuracy = stats._accuracy(cms)
         macro_f1 = stats._macro_f1(cms, stats.present_labels(y, pred, 8))
         for b in range(5):
-            yb, pb = y[index[b]], pred[index[b]]
+            yb, pb = _expand(categories, drawn[b])
+            assert len(yb) == len(y)  # a resample holds as many cells as the data
             assert accuracy[b] == pytest.approx(accuracy_score(yb, pb))
             expected = f1_score(yb, pb, labels=labels, average="macro", zero_division=0)
             assert macro_f1[b] == pytest.approx(expected)
@@ -36,16 +44,43 @@ def test_each_resample_matches_sklearn_on_the_point_estimates_labels():
 def test_resamples_are_stratified_by_true_label():
     y, _ = _predictions(200, 5, 0.0, seed=4)
     y[:1] = 5  # a 1-cell class: an unstratified resample would miss it a third of the time
-    (index,) = list(stats._resamples(y, 50, seed=0))
-    counts = np.bincount(y, minlength=6)
-    for row in index:
-        assert np.array_equal(np.bincount(y[row], minlength=6), counts)
-    assert len({tuple(np.sort(row)) for row in index}) == 50  # and they do resample
-    (plain,) = list(stats._resamples(y, 50, seed=0, stratified=False))
-    assert any(not np.array_equal(np.bincount(y[row], minlength=6), counts) for row in plain)
+    categories, counts = stats._categories(y, [y])
+    (drawn,) = list(stats._resampled_counts(categories[:, 0], counts, 50, seed=0))
+    label_counts = np.bincount(y, minlength=6)
+    for row in drawn:
+        assert np.array_equal(np.bincount(categories[:, 0], weights=row, minlength=6), label_counts)
+    (plain,) = list(stats._resampled_counts(categories[:, 0], counts, 50, seed=0, stratified=False))
+    assert any(
+        not np.array_equal(np.bincount(categories[:, 0], weights=row, minlength=6), label_counts)
+        for row in plain
+    )
     constant = np.zeros_like(y)  # its accuracy varies only with the class mix: plain resampling sees it
     ci = stats.bootstrap_ci(y, constant, 6, n_boot=200)
     assert ci["accuracy"][1] - ci["accuracy"][0] > 0.05
+
+
+def test_counted_resamples_have_the_distribution_of_resampling_cells():
+    """Multinomial category counts are the cell-by-cell bootstrap: same mean and spread of the scores."""
+    y, pred = _predictions(300, 5, 0.3, seed=5)
+    y[:3] = 5  # a rare class
+    n_boot = 4000
+    (scores,) = stats.bootstrap_scores(y, [pred], 6, n_boot=n_boot, seed=1)
+    rng = np.random.default_rng(7)  # the reference: draw cell indices one by one
+    plain = rng.integers(0, len(y), size=(n_boot, len(y)))
+    reference_acc = (y[plain] == pred[plain]).mean(axis=1)
+    within = np.empty((n_boot, len(y)), dtype=np.int64)
+    for label in np.unique(y):
+        members = np.flatnonzero(y == label)
+        within[:, members] = members[rng.integers(0, len(members), size=(n_boot, len(members)))]
+    reference_f1 = np.array(
+        [
+            f1_score(y[row], pred[row], labels=range(6), average="macro", zero_division=0)
+            for row in within[:800]
+        ]
+    )
+    for ours, reference in ((scores["accuracy"], reference_acc), (scores["macro_f1"], reference_f1)):
+        assert abs(ours.mean() - reference.mean()) < 3 * reference.std() / np.sqrt(len(reference)) + 1e-3
+        assert 0.85 < ours.std() / reference.std() < 1.15
 
 
 def test_ci_contains_estimate_and_is_reproducible(monkeypatch):
@@ -54,7 +89,7 @@ def test_ci_contains_estimate_and_is_reproducible(monkeypatch):
     assert ci["accuracy"][0] < accuracy_score(y, pred) < ci["accuracy"][1]
     assert ci["macro_f1"][0] < f1_score(y, pred, average="macro") < ci["macro_f1"][1]
     assert stats.bootstrap_ci(y, pred, 5, n_boot=300) == ci
-    monkeypatch.setattr(stats, "_MAX_INDICES", 1000)  # many small blocks: same numbers
+    monkeypatch.setattr(stats, "_MAX_COUNTS", 50)  # many small blocks: same numbers
     assert stats.bootstrap_ci(y, pred, 5, n_boot=300) == ci
 
 
@@ -89,8 +124,9 @@ def test_bootstrap_is_centred_on_the_point_estimate_of_real_runs(runs):
         result = load_result(run.run_dir, "test")
         n_labels = len(result.metrics["data"]["classes"]) + len(result.metrics["data"]["unseen"])
         counts = np.bincount(result.y_true, minlength=n_labels)
-        for index in stats._resamples(result.y_true, stats.N_BOOTSTRAP, stats.SEED):
-            per_resample = np.stack([np.bincount(row, minlength=n_labels) for row in result.y_true[index]])
+        categories, sizes = stats._categories(result.y_true, [result.y_pred])
+        for drawn in stats._resampled_counts(categories[:, 0], sizes, stats.N_BOOTSTRAP, stats.SEED):
+            per_resample = np.stack([np.bincount(categories[:, 0], row, n_labels) for row in drawn])
             assert (per_resample == counts).all()  # every resample holds every class, same counts
         (scores,) = stats.bootstrap_scores(result.y_true, [result.y_pred], n_labels)
         point = result.metrics["macro_f1"]

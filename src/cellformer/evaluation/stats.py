@@ -1,6 +1,8 @@
 """Uncertainty of the headline metrics: bootstrap confidence intervals and paired tests.
 
-Cells are resampled with replacement (seeded, so results are reproducible), in two ways:
+Cells are resampled with replacement (seeded, so results are reproducible), in two ways. A resample is
+drawn as counts of the distinct (true label, predictions) combinations, one multinomial draw, which is
+exactly the distribution of drawing the cells one by one and costs the same for 10^3 or 10^6 cells:
 
 - **Accuracy**: plain resampling of the cells, so the interval includes the variation due to how many
   cells of each type the test split happens to hold.
@@ -29,44 +31,57 @@ from cellformer.evaluation.metrics import accuracy, macro_f1, per_class_scores
 N_BOOTSTRAP = 1000
 SEED = 0
 METHOD = "percentile bootstrap over cells (macro-F1: resampled within each true label)"
-_MAX_INDICES = 4_000_000  # resampled cell indices held in memory at once
+_MAX_COUNTS = 4_000_000  # resampled category counts held in memory at once
 
 
-def _resamples(
-    y_true: np.ndarray, n_boot: int, seed: int, *, stratified: bool = True
+def _categories(y_true: np.ndarray, preds: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ``(true label, prediction of each run)`` tuples of the cells, ``(K, 1 + runs)``,
+    and how many cells each holds ``(K,)``."""
+    joint = np.stack([y_true, *preds], axis=1)  # (n_cells, 1 + runs)
+    categories, counts = np.unique(joint, axis=0, return_counts=True)
+    return categories, counts
+
+
+def _resampled_counts(
+    strata: np.ndarray, counts: np.ndarray, n_boot: int, seed: int, *, stratified: bool = True
 ) -> Iterator[np.ndarray]:
-    """Blocks of bootstrap index arrays, ``(block, n_cells)``, from one seeded generator.
+    """Blocks ``(block, K)`` of how many times each category is drawn in each bootstrap resample.
 
-    Stratified, column ``j`` of a block draws, with replacement, one of the cells whose label is that
-    of the ``j``-th cell in label order, so every resample keeps each label's cell count; otherwise
-    every column draws from all cells. The uniform draws are consumed row by row, so the resamples do
-    not depend on the block size.
+    Resampling ``n`` cells with replacement draws each category with probability ``count / n``, so a
+    resample's category counts are one multinomial draw: exactly the distribution of resampling the
+    cells one by one, at a cost set by the number of categories, not of cells. Stratified, the cells of
+    each true label (``strata``, per category) are resampled among themselves, one generator per label,
+    so every resample keeps each label's cell count. Rows are drawn one resample after another, so the
+    resamples do not depend on the block size.
     """
-    y_true = np.asarray(y_true, dtype=np.int64)
-    n_cells = y_true.size
-    groups = y_true if stratified else np.zeros_like(y_true)
-    order = np.argsort(groups, kind="stable")  # cells grouped by label
-    _, starts, counts = np.unique(groups[order], return_index=True, return_counts=True)
-    start = np.repeat(starts, counts)  # (n_cells,) first position of each column's label in `order`
-    count = np.repeat(counts, counts)  # (n_cells,) that label's number of cells
-    rng = np.random.default_rng(seed)
-    block = max(1, _MAX_INDICES // max(n_cells, 1))
+    groups = strata if stratified else np.zeros_like(strata)
+    members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    rngs = [np.random.default_rng([seed, int(g)]) for g in np.unique(groups)]
+    block = max(1, _MAX_COUNTS // max(len(counts), 1))
     done = 0
     while done < n_boot:
         size = min(block, n_boot - done)
-        offset = np.minimum((rng.random((size, n_cells)) * count).astype(np.int64), count - 1)
-        yield order[start + offset]
+        out = np.zeros((size, len(counts)), dtype=np.int64)
+        for rows, rng in zip(members, rngs, strict=True):
+            total = int(counts[rows].sum())
+            out[:, rows] = rng.multinomial(total, counts[rows] / total, size=size)
+        yield out
         done += size
 
 
 def _batched_confusion(
-    y_true: np.ndarray, y_pred: np.ndarray, index: np.ndarray, n_labels: int
+    y_true: np.ndarray, y_pred: np.ndarray, drawn: np.ndarray, n_labels: int
 ) -> np.ndarray:
-    """Confusion matrices of each resample: ``(n_resamples, n_labels, n_labels)``."""
-    n_res = index.shape[0]
-    codes = y_true[index] * n_labels + y_pred[index] + (np.arange(n_res) * n_labels * n_labels)[:, None]
-    flat = np.bincount(codes.ravel(), minlength=n_res * n_labels * n_labels)
-    return flat.reshape(n_res, n_labels, n_labels)
+    """Confusion matrices ``(n_resamples, n_labels, n_labels)`` of resamples given as category counts
+    ``drawn`` ``(n_resamples, K)``; ``y_true`` / ``y_pred`` are the categories' labels ``(K,)``."""
+    import scipy.sparse as sp
+
+    codes = y_true * n_labels + y_pred  # (K,)
+    to_cell = sp.csr_matrix(
+        (np.ones(len(codes)), (np.arange(len(codes)), codes)), shape=(len(codes), n_labels * n_labels)
+    )
+    flat = np.asarray((to_cell.T @ drawn.T).T)  # (n_resamples, n_labels**2)
+    return flat.reshape(-1, n_labels, n_labels).astype(np.int64)
 
 
 def present_labels(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int) -> np.ndarray:
@@ -102,15 +117,18 @@ def bootstrap_scores(
     preds = [np.asarray(p, dtype=np.int64) for p in preds]
     present = [present_labels(y_true, p, n_labels) for p in preds]
     parts: list[list[dict[str, np.ndarray]]] = [[] for _ in preds]
-    plain = _resamples(y_true, n_boot, seed, stratified=False)
-    stratified = _resamples(y_true, n_boot, seed, stratified=True)
-    for index, strata_index in zip(plain, stratified, strict=True):
-        for k, pred in enumerate(preds):
+    categories, counts = _categories(y_true, preds)  # runs share the resamples: paired
+    strata = categories[:, 0]
+    plain = _resampled_counts(strata, counts, n_boot, seed, stratified=False)
+    stratified = _resampled_counts(strata, counts, n_boot, seed, stratified=True)
+    for drawn, strata_drawn in zip(plain, stratified, strict=True):
+        for k in range(len(preds)):
+            pred = categories[:, 1 + k]
             parts[k].append(
                 {
-                    "accuracy": _accuracy(_batched_confusion(y_true, pred, index, n_labels)),
+                    "accuracy": _accuracy(_batched_confusion(strata, pred, drawn, n_labels)),
                     "macro_f1": _macro_f1(
-                        _batched_confusion(y_true, pred, strata_index, n_labels), present[k]
+                        _batched_confusion(strata, pred, strata_drawn, n_labels), present[k]
                     ),
                 }
             )
