@@ -244,30 +244,42 @@ class ModelConfig(_Config):
     ``n_heads * head_dim`` need not equal ``d_model`` (the reference uses 3 heads of 32 with 128).
     """
 
-    n_layers: int = 2
-    d_model: int = 64
-    n_heads: int = 4
-    head_dim: int | None = None  # None: d_model // n_heads
-    ff_hidden: int | None = None  # feed-forward width in each block; None: 2 * d_model
-    head_hidden: int = 64  # hidden width of the one-hidden-layer MLP classifier on <CLS>
-    dropout: float = 0.1
-    # dropout on the attention probabilities; None: ``dropout``. Off by default: on the CPU its (B, H, T, T)
-    # random mask is most of a training step's cost, and it did not help accuracy (docs/accuracy.md)
-    attention_dropout: float | None = 0.0
-    norm: str = "pre"  # "pre" (LayerNorm before attention / feed-forward) or "post"
-    max_length: int = 128  # tokens per cell including <CLS>; longer cells keep their top-ranked genes
-    vocab_size: int | None = None  # from the prepared dataset: specials + genes
-    n_classes: int | None = None  # from the prepared dataset
-    n_values: int | None = None  # value ids (binned tokenizer); None: from the data, 0: no value embedding
-    # context tokens (batch, assay, ...; ids from vocab_size on) have their own embedding table of this
-    # many rows; None: from the prepared data, 0: none
-    n_context: int | None = None
-    # time course: a learned embedding added to the tokens after <SEP> (the previous-time-point block), so
-    # a gene now and the same gene at the previous time point differ; None: on when the data has <SEP>
-    segment_embedding: bool | None = None
-    # what the classifier head reads: "cls" (the final <CLS> state) or "mean" (the mean of the final
-    # states of <CLS> and every gene token, padding left out)
-    pooling: str = "cls"
+    n_layers: int = _field(2, "transformer blocks")
+    d_model: int = _field(64, "width of the token embeddings and of every block")
+    n_heads: int = _field(4, "attention heads per block")
+    head_dim: int | None = _field(None, "width of each attention head (None: d_model // n_heads)")
+    ff_hidden: int | None = _field(None, "feed-forward width in each block (None: 2 * d_model)")
+    head_hidden: int = _field(
+        64, "hidden width of the one-hidden-layer MLP classifier on the pooled embedding"
+    )
+    dropout: float = _field(0.1, "dropout on embeddings, attention outputs, feed-forward and the classifier")
+    attention_dropout: float | None = _field(
+        0.0,
+        "dropout on the attention probabilities (None: dropout); off by default: on the CPU its (B, H, T, T) "
+        "random mask is most of a training step's cost, and it did not help accuracy (docs/accuracy.md)",
+    )
+    norm: str = _field("pre", "LayerNorm before (pre) or after (post) attention and feed-forward")
+    max_length: int = _field(128, "tokens per cell including <CLS>; longer cells keep their top-ranked genes")
+    vocab_size: int | None = _field(None, "from the prepared dataset: special tokens + genes")
+    n_classes: int | None = _field(None, "from the prepared dataset")
+    n_values: int | None = _field(
+        None, "value ids (value-token tokenizers); None: from the data, 0: no value embedding"
+    )
+    n_context: int | None = _field(
+        None,
+        "rows of the context-token table (batch, assay, ...; ids from vocab_size on); None: from the "
+        "prepared data, 0: none",
+    )
+    segment_embedding: bool | None = _field(
+        None,
+        "time course: a learned embedding added to the tokens after <SEP> (the previous-time-point block), "
+        "so a gene now and the same gene before differ; None: on when the data has <SEP>",
+    )
+    pooling: str = _field(
+        "cls",
+        "what the classifier reads: the final <CLS> state (cls) or the mean of the final states of <CLS> "
+        "and every gene token, padding left out (mean)",
+    )
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -323,70 +335,95 @@ KEEPS = ("best", "last")  # TrainConfig.keep: which weights a run keeps
 class TrainConfig(_Config):
     """Optimisation, stopping, devices and logging for ``cellformer train``."""
 
-    seed: int = 0
-    # an upper bound: early stopping (patience) usually ends training well before it; the cosine
-    # schedule spans all of it (docs/accuracy.md: 30 was too short for small training sets)
-    max_epochs: int = 100
-    # an upper bound on optimizer steps (None: max_epochs alone), rounded up to whole epochs: a large
-    # training set trains fewer epochs, and the cosine schedule spans them
-    max_steps: int | None = None
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.05  # linear warm-up over this fraction of all steps, then cosine decay
-    min_lr_fraction: float = 0.05  # the cosine ends at lr * min_lr_fraction
-    grad_clip: float | None = 1.0  # max gradient norm; None: no clipping
-    class_weights: bool = True  # cross-entropy weighted by inverse class frequency of the training split
-    patience: int = 10  # early stopping on the monitored validation metric; 0: never stop early
-    # what early stopping and the best checkpoint follow: "val_loss" (lowest) or "val_macro_f1" (highest)
-    monitor: str = "val_macro_f1"
-    # which weights the run keeps (model.safetensors): "best" (the epoch with the best monitored metric)
-    # or "last" (the weights at the end of training: the schedule's end, or the early stop)
-    keep: str = "best"
-    # context tokens (--batch-key / --context-key): each training cell's context token is replaced by its
-    # covariate's <UNK> with this probability (training only), so <UNK> (unseen batches) gets trained
-    context_dropout: float = 0.1
-    # small-data regularisation (training steps only): each gene token of each training cell is dropped
-    # (masked like padding) with this probability (0.4: docs/accuracy.md round 6); cross-entropy label
-    # smoothing
-    gene_dropout: float = 0.4
-    label_smoothing: float = 0.1
-    # token-set mixup (cellformer.training.mixup): each training cell keeps a Beta(a, a) share of its
-    # gene tokens, takes the rest from another cell of the batch, and a label mixed in proportion
-    # (0: off)
-    mixup_alpha: float = 0.0
-    # gene embeddings at the start of training: "random" or "svd" (principal axes of the training cells'
-    # token matrix, cellformer.training.embedding_init)
-    embedding_init: str = "svd"
-    # the gene embeddings' learning rate as a fraction of lr (0: kept as initialised, so with
-    # embedding_init "svd" the data-derived gene space is fixed and everything else trains; 1: trained
-    # from that start like the rest, the default since training runs longer: docs/accuracy.md round 2)
-    embedding_lr_factor: float = 1.0
-    # the masked-gene objective (cellformer.training.masked_genes) as an auxiliary loss: this share of
-    # each training cell's gene tokens is replaced by <MASK> and predicted through the gene table; the
-    # loss added is masked_gene_weight x its cross-entropy (0: off)
-    masked_gene_weight: float = 0.0
-    masked_gene_fraction: float = 0.15
-    # masked-gene pretraining (cellformer.training.pretrain): this many epochs of the masked-gene
-    # objective alone, on the training cells and prepare's --unlabelled cells, before the classifier is
-    # trained (0: none)
-    pretrain_epochs: int = 0
-    # an exponential moving average of the weights, updated after every optimizer step with this decay,
-    # is what validation, the best checkpoint and model.safetensors hold (Lightning's EMAWeightAveraging;
-    # 0: off, the raw weights)
-    ema_decay: float = 0.0
-    # devices
-    accelerator: str = "cpu"  # "cpu", "gpu", "auto" (Lightning names)
-    devices: int = 1
-    num_nodes: int = 1
-    strategy: str = "auto"  # Lightning strategy; "auto" uses DDP when devices * num_nodes > 1
-    precision: str | None = None  # None: "bf16-mixed" on GPU, "32-true" on CPU
-    num_workers: int = 0  # DataLoader worker processes
-    # logging
-    progress_bar: bool = True
-    wandb: bool = False  # log to Weights & Biases (offline unless wandb_mode says otherwise)
-    wandb_project: str = "cellformer"
-    wandb_mode: str = "offline"
+    seed: int = _field(0, "seed of everything random in training (same seed, same run)")
+    max_epochs: int = _field(
+        100,
+        "an upper bound: early stopping usually ends training well before it; the cosine schedule spans "
+        "all of it (docs/accuracy.md: 30 was too short for small training sets)",
+    )
+    max_steps: int | None = _field(
+        None,
+        "an upper bound on optimizer steps (None: max_epochs alone), rounded up to whole epochs: a large "
+        "training set trains fewer epochs, and the cosine schedule spans them",
+    )
+    batch_size: int = _field(32, "cells per optimizer step (per process)")
+    lr: float = _field(1e-3, "AdamW learning rate (the peak of the warm-up + cosine schedule)")
+    weight_decay: float = _field(0.01, "AdamW weight decay (not on biases and LayerNorms)")
+    warmup_fraction: float = _field(0.05, "linear warm-up over this fraction of all steps, then cosine decay")
+    min_lr_fraction: float = _field(0.05, "the cosine ends at lr * min_lr_fraction")
+    grad_clip: float | None = _field(1.0, "max gradient norm; None: no clipping")
+    class_weights: bool = _field(
+        True, "cross-entropy weighted by inverse class frequency of the training split"
+    )
+    patience: int = _field(10, "early stopping on the monitored validation metric; 0: never stop early")
+    monitor: str = _field(
+        "val_macro_f1",
+        "validation metric for early stopping and the best checkpoint: val_loss (lowest) or val_macro_f1 "
+        "(highest)",
+    )
+    keep: str = _field(
+        "best",
+        "which weights the run keeps: best (the epoch with the best --monitor value) or last (the weights "
+        "when training ends: the schedule's end, or the early stop)",
+    )
+    context_dropout: float = _field(
+        0.1,
+        "probability of replacing each training cell's context token (--batch-key / --context-key) by its "
+        "covariate's <UNK>, so cells of batches unseen in training get a trained token",
+    )
+    gene_dropout: float = _field(
+        0.4,
+        "probability of dropping each gene token of a training cell in each step (augmentation; 0.4: "
+        "docs/accuracy.md round 6)",
+    )
+    label_smoothing: float = _field(0.1, "cross-entropy label smoothing")
+    mixup_alpha: float = _field(
+        0.0,
+        "token-set mixup: each training cell keeps a Beta(X, X) share of its gene tokens and takes the rest, "
+        "with a mixed label, from another cell of the batch (0: off; docs/accuracy.md round 7)",
+    )
+    embedding_init: str = _field(
+        "svd",
+        "gene embeddings at the start: random, or svd (principal axes of the training cells' tokens; "
+        "docs/accuracy.md)",
+    )
+    embedding_lr_factor: float = _field(
+        1.0,
+        "the gene embeddings' learning rate as a fraction of lr (0: kept as initialised; 1: trained from "
+        "that start like the rest, docs/accuracy.md round 2)",
+    )
+    masked_gene_weight: float = _field(
+        0.0,
+        "the masked-gene objective as an auxiliary loss: --masked-gene-fraction of each training cell's "
+        "gene tokens become <MASK> and are predicted through the gene table; this times its loss is added "
+        "(0: off)",
+    )
+    masked_gene_fraction: float = _field(
+        0.15,
+        "share of gene tokens hidden by the masked-gene objective (pretraining and --masked-gene-weight)",
+    )
+    pretrain_epochs: int = _field(
+        0,
+        "epochs of masked-gene pretraining of the encoder on the training cells and prepare's --unlabelled "
+        "cells, before the classifier is trained (0: none)",
+    )
+    ema_decay: float = _field(
+        0.0,
+        "validate, checkpoint and save an exponential moving average of the weights with this per-step "
+        "decay (Lightning's EMAWeightAveraging; 0: off)",
+    )
+    accelerator: str = _field("cpu", "cpu, gpu or auto (Lightning names)")
+    devices: int = _field(1, "devices per node (several: Lightning's DDP)")
+    num_nodes: int = _field(1, "nodes (a cluster: one scheduler task per device)")
+    strategy: str = _field("auto", "Lightning strategy; auto uses DDP when devices * num_nodes > 1")
+    precision: str | None = _field(
+        None, "Lightning precision; default (None): bf16-mixed on a GPU, 32-true on the CPU"
+    )
+    num_workers: int = _field(0, "DataLoader worker processes")
+    progress_bar: bool = _field(True, "progress bars on stderr")
+    wandb: bool = _field(False, "log to Weights & Biases (offline unless --wandb-mode says otherwise)")
+    wandb_project: str = _field("cellformer", "Weights & Biases project")
+    wandb_mode: str = _field("offline", "Weights & Biases mode: offline, online or disabled")
 
     def __post_init__(self) -> None:
         _check_types(self)

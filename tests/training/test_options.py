@@ -109,3 +109,23 @@ def test_trainer_setup(tmp_path: Path) -> None:
     assert precision(TrainConfig(accelerator="gpu")) == "bf16-mixed"
     _, checkpoint, early = build_trainer(tmp_path, TrainConfig(), validate=False)
     assert early is None and checkpoint.monitor is None
+
+
+def test_every_config_field_carries_its_help_and_train_help_shows_it(capsys) -> None:
+    """A new option is declared once, in its config dataclass: its text reaches ``--help`` from there."""
+    import dataclasses
+
+    from cellformer.config import ModelConfig, PrepareConfig, TrainConfig
+
+    for cls in (PrepareConfig, ModelConfig, TrainConfig):
+        missing = [f.name for f in dataclasses.fields(cls) if not cls.help(f.name)]
+        assert not missing, f"{cls.__name__} fields without help text: {missing}"
+    from cellformer.cli import main
+
+    with pytest.raises(SystemExit) as exit_code:
+        main(["train", "--help"])
+    assert exit_code.value.code == 0
+    flat = " ".join(capsys.readouterr().out.split())
+    for name in ("gene_dropout", "pretrain_epochs", "max_length"):
+        cls = ModelConfig if name == "max_length" else TrainConfig
+        assert " ".join(cls.help(name).split()) in flat, name

@@ -49,29 +49,6 @@ _CHOICES = {
     "embedding_init": EMBEDDING_INITS,
 }
 _TYPES = {"precision": str, "norm": str, "monitor": str, "keep": str, "pooling": str, "embedding_init": str}
-_HELP = {
-    "precision": "Lightning precision; default: bf16-mixed on a GPU, 32-true on the CPU",
-    "norm": "LayerNorm before (pre) or after (post) attention and feed-forward",
-    "monitor": "validation metric for early stopping and the best checkpoint: val_loss (lowest) or "
-    "val_macro_f1 (highest)",
-    "keep": "which weights the run keeps: best (the epoch with the best --monitor value) or last (the "
-    "weights when training ends)",
-    "pooling": "what the classifier reads: the final <CLS> state (cls) or the mean of all token states (mean)",
-    "embedding_init": "gene embeddings at the start: random, or svd (principal axes of the training cells' "
-    "tokens; docs/accuracy.md)",
-    "gene_dropout": "probability of dropping each gene token of a training cell in each step (augmentation)",
-    "label_smoothing": "cross-entropy label smoothing",
-    "pretrain_epochs": "epochs of masked-gene pretraining of the encoder on the training cells and "
-    "prepare's --unlabelled cells, before the classifier is trained (0: none)",
-    "masked_gene_fraction": "share of gene tokens hidden by the masked-gene objective (pretraining and "
-    "--masked-gene-weight)",
-    "mixup_alpha": "token-set mixup: each training cell keeps a Beta(X, X) share of its gene tokens and "
-    "takes the rest, with a mixed label, from another cell of the batch (0: off)",
-    "ema_decay": "validate, checkpoint and save an exponential moving average of the weights with this "
-    "per-step decay (0: off)",
-    "context_dropout": "probability of replacing each training cell's context token (--batch-key / "
-    "--context-key) by its covariate's <UNK>, so cells of batches unseen in training get a trained token",
-}
 
 
 def _add_field(group, field: dataclasses.Field) -> None:
@@ -82,12 +59,8 @@ def _add_field(group, field: dataclasses.Field) -> None:
         flags.append(f"--{field.name}")
     is_bool = field.type in ("bool", bool)
     default = field.default
-    if field.name in _HELP and field.name in ("precision",):
-        help_text = _HELP[field.name]
-    elif field.name in _HELP:
-        help_text = f"{_HELP[field.name]}; default: {default}"
-    else:
-        help_text = f"default: {default}"
+    text = field.metadata.get("help", "").replace("%", "%%")  # the config field's own help (declared once)
+    help_text = f"{text}; default: {default}" if text else f"default: {default}"
     group.add_argument(
         *flags,
         dest=f"cfg_{field.name}",
