@@ -35,7 +35,7 @@ import numpy as np
 from cellformer.annotations import score_quantiles
 from cellformer.errors import ConfigError, InputError, RunDirError
 from cellformer.runs import Predictions
-from cellformer.text import plural
+from cellformer.text import is_primary_process, plural
 from cellformer.unknown import DEFAULT_QUANTILE, UnknownDetector
 
 if TYPE_CHECKING:
@@ -321,8 +321,6 @@ def predict_chunks(
     chunk and the outputs are gathered: the first process returns them (every process with
     ``every_process``), the others ``None``."""
     from tqdm.auto import tqdm
-
-    from cellformer.text import is_primary_process
 
     bounds = [(a, min(a + chunk_size, stop)) for a in range(start, stop, chunk_size)] or [(start, start)]
     quiet = stop - start < 50_000 or not is_primary_process()
@@ -1039,7 +1037,7 @@ def _predict_file_in_memory(
     key_added = setup["key_added"]
     setup = {k: v for k, v in setup.items() if k not in ("key_added",)}
     annotated = predict(adata, run_dir, key_added=key_added, **setup, **options)
-    if setup["devices"] * setup["num_nodes"] > 1 and not _first_process():
+    if setup["devices"] * setup["num_nodes"] > 1 and not is_primary_process():
         return {}  # the first process writes
     written = {}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -1056,13 +1054,6 @@ def _predict_file_in_memory(
         raise
     written["h5ad"] = out
     return written
-
-
-def _first_process() -> bool:
-    """Whether this is the first process of a multi-process prediction (once its processes run)."""
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def plot_umap(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 
 
 def plural(n: int, word: str, words: str | None = None) -> str:
@@ -17,6 +18,15 @@ def natural_key(label: str) -> tuple:
 
 
 def is_primary_process() -> bool:
-    """False in the extra processes a multi-device run starts (Lightning's DDP launcher repeats the command
-    line with ``LOCAL_RANK`` / ``NODE_RANK`` set); the first process reports and writes the run directory."""
-    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    """Whether this is the first process of a (possibly multi-process) run: the one that reports and
+    writes. Inside a running torch.distributed group its rank decides; before one exists, the rank
+    variables the launchers set, in Lightning's order (``RANK``, ``LOCAL_RANK`` / ``NODE_RANK`` from its
+    own DDP launcher, ``SLURM_PROCID`` under ``srun``, ``JSM_NAMESPACE_RANK`` under ``jsrun``). Does not
+    import torch (``--help`` stays instant)."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        return distributed.get_rank() == 0
+    for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if os.environ.get(name, "0") != "0":
+            return False
+    return True

@@ -92,3 +92,26 @@ def test_baselines_predict_in_one_process(cli, odd_cells, withheld_runs, tmp_pat
     )
     line = error_line(code, err)
     assert "logreg baseline" in line and "drop --devices" in line
+
+
+@pytest.mark.parametrize(
+    ("variables", "primary"),
+    [
+        ({}, True),
+        ({"LOCAL_RANK": "0", "NODE_RANK": "0"}, True),
+        ({"LOCAL_RANK": "1"}, False),  # Lightning's own DDP launcher
+        ({"NODE_RANK": "1"}, False),
+        ({"SLURM_PROCID": "0"}, True),  # one task of an sbatch script
+        ({"SLURM_PROCID": "3"}, False),  # srun --ntasks 4: a later task
+        ({"RANK": "2"}, False),  # torchrun
+    ],
+)
+def test_the_first_process_is_known_before_lightning_starts(monkeypatch, variables, primary) -> None:
+    """Which process reports and writes, from the variables every launcher sets (srun sets no LOCAL_RANK)."""
+    from cellformer.text import is_primary_process
+
+    for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    assert is_primary_process() is primary
