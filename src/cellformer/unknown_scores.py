@@ -222,7 +222,7 @@ def fit_expression_space(X_train, *, seed: int = 0) -> dict[str, np.ndarray]:
     from cellformer.baselines import features as feat
 
     X_log = feat.log_normalize(X_train)
-    hvg = feat.select_hvg(X_log, min(EXPRESSION_HVG, X_log.shape[1]))
+    hvg = feat.training_hvg(X_log, EXPRESSION_HVG)
     scaler = feat.Standardizer.fit(X_log[:, hvg])
     components, mean = feat.fit_pca(scaler.transform(X_log[:, hvg]), EXPRESSION_PCS, seed=seed)
     arrays = {

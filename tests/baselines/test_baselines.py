@@ -67,7 +67,7 @@ def test_hvgs_come_from_training_cells_only(baseline_runs, baseline_prepared):
     prepared = PreparedData(baseline_prepared)
     model = cellformer.load(baseline_runs["logreg"])
     X = feat.log_normalize(PreparedExpression(prepared).read(prepared.split_rows("train")))
-    assert np.array_equal(feat.select_hvg(X, 2000), model.arrays["hvg_index"])
+    assert np.array_equal(feat.training_hvg(X, 2000), model.arrays["hvg_index"])
 
 
 def test_predictions_identical_after_reload_and_across_entry_points(baseline_runs, baseline_prepared):

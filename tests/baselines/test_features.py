@@ -29,17 +29,34 @@ def test_log_normalize_matches_scanpy():
     np.testing.assert_allclose(feat.log_normalize(X).toarray(), adata.X.toarray(), rtol=1e-5, atol=1e-6)
 
 
-def test_hvg_selection_agrees_with_scanpy_seurat_flavour():
+def _scanpy_seurat_hvgs(X_log: sp.csr_matrix, n_top: int) -> np.ndarray:
     import anndata as ad
     import scanpy as sc
 
+    table = sc.pp.highly_variable_genes(ad.AnnData(X_log), flavor="seurat", n_top_genes=n_top, inplace=False)
+    return np.flatnonzero(table["highly_variable"].to_numpy())
+
+
+def test_hvgs_are_scanpys_seurat_flavor():
     X_log = feat.log_normalize(_counts(seed=1))
-    adata = ad.AnnData(X_log.copy())
-    sc.pp.highly_variable_genes(adata, n_top_genes=100, flavor="seurat")
-    theirs = set(np.flatnonzero(adata.var["highly_variable"].to_numpy()))
-    ours = set(feat.select_hvg(X_log, 100).tolist())
-    assert len(ours) == 100
-    assert len(ours & theirs) >= 95  # bins at the edges can differ by a gene or two
+    np.testing.assert_array_equal(feat.training_hvg(X_log, 100), _scanpy_seurat_hvgs(X_log, 100))
+
+
+def test_hvgs_are_scanpys_seurat_flavor_on_real_log_data(pbmc68k_path):
+    import anndata as ad
+
+    X_log = sp.csr_matrix(ad.read_h5ad(pbmc68k_path).X, dtype=np.float64)  # log1p-normalized, 765 genes
+    np.testing.assert_array_equal(feat.training_hvg(X_log, 300), _scanpy_seurat_hvgs(X_log, 300))
+
+
+def test_never_expressed_genes_are_never_features():
+    X = _counts(seed=3).tolil()
+    X[:, [7, 50]] = 0
+    X_log = feat.log_normalize(X.tocsr())
+    expressed = np.flatnonzero(X_log.getnnz(axis=0))
+    assert 7 not in expressed and 50 not in expressed
+    assert not {7, 50} & set(feat.training_hvg(X_log, len(expressed) - 1).tolist())
+    np.testing.assert_array_equal(feat.training_hvg(X_log, 398), expressed)  # more than are expressed
 
 
 def test_standardizer_clips_and_centres():

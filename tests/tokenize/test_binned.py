@@ -1,4 +1,4 @@
-"""BinnedTokenizer and HybridTokenizer: dense references, scGPT's binning, HVGs against scanpy."""
+"""BinnedTokenizer and HybridTokenizer: dense references, scGPT's binning (HVGs: test_hvg.py)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,6 @@ from cellformer.tokenize.binned import (
     BinnedTokenizer,
     HybridTokenizer,
     quantile_bins,
-    seurat_scores,
-    seurat_v3_scores,
 )
 from cellformer.tokenize.rank import RankTokenizer
 from cellformer.tokens import CLS, N_SPECIAL, TokenizedCells
@@ -165,46 +163,6 @@ def test_tied_values_share_a_bin_and_no_random_generator_is_used():
 
 def _chunks(X: sp.csr_matrix, size: int) -> list[sp.csr_matrix]:
     return [X[i : i + size] for i in range(0, X.shape[0], size)]
-
-
-def _assert_same_hvgs(ours: np.ndarray, scores: np.ndarray, expected) -> None:
-    """Our HVGs are scanpy's, except possibly among genes tied at the cut-off score."""
-    theirs = np.flatnonzero(expected["highly_variable"].to_numpy())
-    assert len(ours) == len(theirs)
-    cutoff = np.sort(np.nan_to_num(scores, nan=-np.inf))[::-1][len(ours) - 1]
-    differ = np.setxor1d(ours, theirs)
-    np.testing.assert_array_equal(scores[differ], np.full(len(differ), cutoff))
-
-
-@pytest.mark.parametrize("n_cells", [1500, 2100])
-def test_seurat_v3_scores_and_hvgs_equal_scanpy_on_real_counts(bladder_counts, n_cells):
-    import anndata as ad
-    import scanpy as sc
-
-    X = bladder_counts[:n_cells]
-    tokenizer = BinnedTokenizer(n_hvg=2000)
-    tokenizer.fit(_chunks(X, 400))
-    expected = sc.pp.highly_variable_genes(ad.AnnData(X), flavor="seurat_v3", n_top_genes=2000, inplace=False)
-    scores = seurat_v3_scores(_chunks(X, 700), X.shape[1])
-    np.testing.assert_allclose(scores, expected["variances_norm"].to_numpy(), rtol=1e-12)
-    _assert_same_hvgs(tokenizer.hvg, scores, expected)
-
-
-def test_seurat_hvgs_for_normalized_input_equal_scanpy(pbmc68k_path):
-    import anndata as ad
-    import scanpy as sc
-
-    adata = ad.read_h5ad(pbmc68k_path)
-    logged = sp.csr_matrix(adata.X, dtype=np.float32)
-    linear = _chunks(sp.csr_matrix(np.expm1(logged.toarray())), 128)
-    tokenizer = BinnedTokenizer(n_hvg=300, flavor="seurat")
-    tokenizer.fit(linear)
-    expected = sc.pp.highly_variable_genes(
-        ad.AnnData(logged), flavor="seurat", n_top_genes=300, inplace=False
-    )
-    scores = seurat_scores(linear, logged.shape[1])
-    np.testing.assert_allclose(scores, expected["dispersions_norm"].to_numpy(), rtol=1e-6)
-    _assert_same_hvgs(tokenizer.hvg, scores, expected)
 
 
 def test_from_config_save_load_and_registry(tmp_path, bladder_counts):

@@ -211,3 +211,38 @@ def test_normalized_input_keeps_the_input_scale():
     mapping = AncestorMapping(k=30, n_components=3, n_hvg=None, normalize_total=False).fit([X], t)
     previous = mapping.transform(X[30:31], [1]).toarray()[0]
     np.testing.assert_allclose(previous, X[:30].toarray().mean(axis=0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("n_hvg", [300, 2000])
+def test_hvgs_are_scanpys_seurat_flavor_on_the_hsmm_time_course(hsmm_path, n_hvg):
+    """The PCA's genes are the one HVG selection: scanpy's seurat flavor on the log-normalized training
+    profiles (FPKM here: ``log1p(x)``); the tiny-value guard leaves none of scanpy's genes out."""
+    import anndata as ad
+    import scanpy as sc
+
+    from cellformer.tokenize.previous import MIN_LOG_MEAN
+
+    adata = ad.read_h5ad(hsmm_path)
+    X = sp.csr_matrix(adata.X, dtype=np.float32)
+    mapping = AncestorMapping(n_hvg=n_hvg, normalize_total=False).fit([X], adata.obs["Hours"])
+    logged = mapping.profiles.astype(np.float64)
+    logged.data = np.log1p(logged.data)
+    table = sc.pp.highly_variable_genes(ad.AnnData(logged), flavor="seurat", n_top_genes=n_hvg, inplace=False)
+    np.testing.assert_array_equal(mapping.hvg, np.flatnonzero(table["highly_variable"].to_numpy()))
+    assert np.asarray(logged.mean(axis=0)).ravel()[mapping.hvg].min() >= MIN_LOG_MEAN
+
+
+def test_only_genes_with_spread_above_the_tiny_value_guard_are_used():
+    dense = _counts(60, 30, seed=10).toarray()
+    dense[:, 4] = 0  # never expressed
+    dense[:, 9] = 5.0  # no spread
+    dense[:, 12] = 0
+    dense[0, 12] = 1e-30  # one tiny value (FPKM-like): mean log value far below the guard
+    X = sp.csr_matrix(dense)
+    t = np.repeat([0, 1], 30)
+    everything = AncestorMapping(k=3, n_components=3, n_hvg=None, normalize_total=False).fit([X], t)
+    assert not {4, 9, 12} & set(everything.hvg.tolist()) and len(everything.hvg) == 27
+    few = AncestorMapping(k=3, n_components=3, n_hvg=27, normalize_total=False).fit([X], t)
+    np.testing.assert_array_equal(few.hvg, everything.hvg)  # all usable genes when no more than n_hvg
+    top = AncestorMapping(k=3, n_components=3, n_hvg=10, normalize_total=False).fit([X], t)
+    assert len(top.hvg) == 10 and set(top.hvg.tolist()) <= set(everything.hvg.tolist())

@@ -101,7 +101,7 @@ def baseline(
     X_train_log, X_val_log = X_log[: len(train_rows)], X_log[len(train_rows) :]
     y_train, y_val = labels[train_rows], labels[val_rows]
 
-    hvg = feat.select_hvg(X_train_log, min(n_hvg, X.shape[1]))
+    hvg = feat.training_hvg(X_train_log, n_hvg)
     scaler = feat.Standardizer.fit(X_train_log[:, hvg])
     Z_train, Z_val = scaler.transform(X_train_log[:, hvg]), scaler.transform(X_val_log[:, hvg])
     components, pca_mean = feat.fit_pca(Z_train, n_pcs, seed=seed)

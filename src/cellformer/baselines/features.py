@@ -4,8 +4,8 @@ Every step works on arrays and keeps its fitted state as plain arrays (saved wit
 
 1. ``log_normalize``: each cell scaled to ``TARGET_SUM`` counts over the model's genes, then ``log1p``
    (the CellTypist / scanpy convention).
-2. ``select_hvg``: highly variable genes on the *training* cells only (Seurat flavour: dispersion
-   z-scored within mean bins).
+2. ``training_hvg``: highly variable genes of the *training* cells only (scanpy's seurat flavor, by
+   the one HVG selection of ``cellformer.tokenize.hvg``).
 3. ``Standardizer``: per-feature mean / standard deviation from the training cells, values clipped to
    ``±MAX_VALUE`` (as ``scanpy.pp.scale(max_value=10)``).
 4. ``fit_pca`` / ``project``: principal components of the standardized training features.
@@ -17,6 +17,8 @@ import dataclasses
 
 import numpy as np
 import scipy.sparse as sp
+
+from cellformer.tokenize.hvg import highly_variable_genes
 
 TARGET_SUM = 1e4
 MAX_VALUE = 10.0
@@ -40,35 +42,18 @@ def _mean_var(X: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     return mean, var
 
 
-def select_hvg(X_log: sp.csr_matrix, n_top: int, n_bins: int = 20) -> np.ndarray:
-    """Indices (ascending) of the ``n_top`` most variable genes of log-normalized ``X_log``.
+def training_hvg(X_log: sp.csr_matrix, n_top: int) -> np.ndarray:
+    """Indices (ascending) of the ``n_top`` most variable genes of log-normalized training cells ``X_log``.
 
-    Seurat flavour, as ``scanpy.pp.highly_variable_genes(flavor="seurat")``: on ``expm1`` of the
-    values, log dispersion ``log(var / mean)`` is z-scored within ``n_bins`` bins of ``log1p(mean)``;
-    ties are broken by the lower gene index. Genes never expressed are never selected.
+    The one HVG selection (:func:`cellformer.tokenize.hvg.highly_variable_genes`, scanpy's ``seurat``
+    flavor) on ``expm1`` of the values, so the genes are those of
+    ``scanpy.pp.highly_variable_genes(flavor="seurat", n_top_genes=n_top)`` on ``X_log``. Genes never
+    expressed in ``X_log`` are never chosen (there are fewer than ``n_top`` when too few are expressed).
     """
-    X = sp.csr_matrix(X_log, copy=True)
+    X = sp.csr_matrix(X_log, dtype=np.float64, copy=True)
     np.expm1(X.data, out=X.data)
-    mean, var = _mean_var(X)
-    expressed = mean > 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dispersion = np.log(np.where(expressed, var / np.where(expressed, mean, 1.0), np.nan))
-    dispersion[~np.isfinite(dispersion)] = np.nan
-    log_mean = np.log1p(mean)
-    edges = np.linspace(log_mean[expressed].min(initial=0), log_mean[expressed].max(initial=1), n_bins + 1)
-    bins = np.clip(np.digitize(log_mean, edges[1:-1]), 0, n_bins - 1)
-    score = np.full(len(mean), -np.inf)
-    for b in np.unique(bins[expressed]):
-        members = expressed & (bins == b) & np.isfinite(dispersion)
-        values = dispersion[members]
-        if values.size == 0:
-            continue
-        sd = values.std(ddof=1) if values.size > 1 else 0.0
-        # a bin with one gene (or no spread) scores as average, as scanpy sets it to 1 -> near the top
-        score[members] = (values - values.mean()) / sd if sd > 0 else 0.0
-    candidates = np.flatnonzero(np.isfinite(score))
-    order = candidates[np.lexsort((candidates, -score[candidates]))]
-    return np.sort(order[:n_top]).astype(np.int64)
+    expressed = np.bincount(X.indices[X.data != 0], minlength=X.shape[1]) > 0
+    return highly_variable_genes([X], X.shape[1], n_top, "seurat", among=expressed)
 
 
 @dataclasses.dataclass

@@ -6,8 +6,9 @@ taking each cell's nearest neighbours at the earlier time point as its likely an
 
 1. **Profiles.** Every *training* cell's profile ``x / total`` (float32, all genes) is stored as a
    CSR matrix ``P``; ``log1p(P * target_sum)`` is its log-normalized form.
-2. **Shared space.** Highly variable genes (Seurat-style normalized dispersion of the
-   log-normalized training profiles, ``n_hvg`` of them; all expressed genes when there are fewer)
+2. **Shared space.** Highly variable genes (``n_hvg`` of them by :mod:`cellformer.tokenize.hvg`:
+   scanpy's seurat flavor on the training profiles, among genes with some spread and a mean
+   log-normalized value of at least ``MIN_LOG_MEAN``; all of those when there are fewer)
    are standardized with training means / standard deviations and projected onto the top
    ``n_components`` principal components of the training cells (exact PCA from the streamed
    ``n_hvg x n_hvg`` correlation matrix; no clipping).
@@ -51,6 +52,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from cellformer.errors import InputError
+from cellformer.tokenize.hvg import highly_variable_genes
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,9 @@ FORMAT = "cellformer-ancestor-mapping"
 FORMAT_VERSION = 1
 _CANDIDATE_MARGIN = 8  # extra GEMM candidates re-ranked with exact distances
 _KNN_BLOCK = 1 << 23  # query x reference distances held at once (64 MiB of float64)
+# genes with a lower mean log-normalized value are never used (e.g. one cell with a value of 1e-40 in
+# FPKM data): their tiny spread would dominate after standardization
+MIN_LOG_MEAN = 1e-3
 
 
 # --------------------------------------------------------------------------------------------- time
@@ -160,31 +165,6 @@ def _log_columns(P: sp.csr_matrix, columns: np.ndarray | None, target_sum: float
     sub = (P if columns is None else P[:, columns]).astype(np.float64)
     sub.data = np.log1p(sub.data * target_sum)
     return sub
-
-
-def select_hvg(
-    mean: np.ndarray, var: np.ndarray, n_hvg: int | None, n_bins: int = 20, min_mean: float = 1e-3
-) -> np.ndarray:
-    """Seurat-style HVGs: log dispersion z-scored within mean bins; all expressed genes if fewer.
-
-    Genes whose mean log-normalized value is below ``min_mean`` (e.g. one cell with a value of 1e-40 in
-    FPKM data) are never used: their tiny spread would dominate after standardization.
-    """
-    expressed = np.flatnonzero((mean >= min_mean) & (var > 0))
-    if n_hvg is None or len(expressed) <= n_hvg:
-        return expressed
-    m, v = mean[expressed], var[expressed]
-    dispersion = np.log(np.maximum(v, 1e-12) / m)
-    edges = np.quantile(m, np.linspace(0, 1, n_bins + 1)[1:-1])
-    bins = np.searchsorted(edges, m, side="right")
-    score = np.zeros_like(dispersion)
-    for b in np.unique(bins):
-        in_bin = bins == b
-        d = dispersion[in_bin]
-        sd = d.std()
-        score[in_bin] = (d - d.mean()) / sd if sd > 0 else 0.0
-    top = np.lexsort((expressed, -score))[:n_hvg]  # ties by gene index
-    return np.sort(expressed[top])
 
 
 # -------------------------------------------------------------------------------------- mapping
@@ -299,7 +279,7 @@ class AncestorMapping:
             total_sq += np.asarray(L.multiply(L).sum(axis=0)).ravel()
         mean = total / max(n_cells, 1)
         var = np.maximum(total_sq / max(n_cells, 1) - mean**2, 0.0) * n_cells / max(n_cells - 1, 1)
-        self.hvg = select_hvg(mean, var, self.n_hvg)
+        self.hvg = self._select_hvg(mean, var)
         if len(self.hvg) == 0:
             raise InputError(
                 "the training cells express no genes; cannot build a previous-time-point mapping"
@@ -332,6 +312,18 @@ class AncestorMapping:
             n_comp,
             100 * eigval.sum() / max(np.trace(corr), 1e-12),
         )
+
+    def _select_hvg(self, log_mean: np.ndarray, log_var: np.ndarray) -> np.ndarray:
+        """The PCA's genes: the ``n_hvg`` most variable training genes by the one HVG selection
+        (scanpy's ``seurat`` flavor on the linear-scale profiles ``P * factor``, whose ``log1p`` is the
+        log-normalized form), among the genes with some spread and a mean log value of at least
+        ``MIN_LOG_MEAN``; all of those when there are no more (or ``n_hvg`` is None)."""
+        P = self.profiles
+        usable = (log_mean >= MIN_LOG_MEAN) & (log_var > 0)
+        if self.n_hvg is None:
+            return np.flatnonzero(usable)
+        linear = (P[rows].astype(np.float64) * self._factor for rows in self._row_chunks(P.shape[0]))
+        return highly_variable_genes(linear, P.shape[1], self.n_hvg, "seurat", among=usable)
 
     def _embed_profiles(self, P: sp.csr_matrix) -> np.ndarray:
         """Shared-space coordinates of ``x / total`` profiles, float32; row-wise exact (chunk-free)."""
