@@ -2,8 +2,7 @@
 
 ``cellformer train`` and ``cellformer baseline`` call :func:`calibrate_run` once at the end, which writes
 ``unknown.json`` / ``unknown.safetensors`` (atomically) into the run directory; ``predict`` and
-``evaluate`` only read them (:func:`run_calibration`). Runs made before calibration was stored are
-calibrated in memory from their prepared dataset, never written to.
+``evaluate`` only read them (:func:`run_calibration`); a run without them is refused.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import numpy as np
 
 from cellformer.errors import InputError, RunDirError
 from cellformer.runs import Predictions
-from cellformer.unknown import DEFAULT_QUANTILE, TRANSFORMER_SPACE, UnknownDetector
+from cellformer.unknown import DEFAULT_QUANTILE, JSON_NAME, TRANSFORMER_SPACE, UnknownDetector
 
 if TYPE_CHECKING:
     from cellformer.data.prepared import PreparedData
@@ -93,48 +92,23 @@ def _expression(prepared: PreparedData, train_rows: np.ndarray, val_rows: np.nda
         return None
 
 
-def run_calibration(model: TrainedModel, prepared: str | Path | None = None) -> UnknownDetector:
-    """The calibration stored in the run; for older runs, fitted in memory from the prepared dataset.
+def run_calibration(model: TrainedModel) -> UnknownDetector:
+    """The calibration stored in the run (``unknown.json``, written by ``train`` / ``baseline``).
 
     Raises
     ------
-    InputError
-        An older run (no ``unknown.json``) whose prepared dataset is not reachable.
+    RunDirError
+        The run has no stored calibration: it is incomplete or was made by another cellformer version.
     """
     run_dir = Path(model.run_dir)
     stored = UnknownDetector.load(run_dir)
-    if stored is not None:
-        if "calibration" not in stored.info:
-            logger.warning(
-                "run %s stores a temperature (T=%.3g) fitted by an older cellformer without the held-out "
-                "check; train the run again for the current calibration",
-                run_dir,
-                stored.temperature,
-            )
-        return stored
-    recorded = (model.config.get("prepared") or {}).get("path")
-    location = prepared if prepared is not None else recorded
-    try:
-        data = _open(location) if location else None
-    except RunDirError:
-        data = None
-    if data is None:
-        raise InputError(
-            f"run {run_dir} has no stored calibration (unknown.json; it was made by an older cellformer) and "
-            f"its prepared dataset {location or '(not recorded)'} is not reachable, so confidence cannot be "
-            "calibrated nor unknown cells flagged: pass the prepared dataset it was trained on with "
-            "--prepared DIR (prepared=... in Python), or train the run again"
+    if stored is None:
+        raise RunDirError(
+            f"run {run_dir} has no stored calibration ({JSON_NAME}): the run is incomplete or was made by "
+            "another cellformer version, so confidence cannot be calibrated nor unknown cells flagged; "
+            "train it again"
         )
-    from cellformer.integrity import check_trained_on
-
-    check_trained_on(run_dir, model.config, data)  # never calibrate on data prepared again since
-    logger.warning(
-        "run %s has no stored calibration (made by an older cellformer): fitting the temperature and "
-        "unknown-cell threshold on the validation split of %s now (in memory; the run is not changed)",
-        run_dir,
-        data.path,
-    )
-    return fit_calibration(model, data)
+    return stored
 
 
 def _open(prepared: str | Path | PreparedData) -> PreparedData:

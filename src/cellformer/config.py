@@ -355,6 +355,11 @@ class TrainConfig(_Config):
     class_weights: bool = _field(
         True, "cross-entropy weighted by inverse class frequency of the training split"
     )
+    class_weight_power: float = _field(
+        1.0,
+        "with class_weights: the weights are the inverse class frequency to this power (1: inverse "
+        "frequency, 0.5: its square root, milder on very rare classes)",
+    )
     patience: int = _field(10, "early stopping on the monitored validation metric; 0: never stop early")
     monitor: str = _field(
         "val_macro_f1",
@@ -446,6 +451,10 @@ class TrainConfig(_Config):
         _require(
             self.grad_clip is None or self.grad_clip > 0,
             f"train grad_clip must be positive, got {self.grad_clip}",
+        )
+        _require(
+            self.class_weight_power >= 0,
+            f"train class_weight_power must be >= 0, got {self.class_weight_power}",
         )
         _require(self.patience >= 0, f"train patience must be >= 0, got {self.patience}")
         _require(

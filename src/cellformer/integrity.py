@@ -10,8 +10,8 @@ directory that is renamed into place, or right after the last file of a run)::
 :class:`~cellformer.errors.RunDirError` naming the first file that differs and what to do. Files added
 later are ignored; a run's evaluation outputs (``metrics/``, ``predictions/``, ``plots/``) and training
 state (``checkpoints/``, ``wandb/``) are not part of it. ``config.json`` of a run is compared without its
-``prepared.path`` (a location hint, edited when data move). Directories made before manifests existed
-load with one logged warning.
+``prepared.path`` (a location hint, edited when data move). A prepared dataset or finished run without
+a manifest is refused: another cellformer version made it, or its writing was interrupted.
 
 Hashing is cheap on reload: a file's SHA-256 is remembered per (device, inode, size, mtime, ctime) in
 the process, and for files of 16 MiB and more also across processes in ``$CELLFORMER_CACHE_DIR``
@@ -42,7 +42,6 @@ _IGNORED_KEYS = {"config.json": ("prepared", "path")}
 PERSISTENT_MIN_BYTES = 16 << 20
 
 _MEMORY: dict[tuple, str] = {}
-_WARNED: set[str] = set()
 
 
 # -- hashing ------------------------------------------------------------------------------------
@@ -204,30 +203,28 @@ _ADVICE = {
 }
 
 
-def verify(directory: str | Path, kind: str) -> dict[str, Any] | None:
-    """Check ``directory`` against its manifest; returns the manifest (``None`` for older directories).
+def verify(directory: str | Path, kind: str) -> dict[str, Any]:
+    """Check ``directory`` against its manifest; returns the manifest.
 
     Raises
     ------
     RunDirError
-        A listed file is missing or its size or content changed: the message names it and what to do.
+        ``manifest.json`` is missing, or a listed file is missing or its size or content changed: the
+        message names it and what to do.
     """
     directory = Path(directory)
     what = "prepared dataset" if kind == "prepared" else "run directory"
     manifest = read_manifest(directory)
     if manifest is None:
-        key = str(directory.resolve())
-        if key not in _WARNED:
-            _WARNED.add(key)
-            log.warning(
-                "%s %s has no %s (made by an older cellformer): its files cannot be checked for damage; "
-                "%s to get one",
-                what,
-                directory,
-                MANIFEST,
-                "prepare it again" if kind == "prepared" else "make the run again",
-            )
-        return None
+        again = (
+            f"prepare it again (`cellformer prepare ... --out {directory} --overwrite`)"
+            if kind == "prepared"
+            else "train it again (`cellformer train` / `cellformer baseline`)"
+        )
+        raise RunDirError(
+            f"{what} {directory} has no {MANIFEST}: it was made by another cellformer version, or it is "
+            f"damaged or incomplete, so its files cannot be checked; {again}"
+        )
     found = problems(directory, manifest)
     if found:
         more = f" (and {len(found) - 1} more file(s): {'; '.join(found[1:3])})" if len(found) > 1 else ""
@@ -239,12 +236,14 @@ def verify(directory: str | Path, kind: str) -> dict[str, Any] | None:
 
 
 def run_is_finished(config: dict[str, Any]) -> bool:
-    """A run that has stopped writing its files (baselines, finished or older transformer runs)."""
-    return config.get("status", "finished") == "finished"
+    """A run that should have a manifest: every run but a transformer run still training or diverged
+    (one without a ``status`` too: it is then refused for lacking its manifest)."""
+    return config.get("status") not in ("training", "diverged")
 
 
 def verify_run(run_dir: str | Path) -> dict[str, Any] | None:
-    """:func:`verify` a finished run (a run still training has no manifest yet and is not checked)."""
+    """:func:`verify` a finished run (a run still training, or diverged, has no manifest and is not
+    checked)."""
     from cellformer.runs import read_run_config
 
     run_dir = Path(run_dir)
@@ -263,13 +262,11 @@ def check_trained_on(run_dir: str | Path, config: dict[str, Any], prepared: Any)
     """
     recorded = config.get("data_fingerprint")
     if not recorded:
-        log.warning(
-            "run %s records no fingerprint of its prepared dataset: cannot check that %s is the data it "
-            "was trained on",
-            run_dir,
-            prepared.path,
+        raise RunDirError(
+            f"run {run_dir} records no data_fingerprint in its config.json: it was made by another "
+            f"cellformer version, so whether {prepared.path} is the data it was trained on cannot be "
+            "checked; train it again"
         )
-        return
     if prepared.fingerprint() == recorded:
         return
     then = (config.get("prepared") or {}).get("meta", {}).get("created")
@@ -324,19 +321,6 @@ def require_tokenizer(directory: str | Path, name: str, *, owner: str) -> Any:
         ) from None
 
 
-def check_distinct_inputs(prepared: Any) -> None:
-    """Refuse a dataset prepared (by an older cellformer) with ``--test`` equal to its input."""
-    inputs = prepared.meta.get("inputs", [])
-    digests = [item.get("sha256") for item in inputs if item.get("sha256")]
-    if len(set(digests)) < len(digests):
-        raise RunDirError(
-            f"prepared dataset {prepared.path} was made with a --test file that is its training input "
-            f"itself ({inputs[-1].get('path')}): its validation and test cells are training cells, so "
-            "metrics on them mean nothing; prepare it again with a --test file of other cells, or without "
-            "--test"
-        )
-
-
 def predictions_digest(y_true: Any, logits: Any) -> str:
     """SHA-256 of a split's labels and predicted classes (argmax of ``logits``), as ``compare`` reads them."""
     import numpy as np
@@ -379,26 +363,3 @@ def evaluation_record(
         "predictions_sha256": predictions_digest(y_true, logits),
         "run_manifest": None if manifest is None else digest(manifest),
     }
-
-
-def check_token_range(prepared: Any, n_tokens: int, n_values: int) -> None:
-    """Refuse a token store with ids past the vocabulary (or value ids past ``n_values``), read in blocks.
-
-    Only needed for datasets without a manifest: with one, the files are those ``prepare`` wrote.
-    """
-    import numpy as np
-
-    store = prepared.store
-    arrays = [("tokens/ids.bin", store.ids, n_tokens)]
-    if store.values is not None and n_values:
-        arrays.append(("tokens/values.bin", store.values, n_values))
-    block = 1 << 24
-    for name, array, limit in arrays:
-        for start in range(0, len(array), block):
-            part = np.asarray(array[start : start + block])
-            low, high = int(part.min()), int(part.max())
-            if low < 0 or high >= limit:
-                raise RunDirError(
-                    f"{Path(prepared.path) / name} holds ids {low}..{high}, outside the {limit} the dataset "
-                    "has: the token store is damaged; prepare the data again"
-                )

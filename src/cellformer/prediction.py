@@ -68,7 +68,6 @@ def predict(
     gene_key: str | None = None,
     min_gene_overlap: float | None = None,
     unknown_quantile: float = DEFAULT_QUANTILE,
-    prepared: str | Path | None = None,
     source: str | Path | None = None,
     input_normalized: bool | None = None,
     input_transform: str | None = None,
@@ -101,9 +100,6 @@ def predict(
     unknown_quantile
         Quantile of the validation cells' unknown scores used as the threshold: about
         ``1 - unknown_quantile`` of cells of known types are flagged by design (default 0.95: ~5 %).
-    prepared
-        Only for runs made before calibration was stored in the run directory: the prepared dataset they
-        were trained on, when it has moved (by default the recorded one).
     source
         What error messages call ``adata`` (e.g. the file it was read from; default "the input AnnData").
     input_normalized, input_transform
@@ -137,7 +133,6 @@ def predict(
         key_added=key_added,
         chunk_size=chunk_size,
         unknown_quantile=unknown_quantile,
-        prepared=prepared,
         source=source,
         layer=layer,
         gene_key=gene_key,
@@ -175,7 +170,6 @@ def _setup(
     key_added: str,
     chunk_size: int,
     unknown_quantile: float,
-    prepared: str | Path | None,
     source: str | Path | None,
     accelerator: str = "auto",
     devices: int = 1,
@@ -208,7 +202,7 @@ def _setup(
         )
     model = load(run_dir)
     predictor = _place(model, accelerator, devices, num_nodes, processes, batch_size)
-    detector = run_calibration(model, prepared)
+    detector = run_calibration(model)
     try:
         detector = detector.with_quantile(unknown_quantile)
     except ValueError as exc:
@@ -896,7 +890,6 @@ def predict_file(
         key_added=key_added,
         chunk_size=chunk_size,
         unknown_quantile=options.pop("unknown_quantile", DEFAULT_QUANTILE),
-        prepared=options.pop("prepared", None),
         source=input,
         accelerator=accelerator,
         devices=devices,

@@ -116,9 +116,14 @@ def load(run_dir: str | Path, *, unfinished: bool = False) -> TrainedModel:
 
 def check_finished(run_dir: str | Path, config: dict[str, Any]) -> None:
     """Refuse a run whose training diverged or has not finished (``config.json`` ``status``)."""
-    status = config.get("status", "finished")  # runs made before the status was recorded are finished
+    status = config.get("status")
     if status == "finished":
         return
+    if status is None:
+        raise RunDirError(
+            f"run {run_dir} records no status in its config.json: it was made by another cellformer "
+            "version or its config.json was edited; train it again"
+        )
     if status == "diverged":
         info = (config.get("result") or {}).get("diverged") or {}
         what = (

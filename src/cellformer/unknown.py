@@ -19,8 +19,7 @@ Two arrays-only pieces, fitted from a model's own outputs on the prepared datase
 Fitted once at the end of ``cellformer train`` / ``cellformer baseline`` (:mod:`cellformer.calibrate_run`)
 and only read afterwards. A run without labelled validation cells records ``method = "none"``: no
 calibration (``T = 1``) and no unknown flag. A transformer run whose input files cannot be read at
-calibration falls back to its ``<CLS>`` embedding (with a warning). Runs made by earlier versions
-(``centroid_distance`` on the embedding or logits) are read and scored as they were.
+calibration falls back to its ``<CLS>`` embedding (with a warning).
 
 Files in the run dir: ``unknown.json`` (method, space, threshold, quantile, FPR target, temperature and
 how it was fitted, the score's settings, validation rates) and ``unknown.safetensors`` (the score's
@@ -38,14 +37,13 @@ from typing import Any
 import numpy as np
 
 from cellformer.atomic import atomic_path, read_json, write_json
+from cellformer.errors import RunDirError
 from cellformer.evaluation.calibration import TemperatureFit, fit_temperature
 from cellformer.evaluation.metrics import softmax
 from cellformer.unknown_scores import (
     DESCRIPTIONS,
     FEATURE_SCORES,
     SCORES,
-    centroid_scores,  # noqa: F401  (re-exported: earlier callers imported it from here)
-    class_centroids,  # noqa: F401
     expression_features,
     fit_expression_space,
     fit_score,
@@ -61,6 +59,8 @@ DEFAULT_METHOD = "mahalanobis"  # chosen by bench/unknown.py (docs/unknown.md)
 SPACES = ("embedding", "logits", "expression")
 # the representation distance scores measure for transformer runs (baselines: baselines.api.UNKNOWN_SPACE)
 TRANSFORMER_SPACE = "expression"
+# what every unknown.json records (UnknownDetector.save)
+REQUIRED = ("method", "space", "threshold", "quantile", "temperature", "calibration")
 
 
 @dataclasses.dataclass
@@ -135,14 +135,8 @@ class UnknownDetector:
 
     @property
     def temperature_fit(self) -> TemperatureFit:
-        """How the temperature was fitted (runs from before the held-out check record only ``T``)."""
-        stored = self.info.get("calibration")
-        if stored:
-            return TemperatureFit.from_dict(stored)
-        nan = float("nan")
-        n = int(self.info.get("n_val_cells", 0))
-        note = "stored by an earlier cellformer version (no held-out check)"
-        return TemperatureFit(self.temperature, n, nan, nan, self.temperature, nan, nan, note)
+        """How the temperature was fitted (with its held-out check)."""
+        return TemperatureFit.from_dict(self.info["calibration"])
 
     def with_quantile(self, quantile: float) -> UnknownDetector:
         """The same detector with the threshold at another quantile of the validation scores."""
@@ -276,11 +270,23 @@ class UnknownDetector:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> UnknownDetector | None:
-        """The detector saved in ``run_dir``, or ``None`` when the run has none yet."""
+        """The detector saved in ``run_dir``, or ``None`` when the run has none yet.
+
+        Raises
+        ------
+        RunDirError
+            ``unknown.json`` lacks what :meth:`save` writes (another cellformer version made it).
+        """
         run_dir = Path(run_dir)
         if not (run_dir / JSON_NAME).exists():
             return None
         payload = read_json(run_dir / JSON_NAME)
+        missing = [key for key in REQUIRED if key not in payload]
+        if missing:
+            raise RunDirError(
+                f"{run_dir / JSON_NAME} records no {', '.join(missing)}: the run's calibration was made by "
+                "another cellformer version; train the run again"
+            )
         arrays: dict[str, np.ndarray] = {}
         if (run_dir / ARRAYS_NAME).exists():
             from safetensors.numpy import load_file
@@ -303,7 +309,7 @@ class UnknownDetector:
         return cls(
             payload["method"],
             float("inf") if threshold is None else float(threshold),
-            payload.get("space", "embedding"),
+            payload["space"],
             float(payload["temperature"]),
             float(payload["quantile"]),
             state,

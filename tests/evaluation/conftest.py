@@ -3,8 +3,8 @@
 The trained models of the other stages (transformer, baselines) are not needed: a run here is a small
 scikit-learn model fitted on log1p-normalised, PCA-reduced expression of the real cells, wrapped in an
 object that follows ``cellformer.runs.TrainedModel``. Its run directory holds what a real one holds for
-evaluation (``config.json``, ``classes.json``, ``model.safetensors`` with the fitted arrays, and a
-genuine ``log.csv`` for the epoch-trained MLP). The prepared directory is the real on-disk format that
+evaluation (``config.json``, ``classes.json``, ``model.safetensors`` with the fitted arrays, a
+genuine ``log.csv`` for the epoch-trained MLP, and ``manifest.json``). The prepared directory is the real on-disk format that
 ``PreparedData`` reads (labels, splits, classes, meta), with one class kept out of training so that
 unseen labels are exercised.
 """
@@ -23,6 +23,7 @@ import pytest
 
 from cellformer.data.prepared import PreparedData
 from cellformer.evaluation.api import evaluate_model
+from cellformer.integrity import write_manifest
 from cellformer.provenance import file_fingerprint
 from cellformer.runs import Predictions
 
@@ -104,6 +105,7 @@ def write_prepared(path: Path, data: Bladder, source: Path, seed: int) -> Prepar
         "has_values": False,
     }
     (path / "meta.json").write_text(json.dumps(meta))
+    write_manifest(path, "prepared")
     return PreparedData(path)
 
 
@@ -170,8 +172,10 @@ def make_run(root: Path, name: str, kind: str, prepared: PreparedData, features:
     run_dir.mkdir(parents=True)
     config: dict[str, Any] = {
         "kind": kind,
+        "status": "finished",
         "prepared": {"path": str(prepared.path), "meta": prepared.meta},
         "seed": 0,
+        "data_fingerprint": prepared.fingerprint(),
     }
     start = time.perf_counter()
     if kind == "logreg":
@@ -196,6 +200,7 @@ def make_run(root: Path, name: str, kind: str, prepared: PreparedData, features:
     (run_dir / "classes.json").write_text(
         json.dumps({"classes": prepared.classes, "unseen": prepared.unseen})
     )
+    write_manifest(run_dir, "run")
     return FeatureRun(run_dir, kind, config, prepared.classes, features, model)
 
 

@@ -15,6 +15,7 @@ import cellformer
 from cellformer.data.prepared import PreparedData
 from cellformer.errors import InputError, RunDirError
 from cellformer.evaluation.api import evaluate_model
+from cellformer.integrity import write_manifest
 
 
 def test_writes_metrics_predictions_and_plots(runs, prepared):
@@ -79,6 +80,7 @@ def test_split_without_labels(tmp_path, runs, prepared):
     labels = np.load(unlabelled / "labels.npy")
     labels[prepared.split_rows("test")] = -1
     np.save(unlabelled / "labels.npy", labels)
+    write_manifest(unlabelled, "prepared")  # hand-edited: its files recorded again
     with pytest.raises(InputError, match="no labelled cells"):
         evaluate_model(runs[1], PreparedData(unlabelled), split="test")
 
@@ -87,11 +89,13 @@ def test_missing_split_and_other_classes(runs, prepared, tmp_path):
     no_val = tmp_path / "no_split"
     shutil.copytree(prepared.path, no_val)
     np.savez(no_val / "splits.npz", train=prepared.split_rows("train"), test=prepared.split_rows("test"))
+    write_manifest(no_val, "prepared")
     with pytest.raises(RunDirError, match="no 'val' split"):
         evaluate_model(runs[1], PreparedData(no_val), split="val")
     other = tmp_path / "other_classes"
     shutil.copytree(prepared.path, other)
     (other / "classes.json").write_text(json.dumps({"classes": prepared.classes[:-1], "unseen": []}))
+    write_manifest(other, "prepared")
     with pytest.raises(RunDirError, match="other classes"):
         evaluate_model(runs[1], PreparedData(other), split="test")
 
@@ -119,6 +123,7 @@ def test_unlabelled_validation_split_leaves_probabilities_uncalibrated(
     labels = np.load(copy / "labels.npy")
     labels[prepared.split_rows("val")] = -1
     np.save(copy / "labels.npy", labels)
+    write_manifest(copy, "prepared")
     data = PreparedData(copy)
     run = run_factory(tmp_path / "runs", "logreg", "logreg", data, bladder.features)
     assert needs_evaluation(run.run_dir, "test")

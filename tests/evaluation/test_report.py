@@ -197,15 +197,15 @@ def test_ece_is_a_fraction_and_worse_scaling_is_said(runs):
     assert rows[0][column].startswith("0.300 → 0.100") and "worse" not in rows[0][column]
 
 
-def test_runs_with_intervals_from_an_older_bootstrap_are_re_evaluated(runs, tmp_path):
+def test_metrics_of_another_format_version_are_re_evaluated(runs, tmp_path):
+    from cellformer.evaluation.api import METRICS_FORMAT_VERSION
     from cellformer.evaluation.report import needs_evaluation
-    from cellformer.evaluation.stats import METHOD
 
     copied = tmp_path / "logreg"
     shutil.copytree(runs[1].run_dir, copied)  # file times kept: the model is not newer than its metrics
     assert not needs_evaluation(copied, "test")
     metrics = json.loads((copied / "metrics" / "test.json").read_text())
-    assert metrics["ci"]["method"] == METHOD
-    metrics["ci"]["method"] = "percentile bootstrap over cells"  # what earlier versions wrote
+    assert metrics["format_version"] == METRICS_FORMAT_VERSION
+    metrics["format_version"] = METRICS_FORMAT_VERSION - 1  # e.g. intervals computed another way
     (copied / "metrics" / "test.json").write_text(json.dumps(metrics))
     assert needs_evaluation(copied, "test")

@@ -43,8 +43,8 @@ def tiny_run(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def copy_of(tmp_path: Path):
-    """``copy_of(directory, manifest=True)``: a private copy to damage (``manifest=False``: as an older
-    cellformer left it, without ``manifest.json``)."""
+    """``copy_of(directory, manifest=True)``: a private copy to damage (``manifest=False``: without
+    ``manifest.json``, as another cellformer version or an interrupted write would leave it)."""
 
     def make(directory: Path, manifest: bool = True) -> Path:
         target = tmp_path / directory.name

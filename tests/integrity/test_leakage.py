@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from integrity_helpers import PREPARE, error_line
+from integrity_helpers import PREPARE, error_line, rerecord
 
 import cellformer
 from cellformer.data.prepare import prepare
@@ -142,15 +142,12 @@ def test_metrics_recorded_on_other_data_are_evaluated_again(logreg_run, copy_of,
     assert needs_evaluation(run, "test")
 
 
-def test_old_dataset_with_test_equal_to_input_is_named(prepared, logreg_run, copy_of):
-    """Datasets made before prepare refused --test INPUT: the baselines say so, not "the file changed"."""
-    data = copy_of(prepared, manifest=False)
-    meta = json.loads((data / "meta.json").read_text())
-    meta["inputs"].append({**meta["inputs"][0], "role": "test"})
-    (data / "meta.json").write_text(json.dumps(meta))
-    for call in (
-        lambda: cellformer.baseline(data, method="logreg", out=data.parent / "lr"),
-        lambda: cellformer.evaluate(copy_of(logreg_run), prepared=data),
-    ):
-        with pytest.raises(RunDirError, match="--test file that is its training input itself"):
-            call()
+def test_run_without_a_data_fingerprint_is_refused(logreg_run, copy_of):
+    """Another cellformer version's run: whether the data are the ones it was trained on is unknown."""
+    run = copy_of(logreg_run)
+    config = json.loads((run / "config.json").read_text())
+    del config["data_fingerprint"]
+    (run / "config.json").write_text(json.dumps(config))
+    rerecord(run)  # its own manifest (another version's), not damage
+    with pytest.raises(RunDirError, match=r"records no data_fingerprint .*another cellformer.*train it"):
+        cellformer.evaluate(run)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from integrity_helpers import error_line
+from integrity_helpers import error_line, rerecord
 
 import cellformer
 from cellformer.data.prepared import PreparedData
@@ -83,13 +82,32 @@ def test_evaluate_records_what_compare_checks(logreg_run, prepared, copy_of, cli
     assert "predictions/test.npz changed" in line and f"cellformer evaluate {run}" in line
 
 
-def test_old_directories_load_with_a_warning(prepared, logreg_run, copy_of, caplog):
+def test_directories_without_a_manifest_are_refused(prepared, logreg_run, copy_of, cli, pbmc68k_path):
+    """Another cellformer version (or an interrupted write) left no manifest: one line, what to do."""
     data, run = copy_of(prepared, manifest=False), copy_of(logreg_run, manifest=False)
-    with caplog.at_level(logging.WARNING):
-        metrics = cellformer.evaluate(run, prepared=data)
-    assert metrics["n_cells"] > 0
-    warned = " ".join(r.getMessage() for r in caplog.records)
-    assert "no manifest.json" in warned and str(data) in warned and str(run) in warned
+    with pytest.raises(RunDirError, match=r"prepared dataset .* has no manifest.json: .*another cellformer"):
+        PreparedData(data)
+    line = error_line(*cli("evaluate", logreg_run, "--prepared", data))
+    assert f"{data} has no manifest.json" in line and "prepare it again" in line
+    line = error_line(*cli("baseline", data, "--method", "logreg", "--out", data.parent / "lr"))
+    assert "has no manifest.json" in line and not (data.parent / "lr").exists()
+    for args in (["evaluate", run], ["predict", run, pbmc68k_path, "--out", data.parent / "o.h5ad"]):
+        line = error_line(*cli(*args))
+        assert f"run directory {run} has no manifest.json" in line and "train it again" in line
+    assert not (data.parent / "o.h5ad").exists()
+
+
+def test_run_without_a_status_is_refused(logreg_run, copy_of):
+    """config.json records whether training finished; another version's run without it is refused."""
+    run = copy_of(logreg_run, manifest=False)
+    config = json.loads((run / "config.json").read_text())
+    del config["status"]
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RunDirError, match="has no manifest.json"):  # not taken for a run still training
+        cellformer.load(run)
+    rerecord(run)  # its own manifest (another version's), not damage
+    with pytest.raises(RunDirError, match=r"records no status .*another cellformer version.*train it"):
+        cellformer.load(run)
 
 
 def test_moving_the_prepared_path_in_config_is_allowed(logreg_run, prepared, copy_of, tmp_path):

@@ -8,9 +8,10 @@ import shutil
 
 import numpy as np
 import pytest
+from shared_helpers import error_line
 
 import cellformer
-from cellformer.errors import ConfigError, InputError
+from cellformer.errors import ConfigError, RunDirError
 from cellformer.evaluation.calibration import negative_log_likelihood
 from cellformer.evaluation.metrics import expected_calibration_error, softmax
 from cellformer.unknown import DEFAULT_METHOD
@@ -25,16 +26,16 @@ def _snapshot(directory):
     return {str(p.relative_to(directory)): p.stat().st_mtime_ns for p in sorted(directory.rglob("*"))}
 
 
-def _as_old_run(run, tmp_path, prepared_path="/nonexistent/prepared"):
-    """A copy of ``run`` as an older cellformer left it: no stored calibration; its prepared dir moved."""
-    old = tmp_path / "old_run"
-    shutil.copytree(run, old)
-    for name in ("unknown.json", "unknown.safetensors", "manifest.json"):  # older runs had no manifest
-        (old / name).unlink(missing_ok=True)
-    config = json.loads((old / "config.json").read_text())
-    config["prepared"]["path"] = str(prepared_path)
-    (old / "config.json").write_text(json.dumps(config))
-    return old
+def _without_calibration(run, tmp_path):
+    """A copy of ``run`` whose manifest lists no calibration: as another cellformer version left it."""
+    from cellformer.integrity import write_manifest
+
+    copy = tmp_path / "uncalibrated"
+    shutil.copytree(run, copy)
+    for name in ("unknown.json", "unknown.safetensors"):
+        (copy / name).unlink(missing_ok=True)
+    write_manifest(copy, "run")
+    return copy
 
 
 def test_train_stores_the_calibration_and_predict_never_writes_the_run(
@@ -58,34 +59,29 @@ def test_train_stores_the_calibration_and_predict_never_writes_the_run(
     assert params["calibration"]["calibrated"] and params["unknown"]["threshold"] == stored["threshold"]
 
 
-def test_old_run_is_calibrated_in_memory_or_refused(
-    bladder, withheld_runs, withheld_prepared, tmp_path, caplog
-):
-    run = withheld_runs["logreg"]
-    stored = json.loads((run / "unknown.json").read_text())
-    old = _as_old_run(run, tmp_path)
-    with pytest.raises(InputError, match=r"no stored calibration.*not reachable.*--prepared DIR"):
-        cellformer.predict(_subset(bladder, 50), old)
-    before = _snapshot(old)
-    with caplog.at_level(logging.WARNING, logger="cellformer.calibrate_run"):
-        out = cellformer.predict(_subset(bladder, 50), old, prepared=withheld_prepared)
-    assert "in memory" in caplog.text
-    assert _snapshot(old) == before and not (old / "unknown.json").exists()
-    # the same calibration `baseline` stored
-    assert out.uns["cellformer"]["params"]["temperature"] == pytest.approx(stored["temperature"])
-    assert out.uns["cellformer"]["params"]["unknown"]["threshold"] == pytest.approx(stored["threshold"])
-
-
-def test_old_run_through_the_cli(bladder, withheld_runs, withheld_prepared, tmp_path, cli, capsys):
-    old = _as_old_run(withheld_runs["logreg"], tmp_path)
+def test_run_without_stored_calibration_is_refused(bladder, withheld_runs, tmp_path, cli):
+    run = _without_calibration(withheld_runs["logreg"], tmp_path)
+    with pytest.raises(RunDirError, match=r"no stored calibration \(unknown.json\).*another cellformer"):
+        cellformer.predict(_subset(bladder, 50), run)
     source = tmp_path / "cells.h5ad"
     _subset(bladder, 30).write_h5ad(source)
-    code, err = cli("predict", old, source, "--out", tmp_path / "a.h5ad", "--no-umap")
-    assert code == 2 and "--prepared DIR" in err and str(old) in err
-    code, _ = cli(
-        "predict", old, source, "--out", tmp_path / "a.h5ad", "--no-umap", "--prepared", withheld_prepared
-    )
-    assert code == 0
+    line = error_line(*cli("predict", run, source, "--out", tmp_path / "a.h5ad", "--no-umap"))
+    assert str(run) in line and "train it again" in line
+    assert not (tmp_path / "a.h5ad").exists()
+
+
+def test_stored_calibration_without_its_fit_is_refused(bladder, withheld_runs, tmp_path):
+    """unknown.json without the temperature fit's record (what another version wrote) is refused."""
+    from cellformer.integrity import write_manifest
+
+    run = tmp_path / "run"
+    shutil.copytree(withheld_runs["logreg"], run)
+    stored = json.loads((run / "unknown.json").read_text())
+    del stored["calibration"]
+    (run / "unknown.json").write_text(json.dumps(stored))
+    write_manifest(run, "run")
+    with pytest.raises(RunDirError, match=r"unknown.json records no calibration.*train the run again"):
+        cellformer.predict(_subset(bladder, 50), run)
 
 
 def test_run_without_validation_cells_records_no_calibration(bladder, no_val_logreg, tmp_path, capsys):

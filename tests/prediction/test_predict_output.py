@@ -76,7 +76,8 @@ def test_help_shows_defaults(capsys):
         main(["predict", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "0.5 unless changed" in text and "--key-added" in text and "X_cellformer_umap" in text
-    assert "--unknown-quantile" in text and "(0.95" in text and "--prepared" in text
+    assert "--unknown-quantile" in text and "(0.95" in text
+    assert "--prepared" not in text  # a run carries its calibration: predict never reads prepared data
 
 
 def test_input_errors_name_the_input_file(bladder, withheld_runs, tmp_path, capsys):

@@ -175,3 +175,21 @@ def test_frozen_gene_embeddings_stay_as_initialised(bladder_prepared: Path, tmp_
     assert not torch.equal(weights["head.out.weight"], fresh.head.out.weight)
     with pytest.raises(ConfigError, match="embedding_lr_factor"):
         TrainConfig(embedding_lr_factor=1.5)
+
+
+# --------------------------------------------------------------------------- class weights
+
+
+def test_class_weights_follow_inverse_frequency_to_a_power(bladder_prepared: Path) -> None:
+    from cellformer.training.api import class_weights
+
+    prepared = PreparedData(bladder_prepared)
+    rows = prepared.splits["train"]
+    counts = np.bincount(np.asarray(prepared.labels)[rows], minlength=prepared.n_classes)
+    inverse = class_weights(prepared, rows)
+    np.testing.assert_allclose(inverse * counts, counts.sum() / prepared.n_classes)  # weight x cells: equal
+    np.testing.assert_allclose(class_weights(prepared, rows, 0.5), np.sqrt(inverse))
+    np.testing.assert_allclose(class_weights(prepared, rows, 0.0), 1.0)
+    assert TrainConfig(class_weight_power=0.5).class_weight_power == 0.5
+    with pytest.raises(ConfigError, match="class_weight_power"):
+        TrainConfig(class_weight_power=-1.0)

@@ -58,9 +58,6 @@ class PreparedExpression:
         inputs = self.prepared.meta.get("inputs", [])
         if not inputs:
             raise RunDirError(f"{self.prepared.path}/meta.json lists no input files")
-        from cellformer.integrity import check_distinct_inputs
-
-        check_distinct_inputs(self.prepared)  # --test equal to the input (older prepares allowed it)
         return inputs
 
     def _file_rows(self, reader, names_in_store: np.ndarray) -> np.ndarray:

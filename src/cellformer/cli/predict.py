@@ -90,12 +90,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "(%(default)s: about 5%% of cells of known types are flagged by design)",
     )
     parser.add_argument(
-        "--prepared",
-        metavar="DIR",
-        help="only for runs made before calibration was stored in the run: the prepared dataset they were "
-        "trained on (if it moved); used read-only",
-    )
-    parser.add_argument(
         "--chunk-size",
         type=_positive,
         default=20_000,
@@ -163,7 +157,6 @@ def run(args: argparse.Namespace) -> int:
         "layer": args.layer,
         "gene_key": args.gene_key,
         "min_gene_overlap": args.min_gene_overlap,
-        "prepared": args.prepared,
         "input_normalized": args.input_normalized,
         "input_transform": args.input_transform,
     }

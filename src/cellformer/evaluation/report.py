@@ -31,7 +31,6 @@ from cellformer.evaluation.result import (  # noqa: F401 (SMALL_CLASS, BASELINE_
     scaling_hurt,
     slug,
 )
-from cellformer.evaluation.stats import METHOD as BOOTSTRAP_METHOD
 from cellformer.evaluation.stats import paired_comparison
 from cellformer.provenance import cellformer_version, now_iso
 from cellformer.runs import read_run_config
@@ -117,8 +116,6 @@ def needs_evaluation(run_dir: Path, split: str) -> bool:
         return True
     metrics = read_json(metrics_path)
     if metrics.get("format_version") != METRICS_FORMAT_VERSION:
-        return True
-    if metrics.get("ci", {}).get("method") != BOOTSTRAP_METHOD:  # intervals from an older bootstrap
         return True
     if any(not (run_dir / p).exists() for p in metrics.get("plots", {}).values()):
         return True

@@ -77,7 +77,6 @@ def train(
         model_config = ModelConfig.from_dict(stored["model"])
         train_config = TrainConfig.from_dict(
             {
-                "context_dropout": 0.0,  # runs started before the option had none
                 **stored["train"],
                 **{k: v for k, v in requested["train"].items() if k in options.EXECUTION_KEYS},
             }
@@ -104,11 +103,6 @@ def train(
     from cellformer.training.trainer import check_execution
 
     check_execution(train_config)  # an unknown --strategy, or a precision this machine cannot run
-    if prepared.manifest is None:  # no record of the files prepare wrote: check the ids fit the model
-        from cellformer.integrity import check_token_range
-
-        n_tokens = model_config.vocab_size + (model_config.n_context or 0)
-        check_token_range(prepared, n_tokens, model_config.n_values or 0)
     from cellformer.training.data import CellDataModule
 
     datamodule = CellDataModule(
@@ -184,7 +178,11 @@ def _fit(out, prepared, datamodule, model_config, train_config, run_config, resu
     validate = len(datamodule.val_rows) > 0
     if not validate:
         logger.warning("no labelled validation cells: no early stopping; the last epoch's model is kept")
-    weights = class_weights(prepared, datamodule.train_rows) if train_config.class_weights else None
+    weights = (
+        class_weights(prepared, datamodule.train_rows, train_config.class_weight_power)
+        if train_config.class_weights
+        else None
+    )
     epoch_log = EpochLog(out / "log.csv")
     module = CellClassifierModule(
         model_config,
@@ -370,12 +368,13 @@ def _n_values(prepared: PreparedData) -> int:
     return int(values.max()) + 1 if len(values) else 1
 
 
-def class_weights(prepared: PreparedData, rows: np.ndarray) -> np.ndarray:
-    """Inverse class frequency in the training rows, normalised so a balanced split gives all ones."""
+def class_weights(prepared: PreparedData, rows: np.ndarray, power: float = 1.0) -> np.ndarray:
+    """Inverse class frequency in the training rows to the ``power`` (1: inverse frequency, 0.5: its
+    square root), normalised so a balanced split gives all ones."""
     counts = np.bincount(np.asarray(prepared.labels)[rows], minlength=prepared.n_classes).astype(np.float64)
     weights = np.zeros_like(counts)
     present = counts > 0
-    weights[present] = counts.sum() / (present.sum() * counts[present])
+    weights[present] = (counts.sum() / (present.sum() * counts[present])) ** power
     return weights
 
 
