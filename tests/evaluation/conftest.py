@@ -4,7 +4,7 @@ The trained models of the other stages (transformer, baselines) are not needed: 
 scikit-learn model fitted on log1p-normalised, PCA-reduced expression of the real cells, wrapped in an
 object that follows ``cellformer.runs.TrainedModel``. Its run directory holds what a real one holds for
 evaluation (``config.json``, ``classes.json``, ``model.safetensors`` with the fitted arrays, a
-genuine ``log.csv`` for the epoch-trained MLP, and ``manifest.json``). The prepared directory is the real on-disk format that
+genuine ``log.csv`` for the epoch-trained MLP, the stored calibration and ``manifest.json``). The prepared directory is the real on-disk format that
 ``PreparedData`` reads (labels, splits, classes, meta), with one class kept out of training so that
 unseen labels are exercised.
 """
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from cellformer.calibrate_run import fit_calibration
 from cellformer.data.prepared import PreparedData
 from cellformer.evaluation.api import evaluate_model
 from cellformer.integrity import write_manifest
@@ -200,8 +201,10 @@ def make_run(root: Path, name: str, kind: str, prepared: PreparedData, features:
     (run_dir / "classes.json").write_text(
         json.dumps({"classes": prepared.classes, "unseen": prepared.unseen})
     )
+    run = FeatureRun(run_dir, kind, config, prepared.classes, features, model)
+    fit_calibration(run, prepared).save(run_dir)  # as train / baseline do: evaluate reads it
     write_manifest(run_dir, "run")
-    return FeatureRun(run_dir, kind, config, prepared.classes, features, model)
+    return run
 
 
 @pytest.fixture(scope="session")

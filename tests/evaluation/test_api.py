@@ -24,7 +24,6 @@ def test_writes_metrics_predictions_and_plots(runs, prepared):
         with np.load(run.run_dir / "predictions" / "test.npz") as npz:
             y_true, proba, rows = npz["y_true"], npz["proba"], npz["rows"]
             has_embeddings = "embeddings" in npz
-        assert (run.run_dir / "predictions" / "val.npz").exists()
         np.testing.assert_array_equal(rows, prepared.split_rows("test"))
         np.testing.assert_array_equal(y_true, np.asarray(prepared.labels)[rows])
         assert has_embeddings == (run.kind == "transformer")

@@ -3,7 +3,6 @@
 Writes into the run directory::
 
     predictions/{split}.npz   y_true, proba (uncalibrated), logits, rows, embeddings (if the model has them)
-    predictions/val.npz       the same for the validation split (used to fit the temperature)
     metrics/{split}.json      every metric, bootstrap CIs, calibration (temperature, ECE before/after)
     plots/                    confusion_{split}.png, per_class_f1_{split}.png, reliability_{split}.png,
                               learning_curves.png (runs with a training log)
@@ -20,7 +19,7 @@ import numpy as np
 from cellformer.atomic import atomic_path, write_json
 from cellformer.errors import InputError, RunDirError
 from cellformer.evaluation import plots
-from cellformer.evaluation.calibration import TemperatureFit, calibration_summary, fit_temperature
+from cellformer.evaluation.calibration import TemperatureFit, calibration_summary
 from cellformer.evaluation.metrics import classification_metrics, softmax
 from cellformer.evaluation.runinfo import data_fingerprint, model_size, read_log, training_seconds
 from cellformer.evaluation.stats import bootstrap_ci
@@ -144,37 +143,14 @@ def _write_predictions(path: Path, preds: Predictions, y_true: np.ndarray) -> No
         np.savez_compressed(handle, **arrays)
 
 
-def _calibrate(
-    model: TrainedModel, prepared: PreparedData, split: str, test_logits: np.ndarray, test_labels: np.ndarray
-) -> tuple[TemperatureFit, str | None]:
-    """Fit the temperature on the validation split (predicting it and saving its predictions)."""
-    if split == "val":
-        log.warning("evaluating the validation split: the temperature is fitted on the same cells")
-        return fit_temperature(test_logits, test_labels), "val"
-    if "val" not in prepared.splits or len(prepared.splits["val"]) == 0:
-        log.warning("%s has no validation split: probabilities are left uncalibrated", prepared.path)
-        return TemperatureFit(1.0, 0, float("nan"), float("nan")), None
-    try:
-        rows, labels = _split_labels(prepared, "val")
-    except InputError:
-        log.warning(
-            "the validation split of %s has no labels: probabilities are left uncalibrated", prepared.path
-        )
-        return TemperatureFit(1.0, 0, float("nan"), float("nan")), None
-    preds = _predict(model, prepared, "val", rows)
-    _write_predictions(Path(model.run_dir) / "predictions" / "val.npz", preds, labels)
-    return fit_temperature(preds.logits, labels), "val"
+def _stored_calibration(model: TrainedModel, split: str) -> tuple[TemperatureFit, str | None]:
+    """The temperature fitted on the validation split when the run was made (``unknown.json``): the
+    one ``predict`` uses, so ``evaluate`` reports the probabilities users get."""
+    from cellformer.calibrate_run import run_calibration
 
-
-def _stored_temperature(
-    run_dir: Path, fit: TemperatureFit, fitted_on: str | None
-) -> tuple[TemperatureFit, str | None]:
-    """The temperature stored in the run at training time (``unknown.json``), else ``fit`` (same method)."""
-    from cellformer.unknown import UnknownDetector
-
-    stored = UnknownDetector.load(run_dir)
-    if stored is None:
-        return fit, fitted_on
+    stored = run_calibration(model)  # a run without it is refused (incomplete, or another version)
+    if split == "val" and stored.calibrated:
+        log.warning("evaluating the validation split: the temperature was fitted on the same cells")
     return stored.temperature_fit, ("val" if stored.calibrated else None)
 
 
@@ -198,8 +174,7 @@ def evaluate_model(model: TrainedModel, prepared: PreparedData, *, split: str = 
     from cellformer.integrity import evaluation_record
 
     integrity = evaluation_record(run_dir, prepared, rows, labels, preds.logits)
-    fit, fitted_on = _calibrate(model, prepared, split, preds.logits, labels)
-    fit, fitted_on = _stored_temperature(run_dir, fit, fitted_on)  # the one `predict` uses
+    fit, fitted_on = _stored_calibration(model, split)
 
     labelled = labels >= 0
     y_true, logits = labels[labelled], preds.logits[labelled]
