@@ -510,3 +510,35 @@ class TrainConfig(_Config):
             self.wandb_mode in ("offline", "online", "disabled"),
             f"train wandb_mode must be offline, online or disabled, got {self.wandb_mode!r}",
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInput:
+    """What a run records of the prepared dataset it was trained on (``config.json["prepared"]``): the
+    one reader of that record. ``path`` is a location hint (``None`` when not recorded); ``meta`` is the
+    dataset's ``meta.json`` at training time, and ``prepare`` the :class:`PrepareConfig` it was made with.
+    """
+
+    path: str | None
+    meta: dict[str, Any]
+    prepare: PrepareConfig
+
+    @classmethod
+    def of(cls, run_config: dict[str, Any]) -> RunInput:
+        record = run_config.get("prepared")
+        record = record if isinstance(record, dict) else {}
+        meta = dict(record.get("meta") or {})
+        prepare = PrepareConfig.from_dict(meta["config"]) if meta.get("config") else PrepareConfig()
+        return cls(record.get("path"), meta, prepare)
+
+    @property
+    def tokenizer(self) -> str:
+        return str(self.meta.get("tokenizer", self.prepare.tokenizer))
+
+    @property
+    def label_key(self) -> str:
+        return str(self.meta.get("label_key", self.prepare.label_key))
+
+    @property
+    def created(self) -> str | None:
+        return self.meta.get("created")

@@ -269,7 +269,9 @@ def check_trained_on(run_dir: str | Path, config: dict[str, Any], prepared: Any)
         )
     if prepared.fingerprint() == recorded:
         return
-    then = (config.get("prepared") or {}).get("meta", {}).get("created")
+    from cellformer.config import RunInput
+
+    then = RunInput.of(config).created
     now = prepared.meta.get("created")
     when = f" (prepared {then}; the directory now holds data prepared {now})" if then and now else ""
     raise RunDirError(

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cellformer.annotations import score_quantiles
+from cellformer.config import RunInput
 from cellformer.errors import ConfigError, InputError, RunDirError
 from cellformer.runs import Predictions
 from cellformer.text import is_primary_process, plural
@@ -455,7 +456,7 @@ def _log_values(values: dict[str, Any], model: TrainedModel, where: str, asked: 
         reason = "--input-normalized was given" if asked else "the run was trained on normalized values"
         logger.warning("%s holds integer counts, but %s: used as they are", what, reason)
         return
-    tokenizer = model.config.get("prepared", {}).get("meta", {}).get("tokenizer", "rank")
+    tokenizer = RunInput.of(model.config).tokenizer
     if values["transform"] == "expm1":
         how = "looks log1p-normalized" if values["input_transform"] == "auto" else "is log1p (as asserted)"
         done = "values de-logged with expm1 (e.g. to counts per 10k, after normalize_total(1e4) + log1p)"
@@ -550,15 +551,15 @@ def tokenize_adata(
 
     run_dir = Path(model.run_dir)
     where = options.get("where", "the input AnnData")
-    meta = model.config.get("prepared", {}).get("meta", {})
-    previous_layer = meta.get("config", {}).get("previous_layer")
+    record = RunInput.of(model.config)
+    previous_layer = record.prepare.previous_layer
     if previous_layer and previous_layer not in adata.layers:
         raise InputError(
             f"run {run_dir} was trained with each cell's previous-time-point profile from layer "
             f"'{previous_layer}', which {where} lacks (layers: "
             f"{', '.join(map(str, adata.layers.keys())) or 'none'}); add it with the same genes as X"
         )
-    ancestors = _ancestor_source(run_dir, adata, meta.get("config", {}).get("time_key"))
+    ancestors = _ancestor_source(run_dir, adata, record.prepare.time_key)
     for name in ("vocab.json", "tokenizer"):
         if not (run_dir / name).exists():
             raise RunDirError(
@@ -568,10 +569,8 @@ def tokenize_adata(
     genes = list(vocab["genes"])
     from cellformer.integrity import require_tokenizer
 
-    get_tokenizer_class(meta.get("tokenizer", "rank"))  # an unknown name: its own message
-    tokenizer = require_tokenizer(
-        run_dir / "tokenizer", meta.get("tokenizer", "rank"), owner=f"run {run_dir}"
-    )
+    get_tokenizer_class(record.tokenizer)  # an unknown name: its own message
+    tokenizer = require_tokenizer(run_dir / "tokenizer", record.tokenizer, owner=f"run {run_dir}")
     context = ContextVocab.from_vocab(vocab, N_SPECIAL)  # --batch-key / --context-key tokens, if any
     context_ids = None if context is None else context.encode_obs(adata.obs, where=where)
     settings = {**training_input_options(model.config), **options}
@@ -720,9 +719,9 @@ def annotate(
         "cellformer_version": cellformer_version(),
         "versions": {k: v for k, v in package_versions().items() if k != "platform"},
     }
-    meta = model.config.get("prepared", {}).get("meta", {})
-    params["tokenizer"] = meta.get("tokenizer", "rank")
-    params["label_key"] = meta.get("label_key", "")
+    record = RunInput.of(model.config)
+    params["tokenizer"] = record.tokenizer
+    params["label_key"] = record.label_key
     params["unknown"] = unknown_params(detector, scores[~no_genes], key_added)
     params["unknown"]["flagged_fraction"] = float(np.mean(unknown)) if len(unknown) else 0.0
     params.update(extra_params or {})
@@ -904,7 +903,7 @@ def predict_file(
 
     model, detector, options, predictor = _setup(run_dir, **setup, **options)
     settings = {**training_input_options(model.config), **options}
-    previous_layer = model.config.get("prepared", {}).get("meta", {}).get("config", {}).get("previous_layer")
+    previous_layer = RunInput.of(model.config).prepare.previous_layer
     cells = FileCells(
         input,
         layer=settings.get("layer"),

@@ -136,7 +136,9 @@ def check_finished(run_dir: str | Path, config: dict[str, Any]) -> None:
             f"run {run_dir} has no usable model: its training diverged{what}; train again with a lower "
             f"learning rate (--lr, it was {lr:g}) into a new --out"
         )
-    prepared = (config.get("prepared") or {}).get("path", "PREPARED_DIR")
+    from cellformer.config import RunInput
+
+    prepared = RunInput.of(config).path or "PREPARED_DIR"
     raise RunDirError(
         f"run {run_dir} is in state {status!r}: training did not finish; continue it with "
         f"`cellformer train {prepared} --out {run_dir} --resume`"

@@ -129,3 +129,21 @@ def test_every_config_field_carries_its_help_and_train_help_shows_it(capsys) -> 
     for name in ("gene_dropout", "pretrain_epochs", "max_length"):
         cls = ModelConfig if name == "max_length" else TrainConfig
         assert " ".join(cls.help(name).split()) in flat, name
+
+
+def test_the_run_input_record_is_read_in_one_typed_place(bladder_prepared) -> None:
+    """``config.json["prepared"]`` (path hint + meta.json at training time) has one reader, RunInput."""
+    from cellformer.config import PrepareConfig, RunInput
+    from cellformer.data.align import training_input_options
+    from cellformer.data.prepared import PreparedData
+
+    meta = PreparedData(bladder_prepared).meta
+    record = RunInput.of({"prepared": {"path": "/data/bladder", "meta": meta}})
+    assert record.path == "/data/bladder" and record.created == meta["created"]
+    assert record.prepare == PrepareConfig.from_dict(meta["config"])
+    assert record.tokenizer == meta["tokenizer"] and record.label_key == meta["label_key"]
+    options = training_input_options({"prepared": {"meta": meta}})
+    assert options["input_normalized"] == record.prepare.input_normalized
+    assert options["min_overlap"] == record.prepare.min_gene_overlap
+    empty = RunInput.of({})  # nothing recorded: no path, the default prepare settings
+    assert empty.path is None and empty.prepare == PrepareConfig()

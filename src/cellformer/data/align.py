@@ -174,16 +174,18 @@ def aligned_matrix(
 
 
 def training_input_options(run_config: dict[str, Any]) -> dict[str, Any]:
-    """How a run's training data was read (from ``config.json["prepared"]["meta"]["config"]``).
+    """How a run's training data was read (its :class:`~cellformer.data.prepared.RunInput`).
 
     Keys match :func:`aligned_matrix`: ``layer``, ``gene_key``, ``input_normalized``,
     ``input_transform``, ``min_overlap``.
     """
-    prep = run_config.get("prepared", {}).get("meta", {}).get("config", {})
+    from cellformer.config import RunInput
+
+    prep = RunInput.of(run_config).prepare
     return {
-        "layer": prep.get("layer"),
-        "gene_key": prep.get("gene_key"),
-        "input_normalized": bool(prep.get("input_normalized", False)),
-        "input_transform": prep.get("input_transform", "auto"),
-        "min_overlap": float(prep.get("min_gene_overlap", 0.5)),
+        "layer": prep.layer,
+        "gene_key": prep.gene_key,
+        "input_normalized": prep.input_normalized,
+        "input_transform": prep.input_transform,
+        "min_overlap": prep.min_gene_overlap,
     }

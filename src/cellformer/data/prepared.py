@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from cellformer.atomic import read_json
+from cellformer.config import RunInput
 from cellformer.data.store import TokenStore
 from cellformer.errors import RunDirError
 from cellformer.tokenize.base import get_tokenizer_class
@@ -179,7 +180,7 @@ def _refuse_run_directory(path: Path) -> None:
         return
     if not isinstance(config, dict) or "kind" not in config:
         return
-    prepared = config.get("prepared", {}).get("path") if isinstance(config.get("prepared"), dict) else None
+    prepared = RunInput.of(config).path
     made_from = f" made from prepared dataset {prepared}" if prepared else ""
     raise RunDirError(
         f"{path} is a {config['kind']} run directory{made_from}, not a prepared dataset; give the "

@@ -73,12 +73,13 @@ def resolve_prepared(
     run_dir: Path, config: dict[str, Any], prepared: str | Path | PreparedData | None
 ) -> PreparedData:
     """The prepared dataset given, or the one recorded in ``config.json["prepared"]["path"]``."""
+    from cellformer.config import RunInput
     from cellformer.data.prepared import PreparedData
 
     if isinstance(prepared, PreparedData):
         return prepared
     if prepared is None:
-        recorded = (config.get("prepared") or {}).get("path")
+        recorded = RunInput.of(config).path
         if not recorded:
             raise RunDirError(
                 f"{run_dir / 'config.json'} records no prepared dataset; pass it with --prepared DIR"
