@@ -80,7 +80,7 @@ def main(out: Path = HERE / "module_graph.png") -> Path:
         "(grey: with the flow or within a stage; red: against it, still to be moved)",
         fontsize=9,
     )
-    xs, ys = zip(*position.values())
+    xs, ys = zip(*position.values(), strict=True)
     ax.set_xlim(min(xs) - 1.1, max(xs) + 1.1)  # annotations do not grow the axes by themselves
     ax.set_ylim(min(ys) - 0.8, 1.4)
     ax.axis("off")
