@@ -18,7 +18,7 @@ import dataclasses
 import numpy as np
 import scipy.sparse as sp
 
-from cellformer.tokenize.hvg import highly_variable_genes
+from cellformer.tokenize.hvg import highly_variable_genes, mean_var
 
 TARGET_SUM = 1e4
 MAX_VALUE = 10.0
@@ -35,11 +35,11 @@ def log_normalize(X: sp.spmatrix | np.ndarray, target_sum: float = TARGET_SUM) -
 
 
 def _mean_var(X: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-    n = X.shape[0]
-    mean = np.asarray(X.sum(axis=0)).ravel() / n
-    mean_sq = np.asarray(X.multiply(X).sum(axis=0)).ravel() / n
-    var = np.maximum(mean_sq - mean**2, 0.0) * n / max(n - 1, 1)
-    return mean, var
+    """Per-column mean and unbiased variance (clipped at 0) of ``X``."""
+    total = np.asarray(X.sum(axis=0)).ravel()
+    squares = np.asarray(X.multiply(X).sum(axis=0)).ravel()
+    mean, var = mean_var(X.shape[0], total, squares)
+    return mean, np.maximum(var, 0.0)
 
 
 def training_hvg(X_log: sp.csr_matrix, n_top: int) -> np.ndarray:

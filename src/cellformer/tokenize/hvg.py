@@ -106,11 +106,15 @@ def _gene_stats(chunks: Iterable[sp.csr_matrix], n_genes: int) -> _GeneStats:
     return stats
 
 
-def _mean_var(n_cells: int, total: np.ndarray, squares: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean = total / n_cells
-    var = squares / n_cells - mean**2
-    if n_cells != 1:
-        var *= n_cells / (n_cells - 1)  # unbiased, as scanpy
+def mean_var(n_cells: int, total: np.ndarray, squares: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-gene mean and unbiased variance from the sums of values and of squares over ``n_cells`` cells
+    (the one such helper). The variance is not clipped: round-off can leave it slightly below zero, as
+    in scanpy, whose HVG scores this must equal; callers that standardise clip it at 0."""
+    n = max(n_cells, 1)
+    mean = total / n
+    var = squares / n - mean**2
+    if n != 1:
+        var *= n / (n - 1)  # unbiased, as scanpy
     return mean, var
 
 
@@ -135,7 +139,7 @@ def seurat_v3_scores(chunks: Iterable[sp.csr_matrix], n_genes: int, span: float 
         ) from error
     stats = _gene_stats(chunks, n_genes)
     n_cells = stats.n_cells
-    mean, var = _mean_var(n_cells, stats.total, stats.squares)
+    mean, var = mean_var(n_cells, stats.total, stats.squares)
     not_const = var > 0
     expected = np.zeros(n_genes)
     try:
@@ -176,7 +180,7 @@ def seurat_scores(chunks: Iterable[sp.csr_matrix], n_genes: int, n_mean_bins: in
     import pandas as pd
 
     stats = _gene_stats(chunks, n_genes)
-    mean, var = _mean_var(stats.n_cells, stats.total, stats.squares)
+    mean, var = mean_var(stats.n_cells, stats.total, stats.squares)
     mean[mean == 0] = 1e-12
     dispersion = var / mean
     dispersion[dispersion == 0] = np.nan

@@ -52,7 +52,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from cellformer.errors import InputError
-from cellformer.tokenize.hvg import highly_variable_genes
+from cellformer.tokenize.hvg import highly_variable_genes, mean_var
 
 log = logging.getLogger(__name__)
 
@@ -277,8 +277,8 @@ class AncestorMapping:
             L = _log_columns(P[rows], None, self._factor)
             total += np.asarray(L.sum(axis=0)).ravel()
             total_sq += np.asarray(L.multiply(L).sum(axis=0)).ravel()
-        mean = total / max(n_cells, 1)
-        var = np.maximum(total_sq / max(n_cells, 1) - mean**2, 0.0) * n_cells / max(n_cells - 1, 1)
+        mean, var = mean_var(n_cells, total, total_sq)
+        var = np.maximum(var, 0.0)
         self.hvg = self._select_hvg(mean, var)
         if len(self.hvg) == 0:
             raise InputError(
