@@ -288,6 +288,8 @@ class CellOutputs:
     overlap: dict[str, Any]
     no_genes: np.ndarray  # True: the cell expresses no model gene
     expression: np.ndarray | None  # coordinates in the unknown detector's expression space, if it has one
+    # the unknown detector's scores, when computed chunk by chunk (the coordinates are then not kept)
+    scores: np.ndarray | None = None
 
     @property
     def n_obs(self) -> int:
@@ -322,7 +324,7 @@ def predict_chunks(
     if predictor is not None:
         with tqdm(total=stop - start, desc="predicting", unit="cells", leave=False, disable=quiet) as bar:
             return _predict_shares(model, detector, read, bounds, predictor, every_process, bar, options)
-    logits, embeddings, empty, coordinates = [], [], [], []
+    logits, embeddings, empty, scores = [], [], [], []
     overlap: dict[str, Any] = {}
     with tqdm(total=stop - start, desc="predicting", unit="cells", leave=False, disable=quiet) as bar:
         for a, b in bounds:
@@ -333,8 +335,12 @@ def predict_chunks(
             logits.append(outputs.logits)
             embeddings.append(outputs.embeddings)
             empty.append(no_genes)
-            if detector.needs_expression:
-                coordinates.append(expression_coordinates(model, chunk, detector, **options))
+            coordinates = (
+                expression_coordinates(model, chunk, detector, **options)
+                if detector.needs_expression
+                else None
+            )  # scored now, per chunk: only the scores are kept, not the coordinates
+            scores.append(np.asarray(detector.scores(outputs.logits, outputs.embeddings, coordinates)))
             bar.update(chunk.n_obs)
     _log_overlap(overlap, model)
     has_embeddings = all(e is not None for e in embeddings)
@@ -345,7 +351,8 @@ def predict_chunks(
         ),
         overlap=overlap,
         no_genes=np.concatenate(empty).astype(bool),
-        expression=np.concatenate(coordinates) if coordinates else None,
+        expression=None,
+        scores=np.concatenate(scores).astype(np.float64),
     )
 
 
@@ -664,7 +671,11 @@ def annotate(
     proba = softmax(outputs.logits, temperature).astype(np.float32)
     best = proba.argmax(axis=1) if len(proba) else np.zeros(0, np.int64)
     classes = list(model.classes)
-    scores = np.asarray(detector.scores(outputs.logits, outputs.embeddings, expression), np.float64)
+    scores = (
+        np.array(cells.scores, dtype=np.float64)  # a copy: cells without genes are set to inf below
+        if cells.scores is not None
+        else np.asarray(detector.scores(outputs.logits, outputs.embeddings, expression), np.float64)
+    )
     if detector.calibrated:
         scores[no_genes] = np.inf  # nothing to classify them by: above any threshold
     unknown = (scores > detector.threshold) | no_genes
