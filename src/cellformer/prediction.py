@@ -287,9 +287,8 @@ class CellOutputs:
     outputs: Predictions
     overlap: dict[str, Any]
     no_genes: np.ndarray  # True: the cell expresses no model gene
-    expression: np.ndarray | None  # coordinates in the unknown detector's expression space, if it has one
-    # the unknown detector's scores, when computed chunk by chunk (the coordinates are then not kept)
-    scores: np.ndarray | None = None
+    # the unknown detector's scores, computed chunk by chunk (its expression coordinates are not kept)
+    scores: np.ndarray
 
     @property
     def n_obs(self) -> int:
@@ -351,7 +350,6 @@ def predict_chunks(
         ),
         overlap=overlap,
         no_genes=np.concatenate(empty).astype(bool),
-        expression=None,
         scores=np.concatenate(scores).astype(np.float64),
     )
 
@@ -387,7 +385,11 @@ def _predict_shares(
     overlap: dict[str, Any] = {}
     for a, b in bounds:
         arrays, overlap = predictor.predict(share_of(a), b - a)
-        if every_process or predictor.is_global_zero:
+        if every_process or predictor.is_global_zero:  # scored per chunk, as in one process
+            coordinates = arrays.pop("expression", None)
+            arrays["scores"] = np.asarray(
+                detector.scores(arrays["logits"], arrays["embeddings"], coordinates)
+            )
             parts.append(arrays)
         bar.update(b - a)
     if not parts:
@@ -398,7 +400,7 @@ def _predict_shares(
         outputs=Predictions(logits=joined["logits"], embeddings=joined["embeddings"]),
         overlap=overlap,
         no_genes=joined["no_genes"].astype(bool),
-        expression=joined.get("expression"),
+        scores=joined["scores"].astype(np.float64),
     )
 
 
@@ -659,7 +661,7 @@ def annotate(
     :func:`check_input_values`) is recorded as ``params['input']``; ``extra_params`` are added to
     ``params`` (e.g. the shard a piece of a file is).
     """
-    outputs, overlap, no_genes, expression = cells.outputs, cells.overlap, cells.no_genes, cells.expression
+    outputs, overlap, no_genes = cells.outputs, cells.overlap, cells.no_genes
     import pandas as pd
 
     from cellformer.evaluation.metrics import softmax
@@ -671,11 +673,7 @@ def annotate(
     proba = softmax(outputs.logits, temperature).astype(np.float32)
     best = proba.argmax(axis=1) if len(proba) else np.zeros(0, np.int64)
     classes = list(model.classes)
-    scores = (
-        np.array(cells.scores, dtype=np.float64)  # a copy: cells without genes are set to inf below
-        if cells.scores is not None
-        else np.asarray(detector.scores(outputs.logits, outputs.embeddings, expression), np.float64)
-    )
+    scores = np.array(cells.scores, dtype=np.float64)  # a copy: cells without genes are set to inf below
     if detector.calibrated:
         scores[no_genes] = np.inf  # nothing to classify them by: above any threshold
     unknown = (scores > detector.threshold) | no_genes

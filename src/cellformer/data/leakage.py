@@ -91,15 +91,16 @@ def hashed_chunks(
 class CellHashes:
     """Content hashes of every kept cell of prepare's file views, filled while they are tokenized.
 
-    ``per_file[i]``: hashes of view ``i``'s cells over the vocabulary; with a ``--test`` file (view 1)
-    also ``train_shared``: the training cells' hashes over the vocabulary genes the test file has.
+    ``per_file[i]``: hashes of view ``i``'s cells over the vocabulary; with a ``--test`` file
+    (``has_test``: it is view 1) also ``train_shared``: the training cells' hashes over the vocabulary
+    genes the test file has.
     """
 
-    def __init__(self, views: list[Any], n_genes: int) -> None:
+    def __init__(self, views: list[Any], n_genes: int, has_test: bool) -> None:
         self.per_file = [np.zeros(len(view.rows), np.uint64) for view in views]
         self.shared_mask = None
         self.train_shared = None
-        if len(views) > 1:
+        if has_test:
             self.shared_mask = np.zeros(n_genes, dtype=bool)
             self.shared_mask[views[1].col_map[views[1].col_map >= 0]] = True
             self.train_shared = np.zeros(len(views[0].rows), np.uint64)
@@ -194,16 +195,13 @@ def check_contents(
     split_of = np.empty(sum(len(h) for h in hashes), dtype=object)
     for name, rows in splits.items():
         split_of[rows] = name
+    evaluated_hashes = np.concatenate(hashes)[np.isin(split_of, ["val", "test"])]
     offset = 0
     for item, file_hashes in zip(inputs, hashes, strict=True):
         where = split_of[offset : offset + len(file_hashes)]
         offset += len(file_hashes)
-        unique, inverse, counts = np.unique(file_hashes, return_inverse=True, return_counts=True)
-        copies = counts[inverse] > 1
-        n_copies = int((counts[counts > 1] - 1).sum())
         if item.role == "unlabelled":  # its cells are pretraining input: are any of them evaluated cells?
-            evaluated_all = np.concatenate(hashes)[np.isin(split_of, ["val", "test"])]
-            seen = int(np.isin(file_hashes, evaluated_all).sum())
+            seen = int(np.isin(file_hashes, evaluated_hashes).sum())
             report["files"].setdefault(item.source, {}).update(copies_of_eval_cells=seen)
             if seen:
                 log.warning(
@@ -215,6 +213,9 @@ def check_contents(
                     len(file_hashes),
                 )
             continue
+        unique, inverse, counts = np.unique(file_hashes, return_inverse=True, return_counts=True)
+        copies = counts[inverse] > 1
+        n_copies = int((counts[counts > 1] - 1).sum())
         train_set = np.unique(file_hashes[where == "train"])
         evaluated = np.isin(where, ["val", "test"])
         inflated = int((evaluated & copies & np.isin(file_hashes, train_set)).sum())

@@ -193,7 +193,7 @@ def prepare_with_config(
                     times[0].iloc[train_file_rows],
                     tmp / ancestors.MAPPING_DIR,
                 )
-            cell_hashes = leakage.CellHashes(views, len(vocab))
+            cell_hashes = leakage.CellHashes(views, len(vocab), has_test=test_in is not None)
             lengths = _write_tokens(
                 tmp, tokenizer, views, config, mapping, times, context, context_ids, cell_hashes
             )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from cellformer.tokens import N_SPECIAL, PAD, SEP
 
@@ -53,6 +54,8 @@ class TokenSetMixup:
         """
         ids = batch["ids"]  # (B, T)
         n_cells, length = ids.shape
+        if n_cells < 2:  # no partner: the cell as it is, its own label
+            return dict(batch), F.one_hot(batch["label"], self.n_classes).float()
         rng = np.random.default_rng([self.seed, step, rank, 0x4D58])
         lam = torch.from_numpy(rng.beta(self.alpha, self.alpha, size=n_cells)).float()  # (B,)
         partner = torch.from_numpy(_derangement(rng, n_cells))  # (B,)
@@ -66,8 +69,6 @@ class TokenSetMixup:
         first_gene = own_genes & (own_genes.cumsum(dim=1) == 1)  # (B, T): always kept
         keep_own = ~own_genes | (uniform[0] < lam[:, None]) | first_gene  # (B, T)
         keep_own &= ids != PAD
-        if n_cells < 2:
-            keep_own = ids != PAD
 
         # the partner's first-block genes that i does not carry, drawn with 1 - lam, at most as many as
         # i dropped
@@ -79,8 +80,6 @@ class TokenSetMixup:
         offered &= ~carried.gather(1, partner_ids.masked_fill(~offered, PAD).long())
         room = length - keep_own.sum(dim=1, keepdim=True)  # (B, 1)
         offered &= offered.cumsum(dim=1) <= room
-        if n_cells < 2:
-            offered = torch.zeros_like(offered)
 
         # i's first block, the partner's genes, i's block from <SEP> on; then padding moved to the end
         taken = torch.cat([keep_own & first_block, offered, keep_own & ~first_block], dim=1)  # (B, 3T)
@@ -105,9 +104,7 @@ class TokenSetMixup:
 
 
 def _derangement(rng: np.random.Generator, n: int) -> np.ndarray:
-    """A permutation of ``range(n)`` without fixed points (a cyclic shift of a shuffle); identity for n < 2."""
-    if n < 2:
-        return np.arange(n)
+    """A permutation of ``range(n)`` (``n >= 2``) without fixed points (a cyclic shift of a shuffle)."""
     order = rng.permutation(n)
     partner = np.empty(n, dtype=np.int64)
     partner[order] = np.roll(order, 1)

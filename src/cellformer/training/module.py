@@ -232,11 +232,7 @@ class CellClassifierModule(pl.LightningModule):
     def configure_optimizers(self):
         config = self.train_config
         genes = self.model.gene_embedding.weight
-        others = [p for p in self.parameters() if p.requires_grad and p is not genes]
-        groups = [
-            {"params": [p for p in others if p.dim() >= 2], "weight_decay": config.weight_decay},
-            {"params": [p for p in others if p.dim() < 2], "weight_decay": 0.0},
-        ]
+        groups = decay_groups([p for p in self.parameters() if p is not genes], config.weight_decay)
         if genes.requires_grad:  # embedding_lr_factor 0: frozen in __init__, kept as initialised
             groups.append(
                 {
@@ -245,11 +241,26 @@ class CellClassifierModule(pl.LightningModule):
                     "lr": config.lr * config.embedding_lr_factor,
                 }
             )
-        optimizer = torch.optim.AdamW(groups, lr=config.lr)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        factor = warmup_cosine(total, self.train_config.warmup_fraction, self.train_config.min_lr_fraction)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_with_schedule(groups, config, int(self.trainer.estimated_stepping_batches))
+
+
+def decay_groups(parameters: list[torch.nn.Parameter], weight_decay: float) -> list[dict]:
+    """AdamW parameter groups of the trainable ``parameters``: weight decay on matrices, none on biases
+    and LayerNorms."""
+    trainable = [p for p in parameters if p.requires_grad]
+    return [
+        {"params": [p for p in trainable if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0},
+    ]
+
+
+def adamw_with_schedule(groups: list[dict], config: TrainConfig, total_steps: int) -> dict:
+    """Lightning's ``configure_optimizers`` answer: AdamW at ``config.lr`` with the warm-up + cosine
+    schedule (:func:`warmup_cosine`) over ``total_steps``, stepped every optimizer step."""
+    optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    factor = warmup_cosine(max(1, total_steps), config.warmup_fraction, config.min_lr_fraction)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 def soft_cross_entropy(

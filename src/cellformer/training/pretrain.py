@@ -74,21 +74,10 @@ class MaskedGenePretraining(pl.LightningModule):
             )
 
     def configure_optimizers(self):
-        from cellformer.training.module import warmup_cosine
+        from cellformer.training.module import adamw_with_schedule, decay_groups
 
-        decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
-        no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.config.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=self.config.lr,
-        )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        factor = warmup_cosine(total, self.config.warmup_fraction, self.config.min_lr_fraction)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        groups = decay_groups(list(self.parameters()), self.config.weight_decay)
+        return adamw_with_schedule(groups, self.config, int(self.trainer.estimated_stepping_batches))
 
 
 def pretraining_rows(prepared: PreparedData) -> np.ndarray:

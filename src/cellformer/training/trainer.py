@@ -95,21 +95,12 @@ def build_pretrainer(config: TrainConfig, epochs: int) -> pl.Trainer:
     precision, no validation, no checkpoints (the supervised phase checkpoints), no logger."""
     callbacks: list[pl.Callback] = [StderrProgressBar()] if config.progress_bar else []
     return pl.Trainer(
-        accelerator=config.accelerator,
-        devices=config.devices,
-        num_nodes=config.num_nodes,
-        strategy=config.strategy,
-        precision=precision(config),
+        **_shared_settings(config),
         max_epochs=epochs,
-        gradient_clip_val=config.grad_clip,
         callbacks=callbacks,
         logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=config.progress_bar,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
         limit_val_batches=0,
-        use_distributed_sampler=False,
     )
 
 
@@ -125,23 +116,31 @@ def _trainer(
     out: Path, config: TrainConfig, validate: bool, callbacks: list[pl.Callback], max_epochs: int
 ) -> pl.Trainer:
     return pl.Trainer(
+        **_shared_settings(config),
+        max_epochs=max_epochs,
+        callbacks=callbacks,
+        logger=_wandb_logger(out, config) if config.wandb else False,
+        plugins=[AtomicCheckpointIO()],
+        limit_val_batches=None if validate else 0,
+        default_root_dir=out,
+        log_every_n_steps=50,
+    )
+
+
+def _shared_settings(config: TrainConfig) -> dict:
+    """What every Trainer of a run shares (the classifier's and pretraining's): devices, precision,
+    clipping, progress bar; the batch sampler shards itself (train.data.ShardedBatchSampler)."""
+    return dict(
         accelerator=config.accelerator,
         devices=config.devices,
         num_nodes=config.num_nodes,
         strategy=config.strategy,
         precision=precision(config),
-        max_epochs=max_epochs,
         gradient_clip_val=config.grad_clip,
-        callbacks=callbacks,
-        logger=_wandb_logger(out, config) if config.wandb else False,
-        plugins=[AtomicCheckpointIO()],
         enable_progress_bar=config.progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        limit_val_batches=None if validate else 0,
-        use_distributed_sampler=False,  # the batch sampler shards itself (train.data.ShardedBatchSampler)
-        default_root_dir=out,
-        log_every_n_steps=50,
+        use_distributed_sampler=False,
     )
 
 
