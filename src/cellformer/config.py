@@ -91,7 +91,12 @@ class PrepareConfig(_Config):
         "binned and hybrid: the highly variable genes of the training cells that can become tokens "
         "(all genes when the file has fewer)",
     )
-    n_bins: int = _field(51, "binned: value bins")
+    n_bins: int = _field(51, "binned and hybrid: value bins")
+    value_bins: str = _field(
+        "cell",
+        "hybrid: bin a gene's value by the quantiles of the cell's own values (cell, scGPT) or of that gene's "
+        "values in the training cells (gene)",
+    )
     previous_layer: str | None = _field(
         None, "time-course variant: layer holding each cell's previous-time-point profile"
     )
@@ -157,6 +162,7 @@ class PrepareConfig(_Config):
             f"input_transform must be auto, log1p or none, got {self.input_transform!r}",
         )
         _require(self.n_hvg > 0 and self.n_bins > 1, "n_hvg must be positive and n_bins at least 2")
+        _require(self.value_bins in ("cell", "gene"), f"value_bins must be cell or gene, got {self.value_bins!r}")
         _require(
             self.previous_layer is None or self.time_key is None,
             "give either previous_layer or time_key for the previous profile, not both",

@@ -284,3 +284,82 @@ def test_hybrid_n_hvg_at_or_above_the_genes_ranks_every_gene(bladder_counts, tmp
     assert HybridTokenizer.from_config(PrepareConfig(input_normalized=True)).flavor == "seurat"
     with pytest.raises(ValueError, match="n_hvg must be positive"):
         HybridTokenizer(n_hvg=0)
+
+
+def _gene_values(X: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from cellformer.tokenize.binned import log_normalized_entries
+
+    return log_normalized_entries(X)
+
+
+def test_gene_value_edges_are_each_genes_training_quantiles_and_ignore_chunking(bladder_counts):
+    """Each tokenable gene's edges are the inverted-CDF quantiles of its nonzero training values to within
+    half a grid step (1/256), the same for any chunking; other genes have none."""
+    from cellformer.tokenize.binned import _GRID_STEP, gene_value_edges
+
+    X = bladder_counts[:600, :3000]
+    genes = np.flatnonzero(X.getnnz(axis=0) > 0)[::3]
+    edges = gene_value_edges(_chunks(X, 600), X.shape[1], genes, 11)
+    np.testing.assert_array_equal(edges, gene_value_edges(_chunks(X, 97), X.shape[1], genes, 11))
+    assert edges.shape == (3000, 10)
+    others = np.setdiff1d(np.arange(3000), genes)
+    assert np.isnan(edges[others]).all() and not np.isnan(edges[genes]).any()
+    _, columns, values = _gene_values(X)
+    for gene in genes[:200]:
+        exact = np.quantile(values[columns == gene], np.linspace(0, 1, 10), method="inverted_cdf")
+        assert np.abs(edges[gene] - exact).max() <= _GRID_STEP / 2 + 1e-12
+    assert (np.diff(edges[genes], axis=1) >= 0).all()
+
+
+def test_gene_bins_equal_a_per_gene_digitize_reference():
+    """Bin ids follow the gene's own edges: the middle of the tied-edge range (as the per-cell bins),
+    at least 1 (below the lowest edge, or a gene without edges), at most n_bins - 1."""
+    from cellformer.tokenize.binned import gene_bins
+
+    rng = np.random.default_rng(0)
+    edges = np.sort(rng.uniform(0, 9, (6, 7)), axis=1)
+    edges[2, 2:5] = edges[2, 2]  # tied edges
+    edges[4] = np.nan  # a gene that never becomes a token
+    genes = rng.integers(0, 6, 500)
+    values = np.concatenate([rng.uniform(0, 9.5, 480), edges[genes[480:490], 3], np.full(10, edges[2, 2])])
+    genes[490:] = 2
+    got = gene_bins(genes, np.nan_to_num(values, nan=1.0), edges)
+    for gene, value, bin_id in zip(genes, np.nan_to_num(values, nan=1.0), got):
+        if gene == 4:
+            assert bin_id == 1
+            continue
+        left, right = np.digitize(value, edges[gene]), np.digitize(value, edges[gene], right=True)
+        assert bin_id == min(max((left + right + 1) // 2, 1), 7)
+    assert got.dtype == np.int16 and set(np.unique(got[genes != 4])) <= set(range(1, 8))
+
+
+def test_hybrid_gene_wise_bins_compare_a_gene_across_cells(bladder_counts, tmp_path):
+    """With ``value_bins="gene"`` the genes and their order are those of the per-cell hybrid; a gene's
+    value id rises with its normalized value across cells (not with its place in the cell), and the edges
+    survive save / load."""
+    X = bladder_counts[:800]
+    per_cell = HybridTokenizer(max_genes=64, n_hvg=500)
+    per_gene = HybridTokenizer.from_config(PrepareConfig(max_genes=64, n_hvg=500, value_bins="gene"))
+    assert per_gene.value_bins == "gene"
+    for tokenizer in (per_cell, per_gene):
+        tokenizer.fit(_chunks(X, 300))
+    a, b = per_cell.transform(X), per_gene.transform(X)
+    np.testing.assert_array_equal(a.ids, b.ids)
+    np.testing.assert_array_equal(a.offsets, b.offsets)
+    assert not np.array_equal(a.values, b.values)
+    rows, columns, values = _gene_values(X)
+    gene = np.bincount(columns[np.isfinite(per_gene.medians)[columns]]).argmax()
+    token_rows = np.repeat(np.arange(X.shape[0]), np.diff(b.offsets))
+    in_cells = b.ids == gene + N_SPECIAL
+    by_cell = dict(zip(rows[columns == gene], values[columns == gene]))
+    cell_values = np.array([by_cell[row] for row in token_rows[in_cells]])
+    order = np.argsort(cell_values, kind="stable")
+    assert (np.diff(b.values[in_cells][order]) >= 0).all()  # monotone in the gene's value
+    assert len(np.unique(b.values[in_cells])) > 5
+    per_gene.save(tmp_path)
+    assert json.loads((tmp_path / "tokenizer.json").read_text())["value_bins"] == "gene"
+    loaded = HybridTokenizer.load(tmp_path)
+    np.testing.assert_array_equal(loaded.value_edges, per_gene.value_edges)
+    np.testing.assert_array_equal(loaded.transform(X[:50]).values, per_gene.transform(X[:50]).values)
+    with pytest.raises(ValueError, match="value_bins"):
+        HybridTokenizer(value_bins="global")

@@ -100,6 +100,61 @@ def _quantiles(n_bins: int) -> np.ndarray:
     return np.linspace(0, 1, n_bins - 1)
 
 
+VALUE_BINS = ("cell", "gene")
+# gene-wise edges come from a histogram of each gene's training values on this grid of log1p values
+# (log1p(1e4) = 9.21 is the largest value a cell can hold, so the grid covers every value)
+_GRID_STEP = 1 / 128
+_GRID_CELLS = int(np.ceil(np.log1p(TARGET_SUM) / _GRID_STEP)) + 1
+
+
+def gene_value_edges(
+    chunks: Iterable[sp.csr_matrix], n_genes: int, genes: np.ndarray, n_bins: int
+) -> np.ndarray:
+    """Each gene's bin edges: the quantiles of its nonzero training values, ``(n_genes, n_bins - 1)``.
+
+    Values are ``log1p(x / total * 1e4)`` as everywhere in this module, counted per gene on a grid of
+    width 1/128 (one streaming pass, memory ``len(genes) x 1,181`` counts, whatever the number of cells);
+    an edge is the centre of the grid cell where the gene's cumulative count reaches the quantile.
+    Rows of genes outside ``genes`` (never tokens) or never expressed in a training cell are ``NaN``.
+    """
+    index = np.full(n_genes, -1, dtype=np.int64)
+    index[genes] = np.arange(len(genes))
+    counts = np.zeros(len(genes) * _GRID_CELLS, dtype=np.int64)
+    for chunk in chunks:
+        rows, columns, values = log_normalized_entries(chunk)
+        slot = index[columns]
+        keep = slot >= 0
+        cell = np.minimum((values[keep] / _GRID_STEP).astype(np.int64), _GRID_CELLS - 1)
+        counts += np.bincount(slot[keep] * _GRID_CELLS + cell, minlength=len(counts))
+    counts = counts.reshape(len(genes), _GRID_CELLS)
+    cumulative = np.cumsum(counts, axis=1)
+    totals = cumulative[:, -1:]
+    targets = _quantiles(n_bins)[None, :] * totals
+    edges = np.full((n_genes, n_bins - 1), np.nan)
+    for row in np.flatnonzero(totals[:, 0] > 0):
+        cells = np.searchsorted(cumulative[row], np.maximum(targets[row], 1), side="left")
+        edges[genes[row]] = (cells + 0.5) * _GRID_STEP
+    return edges
+
+
+def gene_bins(genes: np.ndarray, values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Bin each entry by its own gene's edges (:func:`gene_value_edges`), ids ``1 .. n_bins - 1``.
+
+    Tied edges give the middle of their range, as :func:`quantile_bins`; a value below the gene's
+    lowest edge gets bin 1, genes without edges get bin 1 (they never become tokens).
+    """
+    n_edges = edges.shape[1]
+    offset = 2 * _GRID_CELLS * _GRID_STEP  # larger than any value or edge: genes' edges never interleave
+    flat = (np.nan_to_num(edges, nan=0.0) + np.arange(len(edges))[:, None] * offset).ravel()
+    shifted = values + genes * offset
+    base = genes.astype(np.int64) * n_edges
+    left = np.searchsorted(flat, shifted, side="right") - base
+    right = np.searchsorted(flat, shifted, side="left") - base
+    bins = np.clip((left + right + 1) // 2, 1, n_edges).astype(np.int16)
+    bins[np.isnan(edges[genes, 0])] = 1
+    return bins
+
+
 # --------------------------------------------------------------------------- token assembly
 
 
@@ -328,15 +383,21 @@ class HybridTokenizer(_ValueTokens):
         normalize_total: bool = True,
         n_hvg: int | None = 2000,
         flavor: str = "seurat_v3",
+        value_bins: str = "cell",
+        value_edges: np.ndarray | None = None,
     ) -> None:
         _check_bins(n_bins)
         if n_hvg is not None and n_hvg <= 0:
             raise ValueError(f"n_hvg must be positive, got {n_hvg}")
         check_flavor(flavor)
+        if value_bins not in VALUE_BINS:
+            raise ValueError(f"value_bins must be one of {VALUE_BINS}, got {value_bins!r}")
         self.rank = RankTokenizer(max_genes=max_genes, medians=medians, normalize_total=normalize_total)
         self.max_genes, self.n_bins = self.rank.max_genes, int(n_bins)
         self.n_hvg = None if n_hvg is None else int(n_hvg)
         self.flavor = flavor
+        self.value_bins = value_bins
+        self.value_edges = value_edges
 
     @property
     def medians(self) -> np.ndarray | None:
@@ -353,26 +414,35 @@ class HybridTokenizer(_ValueTokens):
             normalize_total=not config.input_normalized,
             n_hvg=config.n_hvg,
             flavor=flavor_for(config),
+            value_bins=config.value_bins,
         )
 
     def fit(self, chunks: Iterable[sp.csr_matrix], n_genes: int | None = None) -> None:
-        """The rank tokenizer's gene medians, and the HVGs (``chunks`` must be re-iterable)."""
+        """The rank tokenizer's gene medians, the HVGs and, for gene-wise bins, each gene's bin edges
+        (``chunks`` must be re-iterable)."""
         if n_genes is None:
             n_genes = next(iter(chunks)).shape[1]
         self.rank.fit(chunks, n_genes)
-        if self.n_hvg is None or self.n_hvg >= n_genes:
-            return
-        keep = np.zeros(n_genes, dtype=bool)
-        keep[highly_variable_genes(chunks, n_genes, self.n_hvg, self.flavor)] = True
-        self.rank.medians = np.where(keep, self.rank.medians, np.nan)
-        logger.info("hybrid tokenizer: ranks %d HVGs (%s) of %d genes", self.n_hvg, self.flavor, n_genes)
+        if self.n_hvg is not None and self.n_hvg < n_genes:
+            keep = np.zeros(n_genes, dtype=bool)
+            keep[highly_variable_genes(chunks, n_genes, self.n_hvg, self.flavor)] = True
+            self.rank.medians = np.where(keep, self.rank.medians, np.nan)
+            logger.info("hybrid tokenizer: ranks %d HVGs (%s) of %d genes", self.n_hvg, self.flavor, n_genes)
+        if self.value_bins == "gene":
+            tokenable = np.flatnonzero(~np.isnan(self.rank.medians))
+            self.value_edges = gene_value_edges(chunks, n_genes, tokenable, self.n_bins)
 
     def _block(self, X: sp.csr_matrix, k: int) -> Block:
         totals = kernels.row_totals(X.indptr, X.data, kernels.exact_below(X.data.dtype))
         values = kernels.fractions(X.indptr, X.data, totals, TARGET_SUM)
         np.log1p(values, out=values)  # numpy's log1p, as log_normalized_entries
-        bins = np.empty(X.nnz, dtype=np.int16)
-        kernels.bins_csr(X.indptr, values, _quantiles(self.n_bins), bins)
+        if self.value_bins == "gene":
+            if self.value_edges is None:
+                raise RuntimeError("HybridTokenizer.transform called before fit/load")
+            bins = gene_bins(X.indices, values, self.value_edges)
+        else:
+            bins = np.empty(X.nnz, dtype=np.int16)
+            kernels.bins_csr(X.indptr, values, _quantiles(self.n_bins), bins)
         return rank_block(X, self.rank._require_fitted(), k, self.rank.normalize_total, bins=bins)
 
     def transform(self, X: sp.csr_matrix, previous: sp.csr_matrix | None = None) -> TokenizedCells:
@@ -391,8 +461,11 @@ class HybridTokenizer(_ValueTokens):
             "normalize_total": self.rank.normalize_total,
             "n_hvg": self.n_hvg,
             "flavor": self.flavor,
+            "value_bins": self.value_bins,
             **self._value_layout(),
         }
+        if self.value_edges is not None:
+            np.save(directory / "value_edges.npy", self.value_edges)
         (directory / "tokenizer.json").write_text(json.dumps(state, indent=2))
 
     @classmethod
@@ -407,4 +480,10 @@ class HybridTokenizer(_ValueTokens):
             normalize_total=state.get("normalize_total", True),
             n_hvg=state.get("n_hvg"),  # absent: saved before HVG ranking, every gene ranked
             flavor=state.get("flavor", "seurat_v3"),
+            value_bins=state.get("value_bins", "cell"),
+            value_edges=(
+                np.load(directory / "value_edges.npy", allow_pickle=False)
+                if state.get("value_bins") == "gene"
+                else None
+            ),
         )
