@@ -126,14 +126,19 @@ def measure(mode: str, run: Path, input: Path, out: Path, threads: int | None) -
 
 
 def forward_flops(config, length: int) -> float:
-    """Multiply-adds x 2 of one cell's forward through the encoder and the head."""
+    """Multiply-adds x 2 of one cell's forward through the encoder and the head, as prediction runs it:
+    with ``<CLS>`` pooling the last block computes the ``<CLS>`` state alone (keys and values of every
+    token, one query, one feed-forward row)."""
     d, ff, layers = config.d_model, config.ff_hidden or 2 * config.d_model, config.n_layers
     inner = config.n_heads * (config.head_dim or d // config.n_heads)
-    per_layer = (
-        2 * length * (3 * d * inner + inner * d) + 2 * 2 * length * length * inner + 2 * 2 * length * d * ff
-    )
+
+    def block(queries: int) -> float:
+        projections = 2 * (queries * d * inner + length * 2 * d * inner + queries * inner * d)
+        return projections + 2 * 2 * queries * length * inner + 2 * 2 * queries * d * ff
+
     head = 2 * (d * config.head_hidden + config.head_hidden * config.n_classes)
-    return float(layers * per_layer + head)
+    last = 1 if config.pooling == "cls" else length
+    return float((layers - 1) * block(length) + block(last) + head)
 
 
 def flops_check(run: Path, input: Path, threads: int) -> dict:

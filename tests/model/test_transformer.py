@@ -141,3 +141,23 @@ def test_attention_dropout_is_its_own_setting() -> None:
     torch.testing.assert_close(quiet(ids, ids == PAD)[0], quiet(ids, ids == PAD)[0])
     with pytest.raises(ConfigError, match="attention_dropout"):
         _config(attention_dropout=1.0)
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+@pytest.mark.parametrize("n_layers", [1, 3])
+def test_prediction_computes_only_the_cls_state_in_the_last_block(norm: str, n_layers: int) -> None:
+    """Outside training the last block computes <CLS> alone: the same logits and embedding as pooling the
+    full encoder output (values and padding included), at every depth and with either LayerNorm place."""
+    torch.manual_seed(0)
+    model = CellTransformer(_config(norm=norm, n_layers=n_layers, n_values=7)).eval()
+    ids = _cells([9, 4, 12, 2])
+    values = torch.randint(1, 5, ids.shape).masked_fill(ids == PAD, 0)
+    logits, cls = model(ids, ids == PAD, values)
+    states = model.encode(ids, ids == PAD, values)  # every position, as training computes them
+    assert states.shape == (4, 12, 32)
+    full_cls = model.pool(states, ids == PAD)
+    torch.testing.assert_close(cls, full_cls, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits, model.head(full_cls), atol=1e-5, rtol=1e-5)
+    assert model.encode(ids, ids == PAD, values, cls_only=True).shape == (4, 1, 32)
+    mean = CellTransformer(_config(norm=norm, n_layers=n_layers, pooling="mean")).eval()
+    assert mean.encode(ids, ids == PAD).shape == (4, 12, 32)  # mean pooling needs every state

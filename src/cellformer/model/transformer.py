@@ -33,17 +33,26 @@ class SelfAttention(nn.Module):
         self.dropout = config.attention_dropout_p
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None, n_queries: int | None = None
+    ) -> torch.Tensor:
+        """``(B, T, C)`` states; with ``n_queries`` only the first ``n_queries`` positions ask (all still
+        answer as keys and values), ``(B, n_queries, C)``."""
         B, T, _ = x.shape
-        q, k, v = self.qkv(x).split(self.n_heads * self.head_dim, dim=2)  # 3 x (B, T, H*D)
+        inner = self.n_heads * self.head_dim
+        if n_queries is None:
+            q, k, v = self.qkv(x).split(inner, dim=2)  # 3 x (B, T, H*D)
+        else:
+            q = F.linear(x[:, :n_queries], self.qkv.weight[:inner], self.qkv.bias[:inner])  # (B, Q, H*D)
+            k, v = F.linear(x, self.qkv.weight[inner:], self.qkv.bias[inner:]).split(inner, dim=2)
         q, k, v = (
-            t.view(B, T, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v)
-        )  # (B, H, T, D)
+            t.view(B, t.shape[1], self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v)
+        )  # (B, H, T or Q, D)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
-        )  # (B, H, T, D)
-        y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H*D)
-        return self.resid_dropout(self.proj(y))  # (B, T, C)
+        )  # (B, H, T or Q, D)
+        y = y.transpose(1, 2).reshape(B, q.shape[2], inner)  # (B, T or Q, H*D)
+        return self.resid_dropout(self.proj(y))  # (B, T or Q, C)
 
 
 class FeedForward(nn.Module):
@@ -68,11 +77,14 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.d_model)
         self.ff = FeedForward(config)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None, n_queries: int | None = None
+    ) -> torch.Tensor:
+        """``(B, T, C)``, or the first ``n_queries`` positions' states ``(B, n_queries, C)``."""
         if self.pre_norm:
-            x = x + self.attn(self.ln_1(x), attn_mask)
+            x = x[:, :n_queries] + self.attn(self.ln_1(x), attn_mask, n_queries)
             return x + self.ff(self.ln_2(x))
-        x = self.ln_1(x + self.attn(x, attn_mask))
+        x = self.ln_1(x[:, :n_queries] + self.attn(x, attn_mask, n_queries))
         return self.ln_2(x + self.ff(x))
 
 
@@ -141,9 +153,18 @@ class CellTransformer(nn.Module):
         return torch.where(is_context.unsqueeze(-1), context, genes)  # (B, T, C)
 
     def encode(
-        self, ids: torch.Tensor, padding_mask: torch.Tensor | None = None, values: torch.Tensor | None = None
+        self,
+        ids: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+        values: torch.Tensor | None = None,
+        cls_only: bool = False,
     ) -> torch.Tensor:
-        """Token states ``(B, T, C)``; ``padding_mask`` is True at ``<PAD>`` positions."""
+        """Token states ``(B, T, C)``; ``padding_mask`` is True at ``<PAD>`` positions.
+
+        With ``cls_only`` the last block computes the ``<CLS>`` state alone, ``(B, 1, C)``: every token
+        still attends and is attended to in the earlier blocks, and the last block's other outputs are
+        never read by ``<CLS>`` pooling, so this is the same ``<CLS>`` state at a fraction of the cost.
+        """
         x = self.token_embedding(ids)  # (B, T, C)
         if self.value_embedding is not None:
             if values is None:
@@ -156,15 +177,21 @@ class CellTransformer(nn.Module):
         attn_mask = None
         if padding_mask is not None and bool(padding_mask.any()):
             attn_mask = ~padding_mask[:, None, None, :]  # (B, 1, 1, T): True = may attend to this key
-        for block in self.blocks:
-            x = block(x, attn_mask)  # (B, T, C)
+        for index, block in enumerate(self.blocks):
+            last = index == len(self.blocks) - 1
+            x = block(x, attn_mask, 1 if cls_only and last else None)  # (B, T, C); (B, 1, C) at the end
         return self.ln_f(x)
 
     def forward(
         self, ids: torch.Tensor, padding_mask: torch.Tensor | None = None, values: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class logits ``(B, n_classes)`` and the pooled embedding ``(B, C)`` (``config.pooling``)."""
-        states = self.encode(ids, padding_mask, values)  # (B, T, C)
+        """Class logits ``(B, n_classes)`` and the pooled embedding ``(B, C)`` (``config.pooling``).
+
+        Outside training, ``<CLS>`` pooling computes only the ``<CLS>`` state in the last block (see
+        :meth:`encode`); in training every state is computed, so dropout draws do not depend on the mode.
+        """
+        cls_only = not self.training and self.config.pooling == "cls"
+        states = self.encode(ids, padding_mask, values, cls_only)  # (B, T, C) or (B, 1, C)
         pooled = self.pool(states, padding_mask)  # (B, C)
         return self.head(pooled), pooled
 
