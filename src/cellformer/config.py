@@ -393,6 +393,11 @@ class TrainConfig(_Config):
         "token-set mixup: each training cell keeps a Beta(X, X) share of its gene tokens and takes the rest, "
         "with a mixed label, from another cell of the batch (0: off; docs/accuracy.md round 7)",
     )
+    consistency_weight: float = _field(
+        0.0,
+        "two gene-dropout views of each training cell per step, with this weight on the symmetric KL "
+        "divergence between their predictions (R-Drop; 0: off; needs gene_dropout; docs/accuracy.md round 8)",
+    )
     embedding_init: str = _field(
         "svd",
         "gene embeddings at the start: random, or svd (principal axes of the training cells' tokens; "
@@ -485,6 +490,15 @@ class TrainConfig(_Config):
         _require(
             self.mixup_alpha >= 0,
             f"train mixup_alpha must be >= 0 (0: no mixup), got {self.mixup_alpha}",
+        )
+        _require(
+            self.consistency_weight >= 0 and (self.consistency_weight == 0 or self.gene_dropout > 0),
+            f"train consistency_weight must be >= 0, and needs gene_dropout > 0 (the two views are two gene "
+            f"dropout draws), got {self.consistency_weight} with gene_dropout {self.gene_dropout}",
+        )
+        _require(
+            self.consistency_weight == 0 or self.masked_gene_weight == 0,
+            "train consistency_weight and masked_gene_weight cannot both be on (choose one auxiliary loss)",
         )
         _require(
             self.embedding_init in EMBEDDING_INITS,

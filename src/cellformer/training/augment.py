@@ -34,13 +34,17 @@ class GeneDropout:
         self.n_gene_ids = int(n_gene_ids)
         self.seed = int(seed)
 
-    def __call__(self, batch: dict[str, torch.Tensor], step: int, rank: int = 0) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, batch: dict[str, torch.Tensor], step: int, rank: int = 0, view: int = 0
+    ) -> dict[str, torch.Tensor]:
         """A copy of ``batch`` with dropped gene tokens set to ``<PAD>`` (and masked); inputs unchanged.
 
         A cell always keeps at least one gene token (its first), so no cell is left with ``<CLS>`` alone.
+        ``view`` numbers independent draws of one step (consistency training uses views 0 and 1).
         """
         ids = batch["ids"]  # (B, T)
-        drop = draw_gene_tokens(ids, self.p, self.n_gene_ids, (self.seed, step, rank, 0x6E))  # (B, T)
+        key = (self.seed, step, rank, 0x6E) if view == 0 else (self.seed, step, rank, 0x6E, view)
+        drop = draw_gene_tokens(ids, self.p, self.n_gene_ids, key)  # (B, T)
         out = dict(batch)
         out["ids"] = ids.masked_fill(drop, PAD)
         out["padding_mask"] = batch["padding_mask"] | drop

@@ -165,11 +165,33 @@ class CellClassifierModule(pl.LightningModule):
         mixed = None  # mixup's label rows (B, n_classes), or None: each cell's own label
         if self.mixup is not None:
             batch, mixed = self.mixup(batch, self.global_step, self.global_rank)
+        if self.train_config.consistency_weight > 0:
+            return self._consistency_step(batch, mixed)
         if self.gene_dropout is not None:
             batch = self.gene_dropout(batch, self.global_step, self.global_rank)
         if self.masked_genes is None:
             return self._step(batch, self.train_metrics, self.train_config.label_smoothing, mixed)
         return self._masked_step(batch, mixed)
+
+    def _consistency_step(self, batch: dict[str, torch.Tensor], mixed: torch.Tensor | None) -> torch.Tensor:
+        """R-Drop on gene dropout: two independent gene-dropout views of each cell, the classification loss
+        of each (averaged) plus ``consistency_weight x`` the symmetric KL divergence between their predicted
+        distributions. The epoch metrics count the first view."""
+        assert self.gene_dropout is not None  # TrainConfig requires gene dropout with consistency
+        step, rank = self.global_step, self.global_rank
+        logits = [self(self.gene_dropout(batch, step, rank, view))[0].float() for view in (0, 1)]  # 2 x (B, K)
+        smoothing = self.train_config.label_smoothing
+        loss = self._classification_loss(logits[0], batch["label"], self.train_metrics, smoothing, mixed)
+        if mixed is None:
+            second = F.cross_entropy(logits[1], batch["label"], weight=self.class_weights, label_smoothing=smoothing)
+        else:
+            second, _ = soft_cross_entropy(logits[1], mixed, self.class_weights, smoothing)
+        log_p, log_q = (F.log_softmax(x, dim=-1) for x in logits)  # (B, K) each
+        kl = 0.5 * (
+            F.kl_div(log_p, log_q, log_target=True, reduction="batchmean")
+            + F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
+        )
+        return 0.5 * (loss + second) + self.train_config.consistency_weight * kl
 
     def _masked_step(self, batch: dict[str, torch.Tensor], mixed: torch.Tensor | None) -> torch.Tensor:
         """One forward of the masked cells: the classification loss on ``<CLS>`` plus the weighted
