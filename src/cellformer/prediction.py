@@ -864,8 +864,7 @@ def predict_file(
     )
     from cellformer.atomic import check_writable
     from cellformer.data.file_cells import FileCells, is_modern_h5ad
-    from cellformer.integrity import verify_run
-    from cellformer.runs import read_run_config
+    from cellformer.runs import read_run_config, verify_run
 
     input, out = Path(input), Path(out)
     read_run_config(run_dir)  # fail early on a bad run directory

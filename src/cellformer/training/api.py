@@ -60,7 +60,8 @@ def train(
 
     if resume:
         stored = _stored_run(out, fingerprint)
-        from cellformer.integrity import check_copies, verify_run
+        from cellformer.integrity import check_copies
+        from cellformer.runs import verify_run
 
         verify_run(out)  # a finished run is checked against its manifest
         check_copies(out, prepared, COPIED)
