@@ -178,7 +178,7 @@ def tokenization_speed(prepared, repeats: int, chunk_size: int = 2048) -> float:
 
 def run_dataset(dataset: Dataset, args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     import cellformer
-    from cellformer.data.prepared import PreparedData
+    from cellformer.preparation.prepared import PreparedData
 
     log = logging.getLogger("bench")
     path = DATA / dataset.file

@@ -180,8 +180,8 @@ def evaluate(run: Path, prepared: Path, query, withheld_mask: np.ndarray, quanti
     from cellformer.baselines.api import UNKNOWN_SPACE
     from cellformer.baselines.data import PreparedExpression
     from cellformer.data.align import pinned_transform
-    from cellformer.data.prepared import PreparedData
     from cellformer.prediction import check_input_values, expression_coordinates, model_outputs
+    from cellformer.preparation.prepared import PreparedData
     from cellformer.runs import load
     from cellformer.unknown import DEFAULT_METHOD, TRANSFORMER_SPACE, UnknownDetector
     from cellformer.unknown_scores import FEATURE_SCORES, SCORES

@@ -26,7 +26,7 @@ def _layers():
 
 
 def component(module: str) -> str:
-    """``cellformer.data.prepare`` -> ``data``; ``cellformer`` -> ``__init__``."""
+    """``cellformer.preparation.prepare`` -> ``preparation``; ``cellformer`` -> ``__init__``."""
     parts = module.split(".")[1:]
     return parts[0] if parts else "__init__"
 

@@ -17,7 +17,9 @@ STAGES: list[tuple[str, ...]] = [
     ("errors", "atomic", "provenance", "config", "tokens", "text"),  # leaves
     ("data",),
     ("tokenize",),
-    ("integrity", "runs"),  # the prepared- and run-directory protocols (manifests, loading)
+    ("integrity",),  # manifests of prepared datasets and run directories
+    ("preparation",),  # prepare: input files -> prepared dataset (tokenized); reading one
+    ("runs",),  # the run-directory protocol (loading any kind of run)
     ("model",),
     ("training",),
     ("baselines",),
@@ -32,13 +34,6 @@ STAGES: list[tuple[str, ...]] = [
 KNOWN_BACKWARD = {
     ("cellformer.baselines.api", "cellformer.unknown"),
     ("cellformer.data.ancestors", "cellformer.tokenize.previous"),
-    ("cellformer.data.parallel", "cellformer.tokenize.base"),
-    ("cellformer.data.prepare", "cellformer.integrity"),
-    ("cellformer.data.prepare", "cellformer.tokenize.base"),
-    ("cellformer.data.prepare", "cellformer.tokenize.context"),
-    ("cellformer.data.prepared", "cellformer.integrity"),
-    ("cellformer.data.prepared", "cellformer.tokenize.base"),
-    ("cellformer.data.prepared", "cellformer.tokenize.context"),
     ("cellformer.training.api", "cellformer.calibrate_run"),
     ("cellformer.training.model_run", "cellformer.prediction"),
     ("cellformer.unknown", "cellformer.evaluation.calibration"),

@@ -18,7 +18,7 @@ from cellformer.runs import Predictions
 from cellformer.unknown import DEFAULT_QUANTILE, JSON_NAME, TRANSFORMER_SPACE, UnknownDetector
 
 if TYPE_CHECKING:
-    from cellformer.data.prepared import PreparedData
+    from cellformer.preparation.prepared import PreparedData
     from cellformer.runs import TrainedModel
 
 logger = logging.getLogger(__name__)
@@ -112,6 +112,6 @@ def run_calibration(model: TrainedModel) -> UnknownDetector:
 
 
 def _open(prepared: str | Path | PreparedData) -> PreparedData:
-    from cellformer.data.prepared import PreparedData
+    from cellformer.preparation.prepared import PreparedData
 
     return prepared if isinstance(prepared, PreparedData) else PreparedData(prepared)

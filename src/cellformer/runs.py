@@ -21,7 +21,7 @@ from cellformer.integrity import MANIFEST, verify
 if TYPE_CHECKING:
     import anndata as ad
 
-    from cellformer.data.prepared import PreparedData
+    from cellformer.preparation.prepared import PreparedData
 
 # columns of a run's ``log.csv``: one row per epoch (transformer, MLP baseline)
 LOG_COLUMNS = (

@@ -11,8 +11,8 @@ import scipy.sparse as sp
 import cellformer
 from cellformer.baselines import features as feat
 from cellformer.baselines.run import BaselineRun
-from cellformer.data.prepared import PreparedData
 from cellformer.errors import ConfigError, RunDirError
+from cellformer.preparation.prepared import PreparedData
 
 METHODS = ("logreg", "knn", "mlp")
 

@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 
 from cellformer.calibrate_run import fit_calibration
-from cellformer.data.prepared import PreparedData
 from cellformer.evaluation.api import evaluate_model
 from cellformer.integrity import write_manifest
+from cellformer.preparation.prepared import PreparedData
 from cellformer.provenance import file_fingerprint
 from cellformer.runs import Predictions
 

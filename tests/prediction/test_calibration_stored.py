@@ -103,7 +103,7 @@ def test_run_without_validation_cells_records_no_calibration(bladder, no_val_log
 
 
 def test_small_validation_set_keeps_t1_and_overconfident_model_gets_t_above_1(pbmc68k_logreg, withheld_runs):
-    from cellformer.data.prepared import PreparedData
+    from cellformer.preparation.prepared import PreparedData
 
     # pbmc68k: 104 validation cells; the unguarded NLL fit (0.95) does not hold on held-out halves
     prepared_dir, run = pbmc68k_logreg

@@ -110,8 +110,8 @@ def test_transformer_run_without_its_input_files_measures_the_embedding(
 
     from cellformer.baselines.data import PreparedExpression
     from cellformer.calibrate_run import fit_calibration
-    from cellformer.data.prepared import PreparedData
     from cellformer.errors import InputError
+    from cellformer.preparation.prepared import PreparedData
     from cellformer.runs import load
 
     def gone(self, rows):

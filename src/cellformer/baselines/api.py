@@ -14,8 +14,8 @@ import numpy as np
 from cellformer.atomic import atomic_directory, write_json
 from cellformer.baselines import features as feat
 from cellformer.baselines import models
-from cellformer.data.prepared import PreparedData
 from cellformer.errors import ConfigError, InputError
+from cellformer.preparation.prepared import PreparedData
 from cellformer.provenance import cellformer_version, now_iso, package_versions
 from cellformer.runs import LOG_COLUMNS
 from cellformer.unknown import UnknownDetector

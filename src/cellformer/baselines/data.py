@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from cellformer.data.prepared import PreparedData
 from cellformer.errors import InputError, RunDirError
+from cellformer.preparation.prepared import PreparedData
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from cellformer.runs import Predictions, read_run_config
 if TYPE_CHECKING:
     import anndata as ad
 
-    from cellformer.data.prepared import PreparedData
+    from cellformer.preparation.prepared import PreparedData
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from cellformer.provenance import cellformer_version, now_iso
 from cellformer.runs import Predictions, read_run_config
 
 if TYPE_CHECKING:
-    from cellformer.data.prepared import PreparedData
+    from cellformer.preparation.prepared import PreparedData
     from cellformer.runs import TrainedModel
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def resolve_prepared(
 ) -> PreparedData:
     """The prepared dataset given, or the one recorded in ``config.json["prepared"]["path"]``."""
     from cellformer.config import RunInput
-    from cellformer.data.prepared import PreparedData
+    from cellformer.preparation.prepared import PreparedData
 
     if isinstance(prepared, PreparedData):
         return prepared

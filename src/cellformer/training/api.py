@@ -12,8 +12,8 @@ import numpy as np
 
 from cellformer.atomic import atomic_path, read_json, write_json
 from cellformer.config import ModelConfig, TrainConfig
-from cellformer.data.prepared import PreparedData
 from cellformer.errors import ConfigError, InputError, RunDirError
+from cellformer.preparation.prepared import PreparedData
 from cellformer.provenance import cellformer_version, now_iso, package_versions
 from cellformer.text import is_primary_process
 from cellformer.training import options

@@ -20,7 +20,7 @@ from cellformer.tokens import TokenizedCells
 if TYPE_CHECKING:
     import anndata as ad
 
-    from cellformer.data.prepared import PreparedData
+    from cellformer.preparation.prepared import PreparedData
 
 
 class _TokenizedDataset(Dataset):
