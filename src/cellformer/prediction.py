@@ -554,6 +554,7 @@ def tokenize_adata(
 
     from cellformer.atomic import read_json
     from cellformer.data.align import aligned_matrix, training_input_options
+    from cellformer.timecourse.ancestors import ancestor_source
     from cellformer.tokenize.base import get_tokenizer_class
     from cellformer.tokenize.context import ContextVocab, context_value_id
     from cellformer.tokens import N_SPECIAL, TokenizedCells
@@ -568,7 +569,7 @@ def tokenize_adata(
             f"'{previous_layer}', which {where} lacks (layers: "
             f"{', '.join(map(str, adata.layers.keys())) or 'none'}); add it with the same genes as X"
         )
-    ancestors = _ancestor_source(run_dir, adata, record.prepare.time_key)
+    ancestors = ancestor_source(run_dir, adata, record.prepare.time_key)
     for name in ("vocab.json", "tokenizer"):
         if not (run_dir / name).exists():
             raise RunDirError(
@@ -603,28 +604,6 @@ def tokenize_adata(
     if log:
         _log_overlap(overlap, model)
     return TokenizedCells.concatenate(parts), overlap
-
-
-def _ancestor_source(run_dir: Path, adata: ad.AnnData, time_key: str | None):
-    """For a run prepared with ``--time-key``: ``(X chunk, start) -> previous profiles`` from the run's
-    saved ancestor mapping (``tokenizer/previous``) and ``adata.obs[time_key]``; else ``None``."""
-    if not time_key:
-        return None
-    from cellformer.data.ancestors import MAPPING_DIR
-    from cellformer.tokenize.previous import AncestorMapping
-
-    if time_key not in adata.obs.columns:
-        raise InputError(
-            f"run {run_dir} builds each cell's previous-time-point profile from obs[{time_key!r}], which the "
-            f"input AnnData lacks; add that column (time points on the training axis)"
-        )
-    mapping = AncestorMapping.load(run_dir / MAPPING_DIR)
-    times = adata.obs[time_key]
-
-    def previous(X, start: int):
-        return mapping.transform(X, times.iloc[start : start + X.shape[0]], time_key=time_key)
-
-    return previous
 
 
 def _log_overlap(overlap: dict[str, Any], model: TrainedModel) -> None:
