@@ -35,7 +35,6 @@ STAGES: list[tuple[str, ...]] = [
 KNOWN_BACKWARD = {
     ("cellformer.baselines.api", "cellformer.unknown"),
     ("cellformer.training.api", "cellformer.calibrate_run"),
-    ("cellformer.training.model_run", "cellformer.prediction"),
     ("cellformer.unknown", "cellformer.evaluation.calibration"),
     ("cellformer.unknown", "cellformer.evaluation.metrics"),
     ("cellformer.unknown_scores", "cellformer.evaluation.metrics"),

@@ -108,7 +108,7 @@ def test_binned_context_tokens_get_the_reserved_value(pbmc_phase):
 
 def test_train_evaluate_predict_with_a_batch_key(bladder_batch, tmp_path, caplog):
     import cellformer
-    from cellformer.prediction import tokenize_adata
+    from cellformer.preparation.new_cells import tokenize_adata
     from cellformer.training.api import train
 
     adata, path = bladder_batch

@@ -148,7 +148,7 @@ def test_cells_without_model_genes_are_flagged_unknown(
 
 
 def test_cells_without_genes_ignores_context_and_previous_profile_tokens():
-    from cellformer.prediction import cells_without_genes
+    from cellformer.preparation.new_cells import cells_without_genes
     from cellformer.tokens import CLS, SEP, TokenizedCells
 
     vocab_size = 10  # 4 specials + 6 genes; ids >= 10 are context tokens

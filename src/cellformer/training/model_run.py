@@ -122,7 +122,7 @@ class TransformerRun:
 
         ``options`` override how the input is read (``layer``, ``gene_key``, ``min_overlap``).
         """
-        from cellformer.prediction import tokenize_adata
+        from cellformer.preparation.new_cells import tokenize_adata
 
         tokenized, _ = tokenize_adata(self, adata, **options)
         return self.predict_tokens(tokenized, batch_size=batch_size)
