@@ -6,7 +6,7 @@ existing keys of that name are replaced, with a warning):
 - ``obs['cellformer_prediction']``: predicted class, categorical over *all* trained classes
 - ``obs['cellformer_confidence']``: calibrated maximum probability (the temperature stored in the run,
   fitted on its validation split; ``T = 1`` for a run without validation cells)
-- ``obs['cellformer_unknown']``: ``True`` for a cell unlike every training type (see :mod:`cellformer.unknown`)
+- ``obs['cellformer_unknown']``: ``True`` for a cell unlike every training type (see :mod:`cellformer.calibration.unknown`)
   and for every cell with no expressed model gene (nothing to classify it by)
 - ``obs['cellformer_unknown_score']``: the score behind that flag (higher = less like any training type;
   ``cellformer_unknown`` is exactly ``score > params['unknown']['threshold']``); ``inf`` for cells with no
@@ -20,7 +20,7 @@ existing keys of that name are replaced, with a warning):
   transform applied to them, calibration, unknown-cell rule, versions)
 
 Calibration (temperature, unknown-cell threshold) is read from the run directory, never written to it
-(:mod:`cellformer.calibrate_run`).
+(:mod:`cellformer.calibration.run`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cellformer.annotations import score_quantiles
+from cellformer.calibration.unknown import DEFAULT_QUANTILE, UnknownDetector
 from cellformer.config import RunInput
 from cellformer.errors import ConfigError, InputError
 from cellformer.preparation.new_cells import (
@@ -43,7 +44,6 @@ from cellformer.preparation.new_cells import (
 )
 from cellformer.runs import Predictions
 from cellformer.text import is_primary_process, plural
-from cellformer.unknown import DEFAULT_QUANTILE, UnknownDetector
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -184,7 +184,7 @@ def _setup(
 ) -> tuple[TrainedModel, UnknownDetector, dict[str, Any], DevicePredictor | None]:
     """Check the options, load the run and its calibration; ``options`` for reading the input, and the
     predictor running the forward pass in several processes (``None``: in this one)."""
-    from cellformer.calibrate_run import run_calibration
+    from cellformer.calibration.run import stored_calibration
     from cellformer.runs import load
 
     processes = check_devices(accelerator, devices, num_nodes)
@@ -208,7 +208,7 @@ def _setup(
         )
     model = load(run_dir)
     predictor = _place(model, accelerator, devices, num_nodes, processes, batch_size)
-    detector = run_calibration(model)
+    detector = stored_calibration(model)
     try:
         detector = detector.with_quantile(unknown_quantile)
     except ValueError as exc:
@@ -551,7 +551,7 @@ def annotate(
     outputs, overlap, no_genes = cells.outputs, cells.overlap, cells.no_genes
     import pandas as pd
 
-    from cellformer.evaluation.metrics import softmax
+    from cellformer.calibration.temperature import softmax
     from cellformer.provenance import cellformer_version, package_versions
 
     if outputs.logits.shape[0] != adata.n_obs:

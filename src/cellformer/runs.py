@@ -61,6 +61,7 @@ class TrainedModel(Protocol):
     kind: str
     config: dict[str, Any]
     classes: list[str]
+    unknown_space: str  # what the unknown-cell detector measures: "expression", "embedding" or "logits"
 
     def predict_split(self, prepared: PreparedData, split: str) -> Predictions:
         """Outputs for the cells of a split of the prepared dataset the run was trained on."""

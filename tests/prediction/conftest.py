@@ -2,7 +2,7 @@
 
 class_7 (102 cells) is a distinct type in this dataset; the numbered bladder clusters include
 near-copies of each other (class_3 / class_4, class_2 / class_5), which no detector can tell apart
-once one of them is withheld (measured while choosing the method, see ``cellformer.unknown``).
+once one of them is withheld (measured while choosing the method, see ``cellformer.calibration.unknown``).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def no_val_logreg(
 
     import numpy as np
 
-    from cellformer.calibrate_run import calibrate_run
+    from cellformer.calibration.run import calibrate_run
     from cellformer.integrity import write_manifest
 
     base = tmp_path_factory.mktemp("no_val")

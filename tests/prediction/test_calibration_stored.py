@@ -11,10 +11,10 @@ import pytest
 from shared_helpers import error_line
 
 import cellformer
+from cellformer.calibration.temperature import negative_log_likelihood, softmax
+from cellformer.calibration.unknown import DEFAULT_METHOD
 from cellformer.errors import ConfigError, RunDirError
-from cellformer.evaluation.calibration import negative_log_likelihood
-from cellformer.evaluation.metrics import expected_calibration_error, softmax
-from cellformer.unknown import DEFAULT_METHOD
+from cellformer.evaluation.metrics import expected_calibration_error
 
 
 def _subset(bladder, n=200, seed=0):

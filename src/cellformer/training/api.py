@@ -261,7 +261,7 @@ def _fit(out, prepared, datamodule, model_config, train_config, run_config, resu
     }
     if resume:
         run_config["created"] = read_json(out / "config.json").get("created")
-    from cellformer.calibrate_run import calibrate_run
+    from cellformer.calibration.run import calibrate_run
 
     # temperature + unknown-cell threshold on the validation split (unknown.json), while the run is
     # still "training": it is "finished" only once weights and calibration are both written

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cellformer.atomic import read_json
+from cellformer.calibration.unknown import TRANSFORMER_SPACE
 from cellformer.config import ModelConfig
 from cellformer.data.dataset import LengthBucketSampler, TokenDataset, collate_tokens
 from cellformer.errors import RunDirError
@@ -57,6 +58,7 @@ class TransformerRun:
     """
 
     kind = "transformer"
+    unknown_space = TRANSFORMER_SPACE  # what the unknown-cell detector measures
 
     def __init__(
         self, run_dir: Path, config: dict[str, Any], model: CellTransformer, classes: list[str]
