@@ -1,5 +1,5 @@
 # ruff: noqa: E402
-"""Time and peak memory of the kNN ancestor mapping (``cellformer.tokenize.previous``) on 100k cells.
+"""Time and peak memory of the kNN ancestor mapping (``cellformer.timecourse.mapping``) on 100k cells.
 
 What it measures
 ----------------
@@ -38,7 +38,7 @@ import psutil
 import scipy.sparse as sp
 
 from cellformer.datasets.synthetic import synthetic_timecourse
-from cellformer.tokenize.previous import AncestorMapping, _log_columns, normalize_rows
+from cellformer.timecourse.mapping import AncestorMapping, _log_columns, normalize_rows
 
 
 def anonymous_rss() -> int:

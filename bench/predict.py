@@ -148,7 +148,7 @@ def flops_check(run: Path, input: Path, threads: int) -> dict:
 
     import cellformer
     from cellformer.data.dataset import LengthBucketSampler, collate_tokens
-    from cellformer.prediction import tokenize_adata
+    from cellformer.preparation.new_cells import tokenize_adata
     from cellformer.training.model_run import _TokenizedDataset
 
     torch.set_num_threads(threads)

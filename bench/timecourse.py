@@ -47,9 +47,9 @@ N_BOOT = 1000
 
 
 def prepare_variant(source: Path, out: Path, variant: str, dataset: dict, seed: int, k: int):
-    from cellformer.data.prepare import prepare
-    from cellformer.data.prepared import PreparedData
     from cellformer.errors import RunDirError
+    from cellformer.preparation.prepare import prepare
+    from cellformer.preparation.prepared import PreparedData
 
     try:  # reuse a complete prepared directory of an earlier (interrupted) run of this script
         return PreparedData(out)

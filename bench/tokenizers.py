@@ -152,8 +152,8 @@ def top_expressed_share(X, mask: np.ndarray, k: int) -> float:
 
 def tokenization_speed(prepared, repeats: int, chunk_size: int = 2048) -> float:
     """Cells/s of the tokenizer alone: fit on the training cells, transform all cells, chunk by chunk."""
-    from cellformer.baselines.data import PreparedExpression
     from cellformer.config import PrepareConfig
+    from cellformer.preparation.expression import PreparedExpression
     from cellformer.tokenize.base import get_tokenizer_class
 
     config = PrepareConfig.from_dict(prepared.meta["config"])
@@ -178,7 +178,7 @@ def tokenization_speed(prepared, repeats: int, chunk_size: int = 2048) -> float:
 
 def run_dataset(dataset: Dataset, args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     import cellformer
-    from cellformer.data.prepared import PreparedData
+    from cellformer.preparation.prepared import PreparedData
 
     log = logging.getLogger("bench")
     path = DATA / dataset.file
@@ -202,7 +202,7 @@ def run_dataset(dataset: Dataset, args: argparse.Namespace, work: Path) -> list[
         if name == TOKENIZERS[0]:
             mask = housekeeping_mask(dataset, prepared.genes)
             if mask is not None:
-                from cellformer.baselines.data import PreparedExpression
+                from cellformer.preparation.expression import PreparedExpression
 
                 X = PreparedExpression(prepared).read(np.arange(len(prepared.labels)))
                 shares["top-expressed"] = top_expressed_share(X, mask, args.max_genes)

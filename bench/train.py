@@ -91,8 +91,8 @@ def child_reference(args) -> dict:
     import torch.nn.functional as F
 
     from cellformer.config import ModelConfig
-    from cellformer.data.prepared import PreparedData
     from cellformer.model import CellTransformer
+    from cellformer.preparation.prepared import PreparedData
 
     torch.manual_seed(0)
     device = torch.device(args.device)
@@ -167,7 +167,7 @@ def child_ours(args) -> dict:
     import torch
 
     import cellformer
-    from cellformer.data.prepared import PreparedData
+    from cellformer.preparation.prepared import PreparedData
 
     device = torch.device(args.device)
     prepared_dir = Path(args.prepared)

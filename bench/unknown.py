@@ -8,14 +8,14 @@ For each labelled dataset in ``../shared/data`` and each cell type with at least
 2. trains the transformer with ``cellformer.train``'s **defaults** (seed 0; ``--set KEY=VALUE`` changes an
    option) and fits the ``logreg`` baseline on exactly the same cells;
 3. builds a query of **all the withheld type's cells** plus the prepared **test** cells (known types),
-   and scores it with every unknown score of :mod:`cellformer.unknown_scores`, each fitted on the run's
+   and scores it with every unknown score of :mod:`cellformer.calibration.scores`, each fitted on the run's
    training cells and thresholded at the ``--quantile`` (0.95) of its validation cells' scores, i.e. a
    5 % false-positive target on known cells (validation cells hold no novel type, so that is the only
    honest way to set a threshold);
 4. reports per withheld type and averaged: each score's AUROC (withheld vs known query cells), its TPR
    (withheld cells flagged) and FPR (known cells flagged) at that threshold, and the known query cells'
    macro-F1 - for the transformer and logreg in the same run. ``shipped`` is the score the run itself
-   stores (``cellformer.unknown.DEFAULT_METHOD``) and ``predict`` writes; its flags are checked to be
+   stores (``cellformer.calibration.unknown.DEFAULT_METHOD``) and ``predict`` writes; its flags are checked to be
    the ones this script computes.
 
 Distance scores measure the representation the run's detector uses: the transformer's ``<CLS>``
@@ -91,7 +91,7 @@ def rates_at_targets(
     Keyed by the target as text (``"0.01"``, JSON-safe); each entry: ``threshold``, ``tpr`` (withheld
     query cells flagged), ``fpr`` (known query cells flagged), ``val_fpr`` (validation cells flagged: the
     target, up to ties and ``1 / n_val``). ``always_flagged``: cells flagged whatever the score (no
-    expressed model gene). The same rule as :meth:`cellformer.unknown.UnknownDetector.with_quantile`.
+    expressed model gene). The same rule as :meth:`cellformer.calibration.unknown.UnknownDetector.with_quantile`.
     """
     val_scores = np.asarray(val_scores, dtype=np.float64)
     out = {}
@@ -125,9 +125,9 @@ def prepare_without(adata, dataset: Dataset, withheld: str, work: Path) -> Path:
 
 def trained_run(prepared: Path, model: str, train_options: dict[str, Any]) -> Path:
     """The cached run, its stored unknown detector refitted if it is not today's default."""
-    from cellformer.baselines.api import UNKNOWN_SPACE
-    from cellformer.calibrate_run import calibrate_run
-    from cellformer.unknown import DEFAULT_METHOD, TRANSFORMER_SPACE, UnknownDetector
+    from cellformer.baselines.models import UNKNOWN_SPACE
+    from cellformer.calibration.run import calibrate_run
+    from cellformer.calibration.unknown import DEFAULT_METHOD, TRANSFORMER_SPACE, UnknownDetector
 
     run = _trained_run(prepared, model, train_options)
     stored = UnknownDetector.load(run)
@@ -177,14 +177,14 @@ def evaluate(run: Path, prepared: Path, query, withheld_mask: np.ndarray, quanti
     from sklearn.metrics import f1_score, roc_auc_score
 
     import cellformer
-    from cellformer.baselines.api import UNKNOWN_SPACE
-    from cellformer.baselines.data import PreparedExpression
+    from cellformer.baselines.models import UNKNOWN_SPACE
+    from cellformer.calibration.scores import FEATURE_SCORES, SCORES
+    from cellformer.calibration.unknown import DEFAULT_METHOD, TRANSFORMER_SPACE, UnknownDetector
     from cellformer.data.align import pinned_transform
-    from cellformer.data.prepared import PreparedData
     from cellformer.prediction import check_input_values, expression_coordinates, model_outputs
+    from cellformer.preparation.expression import PreparedExpression
+    from cellformer.preparation.prepared import PreparedData
     from cellformer.runs import load
-    from cellformer.unknown import DEFAULT_METHOD, TRANSFORMER_SPACE, UnknownDetector
-    from cellformer.unknown_scores import FEATURE_SCORES, SCORES
 
     model = load(run)
     data = PreparedData(prepared)
@@ -512,8 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     import anndata as ad
     import torch
 
-    from cellformer.unknown import DEFAULT_METHOD
-    from cellformer.unknown_scores import SCORES
+    from cellformer.calibration.scores import SCORES
+    from cellformer.calibration.unknown import DEFAULT_METHOD
 
     if args.threads:
         torch.set_num_threads(args.threads)

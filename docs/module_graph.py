@@ -3,8 +3,8 @@
 Each box is a top-level module or package of ``src/cellformer``, placed in its stage of the flow (columns,
 left to right, as ``tests/test_layers.py`` defines them: that test fails when an import runs against
 the flow). An arrow ``a -> b`` means some module of ``a`` imports from ``b`` (lazy imports inside
-functions included); grey arrows follow the flow or stay inside a stage, red ones run against it (the
-known exceptions the test lists, still to be moved). Re-run it after moving code.
+functions included); grey arrows follow the flow or stay inside a stage, red ones would run against it
+(none do: the test fails on one). Re-run it after moving code.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def _layers():
 
 
 def component(module: str) -> str:
-    """``cellformer.data.prepare`` -> ``data``; ``cellformer`` -> ``__init__``."""
+    """``cellformer.preparation.prepare`` -> ``preparation``; ``cellformer`` -> ``__init__``."""
     parts = module.split(".")[1:]
     return parts[0] if parts else "__init__"
 
@@ -77,7 +77,7 @@ def main(out: Path = HERE / "module_graph.png") -> Path:
         ax.text(column * 2.2, 1.0, f"stage {column}", ha="center", fontsize=8, color="0.4")
     ax.set_title(
         "cellformer modules: an arrow a -> b means a imports from b "
-        "(grey: with the flow or within a stage; red: against it, still to be moved)",
+        "(grey: with the flow or within a stage; red: against it)",
         fontsize=9,
     )
     xs, ys = zip(*position.values(), strict=True)

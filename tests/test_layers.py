@@ -17,34 +17,18 @@ STAGES: list[tuple[str, ...]] = [
     ("errors", "atomic", "provenance", "config", "tokens", "text"),  # leaves
     ("data",),
     ("tokenize",),
-    ("integrity", "runs"),  # the prepared- and run-directory protocols (manifests, loading)
+    ("timecourse",),  # previous-time-point profiles: ancestor mapping, prepare's and predict's sources
+    ("integrity",),  # manifests of prepared datasets and run directories
+    ("preparation",),  # prepare: input files -> prepared dataset (tokenized); reading one
+    ("runs",),  # the run-directory protocol (loading any kind of run)
+    ("calibration",),  # temperature and unknown-cell detector, fitted once per run, stored in it
     ("model",),
     ("training",),
     ("baselines",),
-    ("unknown_scores", "unknown", "calibrate_run"),
-    ("evaluation", "unknown_report"),
+    ("evaluation",),
     ("annotations", "prediction"),  # annotations: writing prediction's results (copy, pieces, merge)
     ("datasets", "presets", "demo_workflow", "cli", "__init__", "__main__"),
 ]
-
-# imports that still run against the flow (issue 14), each to be removed by moving code, never added to:
-# the test fails on a backward import not listed here, and on a listed one that is gone (delete its line)
-KNOWN_BACKWARD = {
-    ("cellformer.baselines.api", "cellformer.unknown"),
-    ("cellformer.data.ancestors", "cellformer.tokenize.previous"),
-    ("cellformer.data.parallel", "cellformer.tokenize.base"),
-    ("cellformer.data.prepare", "cellformer.integrity"),
-    ("cellformer.data.prepare", "cellformer.tokenize.base"),
-    ("cellformer.data.prepare", "cellformer.tokenize.context"),
-    ("cellformer.data.prepared", "cellformer.integrity"),
-    ("cellformer.data.prepared", "cellformer.tokenize.base"),
-    ("cellformer.data.prepared", "cellformer.tokenize.context"),
-    ("cellformer.training.api", "cellformer.calibrate_run"),
-    ("cellformer.training.model_run", "cellformer.prediction"),
-    ("cellformer.unknown", "cellformer.evaluation.calibration"),
-    ("cellformer.unknown", "cellformer.evaluation.metrics"),
-    ("cellformer.unknown_scores", "cellformer.evaluation.metrics"),
-}
 
 
 def stage(module: str) -> int:
@@ -79,13 +63,10 @@ def imports() -> set[tuple[str, str]]:
 
 
 def test_no_module_imports_from_a_later_stage() -> None:
-    backward = {(a, b) for a, b in imports() if stage(b) > stage(a)}
-    new = sorted(backward - KNOWN_BACKWARD)
-    assert not new, "imports against the flow (move the code, see docs/design.md): " + "; ".join(
-        f"{a} -> {b}" for a, b in new
+    backward = sorted((a, b) for a, b in imports() if stage(b) > stage(a))
+    assert not backward, "imports against the flow (move the code, see docs/design.md): " + "; ".join(
+        f"{a} -> {b}" for a, b in backward
     )
-    gone = sorted(KNOWN_BACKWARD - backward)
-    assert not gone, "fixed, so delete from KNOWN_BACKWARD: " + "; ".join(f"{a} -> {b}" for a, b in gone)
 
 
 def test_the_leaves_import_only_errors() -> None:
@@ -93,19 +74,11 @@ def test_the_leaves_import_only_errors() -> None:
     assert not sorted((a, b) for a, b in imports() if a in leaves and b != "cellformer.errors")
 
 
-# pairs of modules importing each other (one of the two at call time), to be untangled the same way
-KNOWN_CYCLES = {
-    ("cellformer.integrity", "cellformer.runs"),
-}
-
-
 def test_no_two_modules_import_each_other() -> None:
+    """Not even within a stage, and not when one of the two imports the other at call time."""
     found = imports()
-    cycles = {tuple(sorted((a, b))) for a, b in found if (b, a) in found}
-    assert not sorted(cycles - KNOWN_CYCLES), f"import cycles: {sorted(cycles - KNOWN_CYCLES)}"
-    assert not sorted(KNOWN_CYCLES - cycles), (
-        f"untangled, delete from KNOWN_CYCLES: {sorted(KNOWN_CYCLES - cycles)}"
-    )
+    cycles = sorted({tuple(sorted((a, b))) for a, b in found if (b, a) in found})
+    assert not cycles, f"import cycles: {cycles}"
 
 
 def test_the_module_graph_picture_is_drawn_from_these_stages(tmp_path: Path) -> None:

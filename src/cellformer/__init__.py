@@ -17,7 +17,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
-    "prepare": "cellformer.data.prepare",
+    "prepare": "cellformer.preparation.prepare",
     "train": "cellformer.training.api",
     "evaluate": "cellformer.evaluation.api",
     "baseline": "cellformer.baselines.api",

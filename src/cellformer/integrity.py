@@ -235,24 +235,6 @@ def verify(directory: str | Path, kind: str) -> dict[str, Any]:
     return manifest
 
 
-def run_is_finished(config: dict[str, Any]) -> bool:
-    """A run that should have a manifest: every run but a transformer run still training or diverged
-    (one without a ``status`` too: it is then refused for lacking its manifest)."""
-    return config.get("status") not in ("training", "diverged")
-
-
-def verify_run(run_dir: str | Path) -> dict[str, Any] | None:
-    """:func:`verify` a finished run (a run still training, or diverged, has no manifest and is not
-    checked)."""
-    from cellformer.runs import read_run_config
-
-    run_dir = Path(run_dir)
-    if (run_dir / MANIFEST).exists():  # before reading config.json: it may be the damaged file
-        return verify(run_dir, "run")
-    config = read_run_config(run_dir)
-    return verify(run_dir, "run") if run_is_finished(config) else None
-
-
 # -- a run and its data ---------------------------------------------------------------------------
 def check_trained_on(run_dir: str | Path, config: dict[str, Any], prepared: Any) -> None:
     """Refuse a prepared dataset that is not the one the run was trained on (``data_fingerprint``).

@@ -6,7 +6,7 @@ existing keys of that name are replaced, with a warning):
 - ``obs['cellformer_prediction']``: predicted class, categorical over *all* trained classes
 - ``obs['cellformer_confidence']``: calibrated maximum probability (the temperature stored in the run,
   fitted on its validation split; ``T = 1`` for a run without validation cells)
-- ``obs['cellformer_unknown']``: ``True`` for a cell unlike every training type (see :mod:`cellformer.unknown`)
+- ``obs['cellformer_unknown']``: ``True`` for a cell unlike every training type (see :mod:`cellformer.calibration.unknown`)
   and for every cell with no expressed model gene (nothing to classify it by)
 - ``obs['cellformer_unknown_score']``: the score behind that flag (higher = less like any training type;
   ``cellformer_unknown`` is exactly ``score > params['unknown']['threshold']``); ``inf`` for cells with no
@@ -20,7 +20,7 @@ existing keys of that name are replaced, with a warning):
   transform applied to them, calibration, unknown-cell rule, versions)
 
 Calibration (temperature, unknown-cell threshold) is read from the run directory, never written to it
-(:mod:`cellformer.calibrate_run`).
+(:mod:`cellformer.calibration.run`).
 """
 
 from __future__ import annotations
@@ -33,11 +33,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cellformer.annotations import score_quantiles
+from cellformer.calibration.unknown import DEFAULT_QUANTILE, UnknownDetector
 from cellformer.config import RunInput
-from cellformer.errors import ConfigError, InputError, RunDirError
+from cellformer.errors import ConfigError, InputError
+from cellformer.preparation.new_cells import (
+    TOKENIZE_CHUNK,
+    cells_without_genes,
+    log_overlap,
+    tokenize_adata,
+)
 from cellformer.runs import Predictions
 from cellformer.text import is_primary_process, plural
-from cellformer.unknown import DEFAULT_QUANTILE, UnknownDetector
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -51,7 +57,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-TOKENIZE_CHUNK = 2048  # cells aligned and tokenized at a time
 DEFAULT_CHUNK_SIZE = 20_000  # cells read, tokenized and predicted at a time; per-cell results are kept
 UMAP_MAX_CELLS = 50_000  # above this, predict_file draws no UMAP unless asked (umap=True / --umap)
 INPUT_TRANSFORMS = ("auto", "log1p", "none")  # as prepare's --input-transform
@@ -179,7 +184,7 @@ def _setup(
 ) -> tuple[TrainedModel, UnknownDetector, dict[str, Any], DevicePredictor | None]:
     """Check the options, load the run and its calibration; ``options`` for reading the input, and the
     predictor running the forward pass in several processes (``None``: in this one)."""
-    from cellformer.calibrate_run import run_calibration
+    from cellformer.calibration.run import stored_calibration
     from cellformer.runs import load
 
     processes = check_devices(accelerator, devices, num_nodes)
@@ -203,7 +208,7 @@ def _setup(
         )
     model = load(run_dir)
     predictor = _place(model, accelerator, devices, num_nodes, processes, batch_size)
-    detector = run_calibration(model)
+    detector = stored_calibration(model)
     try:
         detector = detector.with_quantile(unknown_quantile)
     except ValueError as exc:
@@ -341,7 +346,7 @@ def predict_chunks(
             )  # scored now, per chunk: only the scores are kept, not the coordinates
             scores.append(np.asarray(detector.scores(outputs.logits, outputs.embeddings, coordinates)))
             bar.update(chunk.n_obs)
-    _log_overlap(overlap, model)
+    log_overlap(overlap)
     has_embeddings = all(e is not None for e in embeddings)
     return CellOutputs(
         outputs=Predictions(
@@ -394,7 +399,7 @@ def _predict_shares(
         bar.update(b - a)
     if not parts:
         return None
-    _log_overlap(overlap, model)
+    log_overlap(overlap)
     joined = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
     return CellOutputs(
         outputs=Predictions(logits=joined["logits"], embeddings=joined["embeddings"]),
@@ -519,128 +524,10 @@ def model_outputs(
     else:
         X, overlap = model.align(adata, **options)
         if log:
-            _log_overlap(overlap, model)
+            log_overlap(overlap)
         no_genes = np.asarray(abs(X).sum(axis=1)).ravel() == 0
         outputs = model.predict_matrix(X, batch_size=max(batch_size, 1024), progress=progress)
     return outputs, overlap, np.asarray(no_genes, dtype=bool)
-
-
-def cells_without_genes(tokenized: TokenizedCells, vocab_size: int) -> np.ndarray:
-    """``True`` for each cell whose own profile has no gene token (only ``<CLS>`` and context tokens).
-
-    Gene tokens are ids ``>= N_SPECIAL`` that are not context tokens; tokens after a ``<SEP>`` (the
-    previous-time-point profile) do not count.
-    """
-    from cellformer.tokens import N_SPECIAL, SEP
-
-    ids = np.asarray(tokenized.ids)
-    offsets = np.asarray(tokenized.offsets, dtype=np.int64)
-    n = len(offsets) - 1
-    cell = np.repeat(np.arange(n), np.diff(offsets))
-    is_sep = (ids == SEP).astype(np.int64)
-    seps_before = np.cumsum(is_sep) - is_sep
-    seps_before -= np.repeat(np.r_[0, np.cumsum(is_sep)][offsets[:-1]], np.diff(offsets))
-    current_gene = (ids >= N_SPECIAL) & (ids < vocab_size) & (seps_before == 0)
-    return np.bincount(cell[current_gene], minlength=n) == 0
-
-
-def tokenize_adata(
-    model: TrainedModel, adata: ad.AnnData, *, log: bool = True, progress: bool = True, **options: Any
-) -> tuple[TokenizedCells, dict[str, Any]]:
-    """Align ``adata`` to a transformer run's vocabulary and tokenize it with the run's saved tokenizer.
-
-    ``log``: log the gene overlap; ``progress``: a progress bar for a large ``adata``."""
-    from tqdm.auto import tqdm
-
-    from cellformer.atomic import read_json
-    from cellformer.data.align import aligned_matrix, training_input_options
-    from cellformer.tokenize.base import get_tokenizer_class
-    from cellformer.tokenize.context import ContextVocab, context_value_id
-    from cellformer.tokens import N_SPECIAL, TokenizedCells
-
-    run_dir = Path(model.run_dir)
-    where = options.get("where", "the input AnnData")
-    record = RunInput.of(model.config)
-    previous_layer = record.prepare.previous_layer
-    if previous_layer and previous_layer not in adata.layers:
-        raise InputError(
-            f"run {run_dir} was trained with each cell's previous-time-point profile from layer "
-            f"'{previous_layer}', which {where} lacks (layers: "
-            f"{', '.join(map(str, adata.layers.keys())) or 'none'}); add it with the same genes as X"
-        )
-    ancestors = _ancestor_source(run_dir, adata, record.prepare.time_key)
-    for name in ("vocab.json", "tokenizer"):
-        if not (run_dir / name).exists():
-            raise RunDirError(
-                f"run directory {run_dir} has no {name}; it cannot tokenize new cells (train it again)"
-            )
-    vocab = read_json(run_dir / "vocab.json")
-    genes = list(vocab["genes"])
-    from cellformer.integrity import require_tokenizer
-
-    get_tokenizer_class(record.tokenizer)  # an unknown name: its own message
-    tokenizer = require_tokenizer(run_dir / "tokenizer", record.tokenizer, owner=f"run {run_dir}")
-    context = ContextVocab.from_vocab(vocab, N_SPECIAL)  # --batch-key / --context-key tokens, if any
-    context_ids = None if context is None else context.encode_obs(adata.obs, where=where)
-    settings = {**training_input_options(model.config), **options}
-    parts, overlap = [], None
-    n = adata.n_obs
-    quiet = not progress or n < 4 * TOKENIZE_CHUNK
-    with tqdm(total=n, desc="tokenizing", unit="cells", leave=False, disable=quiet) as bar:
-        for start in range(0, max(n, 1), TOKENIZE_CHUNK):
-            X, overlap = aligned_matrix(adata[start : start + TOKENIZE_CHUNK], genes, **settings)
-            previous = None if ancestors is None else ancestors(X, start)
-            if previous_layer:  # the same alignment and value checks as the current profile
-                previous_settings = {**settings, "layer": previous_layer, "min_overlap": 0.0}
-                chunk = adata[start : start + TOKENIZE_CHUNK]
-                previous, _ = aligned_matrix(chunk, genes, **previous_settings)
-            cells = tokenizer.transform(X, previous)
-            if context is not None:
-                chunk_ids = context_ids[start : start + TOKENIZE_CHUNK]
-                cells = context.insert(cells, chunk_ids, context_value_id(tokenizer))
-            parts.append(cells)
-            bar.update(X.shape[0])
-    if log:
-        _log_overlap(overlap, model)
-    return TokenizedCells.concatenate(parts), overlap
-
-
-def _ancestor_source(run_dir: Path, adata: ad.AnnData, time_key: str | None):
-    """For a run prepared with ``--time-key``: ``(X chunk, start) -> previous profiles`` from the run's
-    saved ancestor mapping (``tokenizer/previous``) and ``adata.obs[time_key]``; else ``None``."""
-    if not time_key:
-        return None
-    from cellformer.data.ancestors import MAPPING_DIR
-    from cellformer.tokenize.previous import AncestorMapping
-
-    if time_key not in adata.obs.columns:
-        raise InputError(
-            f"run {run_dir} builds each cell's previous-time-point profile from obs[{time_key!r}], which the "
-            f"input AnnData lacks; add that column (time points on the training axis)"
-        )
-    mapping = AncestorMapping.load(run_dir / MAPPING_DIR)
-    times = adata.obs[time_key]
-
-    def previous(X, start: int):
-        return mapping.transform(X, times.iloc[start : start + X.shape[0]], time_key=time_key)
-
-    return previous
-
-
-def _log_overlap(overlap: dict[str, Any], model: TrainedModel) -> None:
-    logger.info(
-        "gene overlap: %d of the model's %d genes present in the input (%.1f%%); input has %d genes",
-        overlap["shared"],
-        overlap["vocab_genes"],
-        100 * overlap["fraction"],
-        overlap["file_genes"],
-    )
-    if overlap["fraction"] < 0.9:
-        logger.warning(
-            "only %.1f%% of the model's genes are in the input: missing genes count as zero expression, "
-            "predictions may be less reliable",
-            100 * overlap["fraction"],
-        )
 
 
 # -- writing into the AnnData -------------------------------------------------------------------
@@ -664,7 +551,7 @@ def annotate(
     outputs, overlap, no_genes = cells.outputs, cells.overlap, cells.no_genes
     import pandas as pd
 
-    from cellformer.evaluation.metrics import softmax
+    from cellformer.calibration.temperature import softmax
     from cellformer.provenance import cellformer_version, package_versions
 
     if outputs.logits.shape[0] != adata.n_obs:
@@ -864,8 +751,7 @@ def predict_file(
     )
     from cellformer.atomic import check_writable
     from cellformer.data.file_cells import FileCells, is_modern_h5ad
-    from cellformer.integrity import verify_run
-    from cellformer.runs import read_run_config
+    from cellformer.runs import read_run_config, verify_run
 
     input, out = Path(input), Path(out)
     read_run_config(run_dir)  # fail early on a bad run directory

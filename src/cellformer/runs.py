@@ -16,11 +16,12 @@ import numpy as np
 
 from cellformer.atomic import read_json
 from cellformer.errors import RunDirError
+from cellformer.integrity import MANIFEST, verify
 
 if TYPE_CHECKING:
     import anndata as ad
 
-    from cellformer.data.prepared import PreparedData
+    from cellformer.preparation.prepared import PreparedData
 
 # columns of a run's ``log.csv``: one row per epoch (transformer, MLP baseline)
 LOG_COLUMNS = (
@@ -60,6 +61,7 @@ class TrainedModel(Protocol):
     kind: str
     config: dict[str, Any]
     classes: list[str]
+    unknown_space: str  # what the unknown-cell detector measures: "expression", "embedding" or "logits"
 
     def predict_split(self, prepared: PreparedData, split: str) -> Predictions:
         """Outputs for the cells of a split of the prepared dataset the run was trained on."""
@@ -104,14 +106,28 @@ def load(run_dir: str | Path, *, unfinished: bool = False) -> TrainedModel:
     A finished run's files are first checked against its ``manifest.json`` (:mod:`cellformer.integrity`).
     A run that is not finished (still training, or diverged) is refused unless ``unfinished``.
     """
-    from cellformer.integrity import verify_run
-
     verify_run(run_dir)
     config = read_run_config(run_dir)
     if not unfinished:
         check_finished(run_dir, config)
     module, attr = _LOADERS[config["kind"]].split(":")
     return getattr(importlib.import_module(module), attr).load(Path(run_dir))
+
+
+def run_is_finished(config: dict[str, Any]) -> bool:
+    """A run that should have a manifest: every run but a transformer run still training or diverged
+    (one without a ``status`` too: it is then refused for lacking its manifest)."""
+    return config.get("status") not in ("training", "diverged")
+
+
+def verify_run(run_dir: str | Path) -> dict[str, Any] | None:
+    """:func:`~cellformer.integrity.verify` a finished run (a run still training, or diverged, has no
+    manifest and is not checked)."""
+    run_dir = Path(run_dir)
+    if (run_dir / MANIFEST).exists():  # before reading config.json: it may be the damaged file
+        return verify(run_dir, "run")
+    config = read_run_config(run_dir)
+    return verify(run_dir, "run") if run_is_finished(config) else None
 
 
 def check_finished(run_dir: str | Path, config: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ import pytest
 @pytest.fixture(scope="session")
 def baseline_prepared(bladder_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """mouse_bladder_2100 prepared with the defaults (split 70/15/15, rank tokens of the top 128 genes)."""
-    from cellformer.data.prepare import prepare
+    from cellformer.preparation.prepare import prepare
 
     out = tmp_path_factory.mktemp("baseline_prepared") / "bladder"
     prepare(bladder_path, out=out, max_genes=128)

@@ -9,10 +9,10 @@ import pytest
 import scipy.sparse as sp
 
 import cellformer
-from cellformer.baselines import features as feat
 from cellformer.baselines.run import BaselineRun
-from cellformer.data.prepared import PreparedData
 from cellformer.errors import ConfigError, RunDirError
+from cellformer.preparation.prepared import PreparedData
+from cellformer.tokenize import features as feat
 
 METHODS = ("logreg", "knn", "mlp")
 
@@ -62,7 +62,7 @@ def test_run_directory_follows_the_contract(baseline_runs, baseline_prepared, me
 
 
 def test_hvgs_come_from_training_cells_only(baseline_runs, baseline_prepared):
-    from cellformer.baselines.data import PreparedExpression
+    from cellformer.preparation.expression import PreparedExpression
 
     prepared = PreparedData(baseline_prepared)
     model = cellformer.load(baseline_runs["logreg"])
@@ -73,7 +73,7 @@ def test_hvgs_come_from_training_cells_only(baseline_runs, baseline_prepared):
 def test_predictions_identical_after_reload_and_across_entry_points(baseline_runs, baseline_prepared):
     import anndata as ad
 
-    from cellformer.baselines.data import PreparedExpression
+    from cellformer.preparation.expression import PreparedExpression
 
     prepared = PreparedData(baseline_prepared)
     labels = np.asarray(prepared.labels)
@@ -133,8 +133,8 @@ def test_cli_baseline_refuses_existing_output(baseline_runs, baseline_prepared, 
 
 
 def test_changed_or_missing_input_files_are_refused(baseline_prepared, tmp_path):
-    from cellformer.baselines.data import PreparedExpression
     from cellformer.errors import InputError
+    from cellformer.preparation.expression import PreparedExpression
 
     prepared = PreparedData(baseline_prepared)
     prepared.meta = json.loads(json.dumps(prepared.meta))  # a private copy to tamper with
@@ -151,7 +151,7 @@ def test_inputs_with_the_same_file_name_in_different_folders(bladder_path, tmp_p
     import anndata as ad
 
     import cellformer
-    from cellformer.baselines.data import PreparedExpression
+    from cellformer.preparation.expression import PreparedExpression
 
     adata = ad.read_h5ad(bladder_path)
     files = {}

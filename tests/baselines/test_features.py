@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from cellformer.baselines import features as feat
 from cellformer.baselines import models
-from cellformer.evaluation.calibration import fit_temperature
-from cellformer.evaluation.metrics import softmax
-from cellformer.unknown import DEFAULT_METHOD, UnknownDetector
+from cellformer.calibration.temperature import fit_temperature, softmax
+from cellformer.calibration.unknown import DEFAULT_METHOD, UnknownDetector
+from cellformer.tokenize import features as feat
 
 
 def _counts(n_cells=300, n_genes=400, seed=0):

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cellformer.data.prepared import PreparedData
 from cellformer.errors import RunDirError
+from cellformer.preparation.prepared import PreparedData
 
 
 def _one_line_error(code: int, err: str) -> str:
@@ -46,7 +46,7 @@ def test_log_says_whether_log1p_was_detected_or_forced(cli, tmp_path: Path, capl
     path = tmp_path / "log1p.h5ad"
     ad.AnnData(sp.csr_matrix(X), obs=obs).write_h5ad(path)
     small = ["--min-genes", "1", "--min-cells", "1", "--max-genes", "8", "--input-normalized"]
-    with caplog.at_level(logging.INFO, logger="cellformer.data.prepare"):
+    with caplog.at_level(logging.INFO, logger="cellformer.preparation.prepare"):
         assert cli("prepare", path, "--out", tmp_path / "auto", *small)[0] == 0
         assert "log1p detected, undone with expm1" in caplog.text
         caplog.clear()

@@ -12,7 +12,7 @@ from context_helpers import PBMC
 @pytest.fixture(scope="session")
 def pbmc_phase(pbmc68k_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """pbmc68k prepared with and without ``obs['phase']`` as a context token (rank and binned)."""
-    from cellformer.data.prepare import prepare
+    from cellformer.preparation.prepare import prepare
 
     base = tmp_path_factory.mktemp("pbmc_phase")
     out = {}

@@ -12,8 +12,8 @@ from context_helpers import PBMC, TINY
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cellformer.data.prepared import PreparedData
 from cellformer.errors import ConfigError, InputError
+from cellformer.preparation.prepared import PreparedData
 from cellformer.tokenize.context import UNK, ContextVocab, covariate_strings
 from cellformer.tokens import CLS, N_SPECIAL, TokenizedCells
 
@@ -108,7 +108,7 @@ def test_binned_context_tokens_get_the_reserved_value(pbmc_phase):
 
 def test_train_evaluate_predict_with_a_batch_key(bladder_batch, tmp_path, caplog):
     import cellformer
-    from cellformer.prediction import tokenize_adata
+    from cellformer.preparation.new_cells import tokenize_adata
     from cellformer.training.api import train
 
     adata, path = bladder_batch
@@ -148,7 +148,7 @@ def test_train_evaluate_predict_with_a_batch_key(bladder_batch, tmp_path, caplog
 def test_bad_covariates_at_prepare(pbmc68k_path, bladder_batch, tmp_path):
     import anndata as ad
 
-    from cellformer.data.prepare import prepare
+    from cellformer.preparation.prepare import prepare
 
     with pytest.raises(InputError, match="column 'plate' not found in obs.*phase"):
         prepare(pbmc68k_path, out=tmp_path / "a", batch_key="plate", **PBMC)

@@ -68,7 +68,7 @@ def test_flags_reach_the_config():
 
 
 def test_input_transform_override(pbmc68k_path, tmp_path):
-    from cellformer.data.prepare import prepare
+    from cellformer.preparation.prepare import prepare
 
     prepared = prepare(
         pbmc68k_path, out=tmp_path / "p", input_normalized=True, input_transform="none", max_genes=8

@@ -10,8 +10,8 @@ import pytest
 import scipy.sparse as sp
 from prep_helpers import sha256
 
-from cellformer.data.prepare import prepare
-from cellformer.data.prepared import PreparedData
+from cellformer.preparation.prepare import prepare
+from cellformer.preparation.prepared import PreparedData
 from cellformer.tokenize.binned import BinnedTokenizer
 from cellformer.tokenize.rank import RankTokenizer
 from cellformer.tokens import CLS, N_SPECIAL, SEP

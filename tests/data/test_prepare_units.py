@@ -11,11 +11,11 @@ import scipy.sparse as sp
 from prep_helpers import SMALL_OPTIONS, make_adata
 
 import cellformer
-from cellformer.data.prepare import prepare
 from cellformer.data.read import H5adReader
 from cellformer.data.splits import stratified_split
 from cellformer.data.view import align_columns, column_map
 from cellformer.errors import ConfigError, InputError
+from cellformer.preparation.prepare import prepare
 
 
 # -- splits ---------------------------------------------------------------------------------------

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cellformer.calibrate_run import fit_calibration
-from cellformer.data.prepared import PreparedData
+from cellformer.calibration.run import fit_calibration
 from cellformer.evaluation.api import evaluate_model
 from cellformer.integrity import write_manifest
+from cellformer.preparation.prepared import PreparedData
 from cellformer.provenance import file_fingerprint
 from cellformer.runs import Predictions
 
@@ -120,6 +120,14 @@ class FeatureRun:
     classes: list[str]
     features: np.ndarray
     model: Any
+
+    @property
+    def unknown_space(self) -> str:
+        """As the real run of the same kind (what the unknown-cell detector measures)."""
+        from cellformer.baselines.models import UNKNOWN_SPACE
+        from cellformer.calibration.unknown import TRANSFORMER_SPACE
+
+        return UNKNOWN_SPACE.get(self.kind, TRANSFORMER_SPACE)
 
     def predict_split(self, prepared: PreparedData, split: str) -> Predictions:
         rows = prepared.split_rows(split)

@@ -12,10 +12,10 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 import cellformer
-from cellformer.data.prepared import PreparedData
 from cellformer.errors import InputError, RunDirError
 from cellformer.evaluation.api import evaluate_model
 from cellformer.integrity import write_manifest
+from cellformer.preparation.prepared import PreparedData
 
 
 def test_writes_metrics_predictions_and_plots(runs, prepared):

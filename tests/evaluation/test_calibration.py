@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cellformer.evaluation.calibration import calibration_summary, fit_temperature, negative_log_likelihood
-from cellformer.evaluation.metrics import expected_calibration_error, softmax
+from cellformer.calibration.temperature import fit_temperature, negative_log_likelihood, softmax
+from cellformer.evaluation.calibration import calibration_summary
+from cellformer.evaluation.metrics import expected_calibration_error
 
 
 def _well_calibrated(n: int, n_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -60,7 +61,7 @@ def test_nll_and_summary():
 
 
 def test_temperature_is_clipped_to_a_sane_range():
-    from cellformer.evaluation.calibration import T_MAX, T_MIN
+    from cellformer.calibration.temperature import T_MAX, T_MIN
 
     # always right with tiny margins: the NLL keeps falling as T -> 0; the fit stops at T_MIN
     y = np.arange(400) % 4
@@ -89,7 +90,7 @@ def test_keeps_t1_when_the_fit_does_not_hold_on_held_out_halves():
 def test_fit_round_trips_through_json():
     import json
 
-    from cellformer.evaluation.calibration import TemperatureFit
+    from cellformer.calibration.temperature import TemperatureFit
 
     logits, y = _well_calibrated(300, 4, seed=4)
     fit = fit_temperature(3.0 * logits, y)

@@ -37,7 +37,7 @@ def other_cells(bladder_full):
 
 @pytest.fixture(scope="session")
 def small_prepared(small_h5ad: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from cellformer.data.prepare import prepare
+    from cellformer.preparation.prepare import prepare
 
     out = tmp_path_factory.mktemp("faults_prepared") / "prepared"
     prepare(small_h5ad, out=out, **PREPARE)

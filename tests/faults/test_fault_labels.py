@@ -28,7 +28,7 @@ def labelled(small_h5ad, tmp_path_factory):
 
 
 def test_missing_label_texts_are_dropped_and_counted_once(labelled, tmp_path, caplog):
-    from cellformer.data.prepare import prepare
+    from cellformer.preparation.prepare import prepare
 
     with caplog.at_level(logging.INFO, logger="cellformer"):
         prepared = prepare(labelled, out=tmp_path / "prep", label_key="messy", **PREPARE)
@@ -47,7 +47,7 @@ def test_a_continuous_label_column_is_refused_unless_forced(cli, labelled, tmp_p
     assert "'n_counts'" in line and "--label-key" in line and "--allow-many-classes" in line, line
     assert not (tmp_path / "p").exists()
 
-    from cellformer.data.prepare import prepare
+    from cellformer.preparation.prepare import prepare
 
     with caplog.at_level(logging.WARNING, logger="cellformer"):
         prepared = prepare(
@@ -59,7 +59,7 @@ def test_a_continuous_label_column_is_refused_unless_forced(cli, labelled, tmp_p
 
 
 def test_a_test_file_whose_labels_are_all_unseen_is_refused(small_h5ad, other_cells, tmp_path):
-    from cellformer.data.prepare import prepare
+    from cellformer.preparation.prepare import prepare
 
     test = other_cells.copy()
     test.obs["cell_type"] = test.obs["cell_type"].astype(str).str.replace("class_", "", regex=False)

@@ -53,7 +53,7 @@ def test_out_of_range_sparse_index(cli, small_run, small_h5ad, tmp_path):
 
 
 def test_two_prepares_racing_for_one_out(cli, small_h5ad, tmp_path, monkeypatch):
-    import cellformer.data.prepare as prepare_module
+    import cellformer.preparation.prepare as prepare_module
 
     out = tmp_path / "prep"
     write_json = prepare_module.write_json
@@ -86,7 +86,7 @@ def test_counts_with_float_noise_are_not_called_normalized(cli, small_run, small
 
 def test_dense_float16_x_is_read(small_run, small, tmp_path):
     import cellformer
-    from cellformer.data.prepare import prepare
+    from cellformer.preparation.prepare import prepare
 
     half = small.copy()
     half.X = half.X.toarray().astype(np.float16)
@@ -141,7 +141,7 @@ def _old_style(adata, path: Path, fmt: str) -> Path:
 def test_old_style_h5ad_is_prepared_like_its_new_copy(small, small_h5ad, tmp_path, fmt):
     import anndata as ad
 
-    from cellformer.data.prepare import prepare
+    from cellformer.preparation.prepare import prepare
 
     old = _old_style(small, tmp_path / "old.h5ad", fmt)
     read = ad.read_h5ad(old)  # anndata reads it (and so does predict)

@@ -19,7 +19,7 @@ def _prepare_args(small_h5ad: Path, out: Path) -> list:
 def test_prepare_disk_full_leaves_nothing(cli, small_h5ad, tmp_path, monkeypatch):
     import numpy as np
 
-    import cellformer.data.prepare as prepare_module
+    import cellformer.preparation.prepare as prepare_module
 
     real_save = np.save
 
@@ -133,8 +133,8 @@ def test_os_error_line_names_the_users_path():
 def test_a_forbidden_location_fails_before_any_work(cli, small_run, small_h5ad, tmp_path, monkeypatch):
     import tempfile
 
-    import cellformer.data.prepare as prepare_module
     import cellformer.prediction as prediction
+    import cellformer.preparation.prepare as prepare_module
 
     mkstemp = tempfile.mkstemp
 

@@ -66,7 +66,7 @@ def test_divergence_keeps_the_last_healthy_checkpoint(small_prepared, tmp_path, 
 
 def test_finished_only_once_calibration_is_written(small_prepared, tmp_path, monkeypatch):
     import cellformer
-    from cellformer.unknown import UnknownDetector
+    from cellformer.calibration.unknown import UnknownDetector
 
     save = UnknownDetector.save
 

@@ -13,7 +13,7 @@ from integrity_helpers import PREPARE, TINY
 
 @pytest.fixture(scope="session")
 def prepared(pbmc68k_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from cellformer.data.prepare import prepare
+    from cellformer.preparation.prepare import prepare
 
     out = tmp_path_factory.mktemp("integrity") / "prepared"
     prepare(pbmc68k_path, out=out, **PREPARE)

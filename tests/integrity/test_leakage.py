@@ -14,8 +14,8 @@ import scipy.sparse as sp
 from integrity_helpers import PREPARE, error_line, rerecord
 
 import cellformer
-from cellformer.data.prepare import prepare
 from cellformer.errors import InputError, RunDirError
+from cellformer.preparation.prepare import prepare
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import pytest
 from integrity_helpers import error_line, rerecord
 
 import cellformer
-from cellformer.data.prepared import PreparedData
 from cellformer.errors import RunDirError
+from cellformer.preparation.prepared import PreparedData
 
 
 def _flip_past_header(path: Path) -> None:

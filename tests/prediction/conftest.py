@@ -2,7 +2,7 @@
 
 class_7 (102 cells) is a distinct type in this dataset; the numbered bladder clusters include
 near-copies of each other (class_3 / class_4, class_2 / class_5), which no detector can tell apart
-once one of them is withheld (measured while choosing the method, see ``cellformer.unknown``).
+once one of them is withheld (measured while choosing the method, see ``cellformer.calibration.unknown``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def bladder(bladder_path: Path):
 @pytest.fixture(scope="session")
 def withheld_prepared(bladder, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bladder cells except ``WITHHELD``, written to an h5ad and prepared (rank tokens, top 64 genes)."""
-    from cellformer.data.prepare import prepare
+    from cellformer.preparation.prepare import prepare
 
     base = tmp_path_factory.mktemp("withheld")
     bladder[bladder.obs["cell_type"] != WITHHELD].copy().write_h5ad(base / "bladder_without_class_7.h5ad")
@@ -73,7 +73,7 @@ def withheld_transformer(withheld_prepared: Path, tmp_path_factory: pytest.TempP
 def pbmc68k_logreg(pbmc68k_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """``(prepared, logreg run)`` on pbmc68k_reduced: 700 cells, so only 104 validation cells."""
     import cellformer
-    from cellformer.data.prepare import prepare
+    from cellformer.preparation.prepare import prepare
 
     base = tmp_path_factory.mktemp("pbmc68k")
     prepare(pbmc68k_path, out=base / "prepared", max_genes=128, input_normalized=True)
@@ -90,7 +90,7 @@ def no_val_logreg(
 
     import numpy as np
 
-    from cellformer.calibrate_run import calibrate_run
+    from cellformer.calibration.run import calibrate_run
     from cellformer.integrity import write_manifest
 
     base = tmp_path_factory.mktemp("no_val")

@@ -11,10 +11,10 @@ import pytest
 from shared_helpers import error_line
 
 import cellformer
+from cellformer.calibration.temperature import negative_log_likelihood, softmax
+from cellformer.calibration.unknown import DEFAULT_METHOD
 from cellformer.errors import ConfigError, RunDirError
-from cellformer.evaluation.calibration import negative_log_likelihood
-from cellformer.evaluation.metrics import expected_calibration_error, softmax
-from cellformer.unknown import DEFAULT_METHOD
+from cellformer.evaluation.metrics import expected_calibration_error
 
 
 def _subset(bladder, n=200, seed=0):
@@ -103,7 +103,7 @@ def test_run_without_validation_cells_records_no_calibration(bladder, no_val_log
 
 
 def test_small_validation_set_keeps_t1_and_overconfident_model_gets_t_above_1(pbmc68k_logreg, withheld_runs):
-    from cellformer.data.prepared import PreparedData
+    from cellformer.preparation.prepared import PreparedData
 
     # pbmc68k: 104 validation cells; the unguarded NLL fit (0.95) does not hold on held-out halves
     prepared_dir, run = pbmc68k_logreg
@@ -148,7 +148,7 @@ def test_cells_without_model_genes_are_flagged_unknown(
 
 
 def test_cells_without_genes_ignores_context_and_previous_profile_tokens():
-    from cellformer.prediction import cells_without_genes
+    from cellformer.preparation.new_cells import cells_without_genes
     from cellformer.tokens import CLS, SEP, TokenizedCells
 
     vocab_size = 10  # 4 specials + 6 genes; ids >= 10 are context tokens

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 import cellformer
+from cellformer.calibration.unknown import DEFAULT_METHOD
 from cellformer.errors import ConfigError, InputError, RunDirError
-from cellformer.unknown import DEFAULT_METHOD
 
 WITHHELD = "class_7"  # the class left out of training in conftest.py
 

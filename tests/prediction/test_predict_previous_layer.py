@@ -11,7 +11,7 @@ import pytest
 
 import cellformer
 from cellformer.errors import InputError
-from cellformer.prediction import tokenize_adata
+from cellformer.preparation.new_cells import tokenize_adata
 from cellformer.tokens import SEP
 
 

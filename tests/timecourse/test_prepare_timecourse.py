@@ -8,9 +8,9 @@ import pytest
 import scipy.sparse as sp
 from timecourse_helpers import SMALL
 
-from cellformer.data.ancestors import MAPPING_DIR, previous_for_matrix
-from cellformer.data.prepared import PreparedData
-from cellformer.tokenize.previous import AncestorMapping, normalize_rows
+from cellformer.preparation.prepared import PreparedData
+from cellformer.timecourse.ancestors import MAPPING_DIR, previous_for_matrix
+from cellformer.timecourse.mapping import AncestorMapping, normalize_rows
 from cellformer.tokens import SEP
 
 

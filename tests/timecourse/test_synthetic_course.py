@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cellformer.datasets.synthetic import STATES, synthetic_timecourse
-from cellformer.tokenize.previous import AncestorMapping
+from cellformer.timecourse.mapping import AncestorMapping
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ def test_segment_embedding_tells_a_gene_now_from_the_same_gene_before():
 
 def test_training_on_derived_previous_profiles(cli, course_adata, course_path, tmp_path):
     import cellformer
-    from cellformer.data.prepared import PreparedData
+    from cellformer.preparation.prepared import PreparedData
 
     code, err = cli(
         "prepare",
@@ -65,7 +65,8 @@ def test_training_on_derived_previous_profiles(cli, course_adata, course_path, t
     import anndata as ad
     import pandas as pd
 
-    from cellformer.prediction import predict, tokenize_adata
+    from cellformer.prediction import predict
+    from cellformer.preparation.new_cells import tokenize_adata
 
     cells = pd.read_csv(prepared.path / "cells.csv.gz")
     test_rows = prepared.split_rows("test")

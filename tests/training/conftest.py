@@ -13,7 +13,7 @@ from training_helpers import THREADS, TINY  # noqa: F401
 @pytest.fixture(scope="session")
 def bladder_prepared(bladder_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The 2100 bladder cells prepared with the defaults (rank tokens, top 128 genes, split 70/15/15)."""
-    from cellformer.data.prepare import prepare
+    from cellformer.preparation.prepare import prepare
 
     out = tmp_path_factory.mktemp("prepared") / "bladder"
     prepare(bladder_path, out=out, max_genes=128)

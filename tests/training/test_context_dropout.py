@@ -18,9 +18,9 @@ from training_helpers import THREADS, TINY, metrics
 import cellformer
 from cellformer.config import ModelConfig, TrainConfig
 from cellformer.data.dataset import TokenDataset, collate_tokens
-from cellformer.data.prepared import PreparedData
 from cellformer.errors import ConfigError
 from cellformer.model import CellTransformer
+from cellformer.preparation.prepared import PreparedData
 from cellformer.training.context_dropout import ContextDropout
 
 # Tiny and fast (plumbing, not accuracy). weight_decay 0: AdamW decays every row of the context table,

@@ -10,7 +10,7 @@ import numpy as np
 from training_helpers import SUBPROCESS_ENV, TINY, metrics
 
 import cellformer
-from cellformer.data.prepared import PreparedData
+from cellformer.preparation.prepared import PreparedData
 
 
 def test_ddp_two_cpu_processes(bladder_prepared: Path, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import torch
 from training_helpers import TINY, metrics
 
 import cellformer
-from cellformer.data.prepared import PreparedData
+from cellformer.preparation.prepared import PreparedData
 
 
 @pytest.mark.gpu

@@ -12,9 +12,9 @@ from training_helpers import TINY, assert_same_run, token_batch
 
 import cellformer
 from cellformer.config import ModelConfig, TrainConfig
-from cellformer.data.prepared import PreparedData
 from cellformer.errors import ConfigError
 from cellformer.model import CellTransformer
+from cellformer.preparation.prepared import PreparedData
 from cellformer.tokens import CLS, MASK, N_SPECIAL, PAD
 from cellformer.training.masked_genes import GeneMasking, MaskedGeneHead, masked_gene_loss
 

@@ -12,8 +12,8 @@ from training_helpers import TINY, assert_same_run, token_batch
 
 import cellformer
 from cellformer.config import TrainConfig
-from cellformer.data.prepared import PreparedData
 from cellformer.errors import ConfigError
+from cellformer.preparation.prepared import PreparedData
 from cellformer.tokens import CLS, N_SPECIAL, PAD, SEP
 from cellformer.training.mixup import TokenSetMixup
 from cellformer.training.module import soft_cross_entropy

@@ -135,7 +135,7 @@ def test_the_run_input_record_is_read_in_one_typed_place(bladder_prepared) -> No
     """``config.json["prepared"]`` (path hint + meta.json at training time) has one reader, RunInput."""
     from cellformer.config import PrepareConfig, RunInput
     from cellformer.data.align import training_input_options
-    from cellformer.data.prepared import PreparedData
+    from cellformer.preparation.prepared import PreparedData
 
     meta = PreparedData(bladder_prepared).meta
     record = RunInput.of({"prepared": {"path": "/data/bladder", "meta": meta}})

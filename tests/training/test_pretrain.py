@@ -15,8 +15,8 @@ from training_helpers import TINY, assert_same_run
 
 import cellformer
 from cellformer.config import TrainConfig
-from cellformer.data.prepared import PreparedData
 from cellformer.errors import ConfigError, InputError
+from cellformer.preparation.prepared import PreparedData
 from cellformer.training.data import labelled_rows
 from cellformer.training.pretrain import pretraining_rows
 

@@ -12,9 +12,9 @@ from training_helpers import TINY, assert_same_run, token_batch
 
 import cellformer
 from cellformer.config import ModelConfig, TrainConfig
-from cellformer.data.prepared import PreparedData
 from cellformer.errors import ConfigError
 from cellformer.model import CellTransformer
+from cellformer.preparation.prepared import PreparedData
 from cellformer.tokens import CLS, N_SPECIAL, PAD
 from cellformer.training.augment import GeneDropout
 from cellformer.training.embedding_init import principal_axes, svd_gene_embeddings, token_matrix

@@ -11,7 +11,7 @@ from sklearn.metrics import f1_score
 from training_helpers import TINY, assert_same_run, metrics
 
 import cellformer
-from cellformer.data.prepared import PreparedData
+from cellformer.preparation.prepared import PreparedData
 from cellformer.training.checkpointing import model_state
 
 # Measured: the tiny model (1 layer, d_model 32, 64 tokens) reaches val macro-F1 0.37-0.42 after 8 epochs

@@ -26,7 +26,7 @@ def pbmc68k(pbmc68k_path: Path):
 @pytest.fixture(scope="session")
 def unknown_prepared(pbmc68k, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """pbmc68k without ``WITHHELD``, prepared (rank tokens, top 64 genes)."""
-    from cellformer.data.prepare import prepare
+    from cellformer.preparation.prepare import prepare
 
     base = tmp_path_factory.mktemp("unknown")
     source = base / "pbmc68k_without_b.h5ad"

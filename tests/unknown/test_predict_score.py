@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import cellformer
-from cellformer.baselines.api import UNKNOWN_SPACE
-from cellformer.unknown import DEFAULT_METHOD, TRANSFORMER_SPACE
+from cellformer.baselines.models import UNKNOWN_SPACE
+from cellformer.calibration.unknown import DEFAULT_METHOD, TRANSFORMER_SPACE
 
 WITHHELD = "CD19+ B"  # the type left out of training in conftest.py
 
@@ -108,17 +108,17 @@ def test_transformer_run_without_its_input_files_measures_the_embedding(
 ):
     import logging
 
-    from cellformer.baselines.data import PreparedExpression
-    from cellformer.calibrate_run import fit_calibration
-    from cellformer.data.prepared import PreparedData
+    from cellformer.calibration.run import fit_calibration
     from cellformer.errors import InputError
+    from cellformer.preparation.expression import PreparedExpression
+    from cellformer.preparation.prepared import PreparedData
     from cellformer.runs import load
 
     def gone(self, rows):
         raise InputError("input file x.h5ad of prepared dataset p no longer exists")
 
     monkeypatch.setattr(PreparedExpression, "read", gone)
-    with caplog.at_level(logging.WARNING, logger="cellformer.calibrate_run"):
+    with caplog.at_level(logging.WARNING, logger="cellformer.calibration.run"):
         detector = fit_calibration(load(unknown_runs["transformer"]), PreparedData(unknown_prepared))
     assert "instead of the cells' expression" in caplog.text and "no longer exists" in caplog.text
     expected = "embedding" if TRANSFORMER_SPACE == "expression" else TRANSFORMER_SPACE
@@ -134,7 +134,7 @@ def test_evaluate_records_the_score_and_compare_shows_it(unknown_runs, tmp_path)
         shutil.copytree(run, runs[kind])
     import html
 
-    from cellformer.unknown_report import report_cell
+    from cellformer.evaluation.unknown import report_cell
 
     cells = []
     for run in runs.values():

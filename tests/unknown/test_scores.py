@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cellformer.unknown import UnknownDetector
-from cellformer.unknown_scores import FEATURE_SCORES, SCORES
+from cellformer.calibration.scores import FEATURE_SCORES, SCORES
+from cellformer.calibration.unknown import UnknownDetector
 
 
 def _clusters(n=600, d=8, n_classes=3, seed=0):

@@ -12,20 +12,17 @@ from typing import Any
 import numpy as np
 
 from cellformer.atomic import atomic_directory, write_json
-from cellformer.baselines import features as feat
 from cellformer.baselines import models
-from cellformer.data.prepared import PreparedData
+from cellformer.calibration.unknown import UnknownDetector
 from cellformer.errors import ConfigError, InputError
+from cellformer.preparation.prepared import PreparedData
 from cellformer.provenance import cellformer_version, now_iso, package_versions
 from cellformer.runs import LOG_COLUMNS
-from cellformer.unknown import UnknownDetector
+from cellformer.tokenize import features as feat
 
 logger = logging.getLogger(__name__)
 
 COPIED = ("vocab.json", "classes.json", "tokenizer")
-# what the unknown-cell detector measures for each method (see cellformer.unknown); logreg: its PCA, not
-# its logits (bench/unknown.py, docs/unknown.md)
-UNKNOWN_SPACE = {"logreg": "embedding", "knn": "embedding", "mlp": "embedding"}
 
 
 def baseline(
@@ -60,7 +57,7 @@ def baseline(
         Method hyper-parameters: ``C``, ``max_iter`` (logreg); ``hidden``, ``dropout``, ``lr``,
         ``weight_decay``, ``batch_size``, ``max_epochs``, ``patience`` (mlp).
     """
-    from cellformer.baselines.data import PreparedExpression
+    from cellformer.preparation.expression import PreparedExpression
 
     if method not in models.METHODS:
         raise ConfigError(f"unknown baseline method {method!r}; choose one of: {', '.join(models.METHODS)}")
@@ -124,7 +121,7 @@ def baseline(
         for name, Z, P in (("train", Z_train, P_train), ("val", Z_val, P_val))
     }
     detector = UnknownDetector.fit(
-        (*outputs["train"], y_train), (*outputs["val"], y_val), n_classes, space=UNKNOWN_SPACE[method]
+        (*outputs["train"], y_train), (*outputs["val"], y_val), n_classes, space=models.UNKNOWN_SPACE[method]
     )
     val_acc = float(np.mean(outputs["val"][0].argmax(1) == y_val)) if len(y_val) else float("nan")
     logger.info("%s baseline fitted in %.1f s; validation accuracy %.3f", method, train_seconds, val_acc)

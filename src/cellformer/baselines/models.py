@@ -21,6 +21,9 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 METHODS = ("logreg", "knn", "mlp")
+# what the unknown-cell detector measures for each method (see cellformer.calibration.unknown); logreg: its
+# PCA, not its logits (bench/unknown.py, docs/unknown.md)
+UNKNOWN_SPACE = {"logreg": "embedding", "knn": "embedding", "mlp": "embedding"}
 KNN_CANDIDATES = (5, 10, 20, 40)
 KNN_SMOOTHING = 0.1  # pseudo-votes per class, so probabilities are never exactly 0
 

@@ -15,15 +15,15 @@ import numpy as np
 import scipy.sparse as sp
 
 from cellformer.atomic import read_json
-from cellformer.baselines import features as feat
-from cellformer.baselines.models import METHODS, forward
+from cellformer.baselines.models import METHODS, UNKNOWN_SPACE, forward
 from cellformer.errors import RunDirError
 from cellformer.runs import Predictions, read_run_config
+from cellformer.tokenize import features as feat
 
 if TYPE_CHECKING:
     import anndata as ad
 
-    from cellformer.data.prepared import PreparedData
+    from cellformer.preparation.prepared import PreparedData
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class BaselineRun:
         self.run_dir = Path(run_dir)
         self.config = config
         self.kind = config["kind"]
+        self.unknown_space = UNKNOWN_SPACE[self.kind]  # what the unknown-cell detector measures
         self.classes = classes
         self.features = features
         self.genes: list[str] = list(features["genes"])
@@ -123,7 +124,7 @@ class BaselineRun:
         return Predictions(np.concatenate(logits), np.concatenate(embeddings).astype(np.float32))
 
     def predict_split(self, prepared: PreparedData, split: str) -> Predictions:
-        from cellformer.baselines.data import PreparedExpression
+        from cellformer.preparation.expression import PreparedExpression
 
         self._check_prepared(prepared)
         rows = prepared.split_rows(split)

@@ -173,7 +173,7 @@ def config_from_args(args: argparse.Namespace) -> PrepareConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cellformer.data.prepare import prepare_with_config
+    from cellformer.preparation.prepare import prepare_with_config
 
     if getattr(args, "previous", None) == "auto" and not getattr(args, "time_key", None):
         from cellformer.errors import ConfigError

@@ -174,7 +174,7 @@ def aligned_matrix(
 
 
 def training_input_options(run_config: dict[str, Any]) -> dict[str, Any]:
-    """How a run's training data was read (its :class:`~cellformer.data.prepared.RunInput`).
+    """How a run's training data was read (its :class:`~cellformer.preparation.prepared.RunInput`).
 
     Keys match :func:`aligned_matrix`: ``layer``, ``gene_key``, ``input_normalized``,
     ``input_transform``, ``min_overlap``.

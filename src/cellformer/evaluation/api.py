@@ -17,17 +17,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cellformer.atomic import atomic_path, write_json
+from cellformer.calibration.temperature import TemperatureFit, softmax
 from cellformer.errors import InputError, RunDirError
 from cellformer.evaluation import plots
-from cellformer.evaluation.calibration import TemperatureFit, calibration_summary
-from cellformer.evaluation.metrics import classification_metrics, softmax
+from cellformer.evaluation.calibration import calibration_summary
+from cellformer.evaluation.metrics import classification_metrics
 from cellformer.evaluation.runinfo import data_fingerprint, model_size, read_log, training_seconds
 from cellformer.evaluation.stats import bootstrap_ci
 from cellformer.provenance import cellformer_version, now_iso
 from cellformer.runs import Predictions, read_run_config
 
 if TYPE_CHECKING:
-    from cellformer.data.prepared import PreparedData
+    from cellformer.preparation.prepared import PreparedData
     from cellformer.runs import TrainedModel
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def resolve_prepared(
 ) -> PreparedData:
     """The prepared dataset given, or the one recorded in ``config.json["prepared"]["path"]``."""
     from cellformer.config import RunInput
-    from cellformer.data.prepared import PreparedData
+    from cellformer.preparation.prepared import PreparedData
 
     if isinstance(prepared, PreparedData):
         return prepared
@@ -147,9 +148,9 @@ def _write_predictions(path: Path, preds: Predictions, y_true: np.ndarray) -> No
 def _stored_calibration(model: TrainedModel, split: str) -> tuple[TemperatureFit, str | None]:
     """The temperature fitted on the validation split when the run was made (``unknown.json``): the
     one ``predict`` uses, so ``evaluate`` reports the probabilities users get."""
-    from cellformer.calibrate_run import run_calibration
+    from cellformer.calibration.run import stored_calibration
 
-    stored = run_calibration(model)  # a run without it is refused (incomplete, or another version)
+    stored = stored_calibration(model)  # a run without it is refused (incomplete, or another version)
     if split == "val" and stored.calibrated:
         log.warning("evaluating the validation split: the temperature was fitted on the same cells")
     return stored.temperature_fit, ("val" if stored.calibrated else None)
@@ -167,7 +168,7 @@ def evaluate_model(model: TrainedModel, prepared: PreparedData, *, split: str = 
             f"run {run_dir} was trained on other classes than {prepared.path} holds "
             f"({len(classes)} vs {len(prepared.classes)} classes); evaluate it on its own prepared dataset"
         )
-    from cellformer.unknown_report import split_summary
+    from cellformer.evaluation.unknown import split_summary
 
     rows, labels = _split_labels(prepared, split)
     preds = _predict(model, prepared, split, rows)

@@ -81,7 +81,7 @@ def summary_table(results: list[RunResult], analysis: dict[str, Any]) -> tuple[l
         "Training time",
     ]
     from cellformer.evaluation.result import ece, scaling_hurt
-    from cellformer.unknown_report import report_cell
+    from cellformer.evaluation.unknown import report_cell
 
     rows = []
     for r in results:

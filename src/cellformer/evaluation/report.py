@@ -72,7 +72,7 @@ def compare(
     for run_dir, name in zip(run_dirs, names, strict=True):
         run_dir = Path(run_dir)
         read_run_config(run_dir)
-        from cellformer.integrity import verify_run
+        from cellformer.runs import verify_run
 
         verify_run(run_dir)  # its files as written (cellformer.integrity)
         if needs_evaluation(run_dir, split):

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from cellformer.evaluation.metrics import softmax
+from cellformer.calibration.temperature import softmax
 
 SMALL_CLASS = 10  # classes with fewer test cells get a warning: their F1 is very uncertain
 BASELINE_KINDS = ("logreg", "knn", "mlp")

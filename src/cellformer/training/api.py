@@ -12,8 +12,8 @@ import numpy as np
 
 from cellformer.atomic import atomic_path, read_json, write_json
 from cellformer.config import ModelConfig, TrainConfig
-from cellformer.data.prepared import PreparedData
 from cellformer.errors import ConfigError, InputError, RunDirError
+from cellformer.preparation.prepared import PreparedData
 from cellformer.provenance import cellformer_version, now_iso, package_versions
 from cellformer.text import is_primary_process
 from cellformer.training import options
@@ -60,7 +60,8 @@ def train(
 
     if resume:
         stored = _stored_run(out, fingerprint)
-        from cellformer.integrity import check_copies, verify_run
+        from cellformer.integrity import check_copies
+        from cellformer.runs import verify_run
 
         verify_run(out)  # a finished run is checked against its manifest
         check_copies(out, prepared, COPIED)
@@ -260,7 +261,7 @@ def _fit(out, prepared, datamodule, model_config, train_config, run_config, resu
     }
     if resume:
         run_config["created"] = read_json(out / "config.json").get("created")
-    from cellformer.calibrate_run import calibrate_run
+    from cellformer.calibration.run import calibrate_run
 
     # temperature + unknown-cell threshold on the validation split (unknown.json), while the run is
     # still "training": it is "finished" only once weights and calibration are both written

@@ -9,7 +9,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Sampler
 
 from cellformer.data.dataset import LengthBucketSampler, TokenDataset, collate_tokens
-from cellformer.data.prepared import PreparedData
+from cellformer.preparation.prepared import PreparedData
 
 
 class ShardedBatchSampler(Sampler[list[int]]):

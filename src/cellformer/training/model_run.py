@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cellformer.atomic import read_json
+from cellformer.calibration.unknown import TRANSFORMER_SPACE
 from cellformer.config import ModelConfig
 from cellformer.data.dataset import LengthBucketSampler, TokenDataset, collate_tokens
 from cellformer.errors import RunDirError
@@ -20,7 +21,7 @@ from cellformer.tokens import TokenizedCells
 if TYPE_CHECKING:
     import anndata as ad
 
-    from cellformer.data.prepared import PreparedData
+    from cellformer.preparation.prepared import PreparedData
 
 
 class _TokenizedDataset(Dataset):
@@ -57,6 +58,7 @@ class TransformerRun:
     """
 
     kind = "transformer"
+    unknown_space = TRANSFORMER_SPACE  # what the unknown-cell detector measures
 
     def __init__(
         self, run_dir: Path, config: dict[str, Any], model: CellTransformer, classes: list[str]
@@ -122,7 +124,7 @@ class TransformerRun:
 
         ``options`` override how the input is read (``layer``, ``gene_key``, ``min_overlap``).
         """
-        from cellformer.prediction import tokenize_adata
+        from cellformer.preparation.new_cells import tokenize_adata
 
         tokenized, _ = tokenize_adata(self, adata, **options)
         return self.predict_tokens(tokenized, batch_size=batch_size)

@@ -23,9 +23,9 @@ import torch
 from torchmetrics import MeanMetric
 
 from cellformer.config import TrainConfig
-from cellformer.data.prepared import PreparedData
 from cellformer.errors import ConfigError
 from cellformer.model import CellTransformer
+from cellformer.preparation.prepared import PreparedData
 from cellformer.training.data import CellDataModule
 from cellformer.training.masked_genes import GeneMasking, MaskedGeneHead, masked_gene_loss
 

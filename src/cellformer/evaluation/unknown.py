@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from cellformer.data.prepared import PreparedData
+    from cellformer.preparation.prepared import PreparedData
     from cellformer.runs import Predictions, TrainedModel
 
 logger = logging.getLogger(__name__)
@@ -27,15 +27,15 @@ def split_summary(
 ) -> dict[str, Any] | None:
     """The stored detector's flags and scores on ``rows`` (``preds`` in the same order; ``labels``
     their class indices, ``>= n_classes`` for unseen types); ``None`` for a run without a detector."""
+    from cellformer.calibration.unknown import UnknownDetector
     from cellformer.errors import InputError, RunDirError
-    from cellformer.unknown import UnknownDetector
 
     detector = UnknownDetector.load(model.run_dir)
     if detector is None or not detector.calibrated:
         return None
     expression = None
     if detector.needs_expression:
-        from cellformer.baselines.data import PreparedExpression
+        from cellformer.preparation.expression import PreparedExpression
 
         try:
             expression = detector.expression_features(PreparedExpression(prepared).read(rows))

@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from cellformer.errors import InputError, RunDirError
-from cellformer.tokenize.previous import AncestorMapping, time_codes
+from cellformer.timecourse.mapping import AncestorMapping, time_codes
 from cellformer.tokenize.rank import RankTokenizer
 from cellformer.tokens import CLS, N_SPECIAL, SEP
 
@@ -220,7 +220,7 @@ def test_hvgs_are_scanpys_seurat_flavor_on_the_hsmm_time_course(hsmm_path, n_hvg
     import anndata as ad
     import scanpy as sc
 
-    from cellformer.tokenize.previous import MIN_LOG_MEAN
+    from cellformer.timecourse.mapping import MIN_LOG_MEAN
 
     adata = ad.read_h5ad(hsmm_path)
     X = sp.csr_matrix(adata.X, dtype=np.float32)

@@ -4,11 +4,11 @@ Two arrays-only pieces, fitted from a model's own outputs on the prepared datase
 
 - **Temperature** ``T`` (one scalar) minimising the validation negative log-likelihood;
   ``confidence = max softmax(logits / T)``.
-- **Unknown score** (higher = less like any training type; :mod:`cellformer.unknown_scores` defines
+- **Unknown score** (higher = less like any training type; :mod:`cellformer.calibration.scores` defines
   them all): fitted on the *training* cells, in a representation (``space``): the cells' expression
   (``"expression"``: the baselines' features of the training cells - 2,000 HVGs, standardized, 50
   principal components; transformer runs), the model's embedding (``<CLS>``, MLP hidden layer, kNN's PCA)
-  or, for logistic regression, its logits (``cellformer.baselines.api.UNKNOWN_SPACE``). The default
+  or, for logistic regression, its logits (``cellformer.baselines.models.UNKNOWN_SPACE``). The default
   score (``DEFAULT_METHOD``) and the transformer's space (``TRANSFORMER_SPACE``) are the best by
   ``bench/unknown.py`` (leave-one-type-out; ``docs/unknown.md``).
 - **Threshold**: the ``quantile`` (0.95 by default) of the *validation* cells' scores. Validation cells
@@ -16,7 +16,7 @@ Two arrays-only pieces, fitted from a model's own outputs on the prepared datase
   known cells: ``1 - quantile`` (5 %) of cells of known types are flagged by design; how many cells of a
   new type are caught is measured by the benchmark, not promised.
 
-Fitted once at the end of ``cellformer train`` / ``cellformer baseline`` (:mod:`cellformer.calibrate_run`)
+Fitted once at the end of ``cellformer train`` / ``cellformer baseline`` (:mod:`cellformer.calibration.run`)
 and only read afterwards. A run without labelled validation cells records ``method = "none"``: no
 calibration (``T = 1``) and no unknown flag. A transformer run whose input files cannot be read at
 calibration falls back to its ``<CLS>`` embedding (with a warning).
@@ -37,10 +37,7 @@ from typing import Any
 import numpy as np
 
 from cellformer.atomic import atomic_path, read_json, write_json
-from cellformer.errors import RunDirError
-from cellformer.evaluation.calibration import TemperatureFit, fit_temperature
-from cellformer.evaluation.metrics import softmax
-from cellformer.unknown_scores import (
+from cellformer.calibration.scores import (
     DESCRIPTIONS,
     FEATURE_SCORES,
     SCORES,
@@ -49,6 +46,8 @@ from cellformer.unknown_scores import (
     fit_score,
     score,
 )
+from cellformer.calibration.temperature import TemperatureFit, fit_temperature, softmax
+from cellformer.errors import RunDirError
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +56,7 @@ ARRAYS_NAME = "unknown.safetensors"
 DEFAULT_QUANTILE = 0.95
 DEFAULT_METHOD = "mahalanobis"  # chosen by bench/unknown.py (docs/unknown.md)
 SPACES = ("embedding", "logits", "expression")
-# the representation distance scores measure for transformer runs (baselines: baselines.api.UNKNOWN_SPACE)
+# the representation distance scores measure for transformer runs (baselines: baselines.models.UNKNOWN_SPACE)
 TRANSFORMER_SPACE = "expression"
 # what every unknown.json records (UnknownDetector.save)
 REQUIRED = ("method", "space", "threshold", "quantile", "temperature", "calibration")
@@ -67,7 +66,7 @@ REQUIRED = ("method", "space", "threshold", "quantile", "temperature", "calibrat
 class UnknownDetector:
     """Calibrated confidence and an "unlike every training type" score and flag for model outputs."""
 
-    method: str  # a score of cellformer.unknown_scores.SCORES, or "none" (no validation cells)
+    method: str  # a score of cellformer.calibration.scores.SCORES, or "none" (no validation cells)
     threshold: float
     space: str = "embedding"  # what a distance score measures: "embedding", "logits" or "expression"
     temperature: float = 1.0
@@ -163,7 +162,7 @@ class UnknownDetector:
     ) -> UnknownDetector:
         """Fit from ``(logits, embeddings, labels)`` of the training and validation cells.
 
-        The score (``method``, see :mod:`cellformer.unknown_scores`) is fitted on the training cells;
+        The score (``method``, see :mod:`cellformer.calibration.scores`) is fitted on the training cells;
         the temperature and the threshold (the ``quantile`` of the validation cells' scores: validation
         cells are all of known types, so ``1 - quantile`` is the false-positive rate targeted on known
         cells) on the validation cells. Labels are class indices; cells with labels ``>= n_classes``
@@ -172,7 +171,7 @@ class UnknownDetector:
         warning says so. A score that needs embeddings falls back to ``max_probability`` without them.
         ``expression``: ``(X_train, X_val)``, count-like expression of the same cells over the run's
         vocabulary genes, for ``space = "expression"`` (fitted: the baselines' features, see
-        :func:`cellformer.unknown_scores.fit_expression_space`).
+        :func:`cellformer.calibration.scores.fit_expression_space`).
         """
         if method not in SCORES:
             raise ValueError(f"method must be one of {', '.join(SCORES)}, got {method!r}")

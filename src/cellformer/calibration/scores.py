@@ -16,7 +16,7 @@ deterministic function of a cell's outputs afterwards:
   and divided by its validation inter-quartile range (so neither dominates by its units).
 
 A fitted score is ``(method, state, settings)``: ``state`` holds arrays (stored in
-``unknown.safetensors``), ``settings`` small JSON values. :mod:`cellformer.unknown` thresholds it.
+``unknown.safetensors``), ``settings`` small JSON values. :mod:`cellformer.calibration.unknown` thresholds it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from cellformer.evaluation.metrics import softmax
+from cellformer.calibration.temperature import softmax
 
 SCORES = ("centroid_distance", "mahalanobis", "knn_distance", "energy", "max_probability", "combined")
 FEATURE_SCORES = ("centroid_distance", "mahalanobis", "knn_distance", "combined")  # need a representation
@@ -219,7 +219,7 @@ EXPRESSION_PCS = 50
 def fit_expression_space(X_train, *, seed: int = 0) -> dict[str, np.ndarray]:
     """The baselines' features of the training cells (log1p of counts per 10k over the 2,000 most
     variable training genes, standardized, clipped, 50 principal components) as detector state."""
-    from cellformer.baselines import features as feat
+    from cellformer.tokenize import features as feat
 
     X_log = feat.log_normalize(X_train)
     hvg = feat.training_hvg(X_log, EXPRESSION_HVG)
@@ -240,7 +240,7 @@ def fit_expression_space(X_train, *, seed: int = 0) -> dict[str, np.ndarray]:
 
 def expression_features(state: dict[str, np.ndarray], X) -> np.ndarray:
     """PCA coordinates of count-like ``X`` (cells x the run's vocabulary genes) in a fitted expression space."""
-    from cellformer.baselines import features as feat
+    from cellformer.tokenize import features as feat
 
     p = EXPRESSION_PREFIX
     hvg = np.asarray(state[f"{p}hvg_index"]).astype(np.int64)

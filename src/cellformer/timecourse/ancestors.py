@@ -1,21 +1,21 @@
-"""``prepare --time-key``: previous-time-point profiles derived from ancestor cells.
+"""``prepare --time-key`` and ``predict``: previous-time-point profiles derived from ancestor cells.
 
 The glue between the prepare pipeline (files, QC'd rows, splits) and the kNN ancestor mapping of
-:mod:`cellformer.tokenize.previous`: read and check the time column of every input file, fit the mapping
+:mod:`cellformer.timecourse.mapping`: read and check the time column of every input file, fit the mapping
 on the *training* cells only (their profiles streamed into the output directory), and serve each chunk's
-previous profiles as a previous-profile source (see :mod:`cellformer.data.previous`).
+previous profiles as a previous-profile source (see :mod:`cellformer.timecourse.previous`).
 
 The fitted mapping is saved in ``tokenizer/previous/`` of the prepared directory, so a run directory
 (which copies ``tokenizer/``) carries it and ``predict`` can map new cells with
-:func:`previous_for_matrix`.
+:func:`previous_for_matrix` (:func:`ancestor_source` for an AnnData's chunks).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -25,7 +25,10 @@ from cellformer.config import PrepareConfig
 from cellformer.data.read import H5adReader
 from cellformer.data.view import FileView
 from cellformer.errors import ConfigError, InputError
-from cellformer.tokenize.previous import AncestorMapping, check_time_points, time_codes
+from cellformer.timecourse.mapping import AncestorMapping, check_time_points, time_codes
+
+if TYPE_CHECKING:
+    import anndata as ad
 
 log = logging.getLogger(__name__)
 
@@ -123,3 +126,25 @@ def previous_for_matrix(
     the training time axis (numbers, or categories of the saved order).
     """
     return AncestorMapping.load(mapping_dir).transform(X, times, time_key=time_key)
+
+
+def ancestor_source(
+    run_dir: Path, adata: ad.AnnData, time_key: str | None
+) -> Callable[[sp.csr_matrix, int], sp.csr_matrix] | None:
+    """For a run prepared with ``--time-key``: ``(X chunk, start) -> previous profiles`` of ``adata``'s
+    cells ``start ..`` from the run's saved ancestor mapping (``tokenizer/previous``) and
+    ``adata.obs[time_key]`` (``predict``); ``None`` for a run without a time course."""
+    if not time_key:
+        return None
+    if time_key not in adata.obs.columns:
+        raise InputError(
+            f"run {run_dir} builds each cell's previous-time-point profile from obs[{time_key!r}], which the "
+            f"input AnnData lacks; add that column (time points on the training axis)"
+        )
+    mapping = AncestorMapping.load(run_dir / MAPPING_DIR)
+    times = adata.obs[time_key]
+
+    def previous(X: sp.csr_matrix, start: int) -> sp.csr_matrix:
+        return mapping.transform(X, times.iloc[start : start + X.shape[0]], time_key=time_key)
+
+    return previous

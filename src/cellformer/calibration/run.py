@@ -2,7 +2,7 @@
 
 ``cellformer train`` and ``cellformer baseline`` call :func:`calibrate_run` once at the end, which writes
 ``unknown.json`` / ``unknown.safetensors`` (atomically) into the run directory; ``predict`` and
-``evaluate`` only read them (:func:`run_calibration`); a run without them is refused.
+``evaluate`` only read them (:func:`stored_calibration`); a run without them is refused.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cellformer.calibration.unknown import DEFAULT_QUANTILE, JSON_NAME, UnknownDetector
 from cellformer.errors import InputError, RunDirError
 from cellformer.runs import Predictions
-from cellformer.unknown import DEFAULT_QUANTILE, JSON_NAME, TRANSFORMER_SPACE, UnknownDetector
 
 if TYPE_CHECKING:
-    from cellformer.data.prepared import PreparedData
+    from cellformer.preparation.prepared import PreparedData
     from cellformer.runs import TrainedModel
 
 logger = logging.getLogger(__name__)
@@ -51,13 +51,11 @@ def fit_calibration(
     model: TrainedModel, prepared: PreparedData, *, quantile: float = DEFAULT_QUANTILE
 ) -> UnknownDetector:
     """The detector from the run's outputs on the training (centroids) and validation (T, threshold) cells."""
-    from cellformer.baselines.api import UNKNOWN_SPACE
-
     logger.info("calibrating %s on the validation split of %s", model.run_dir, prepared.path)
     labels = np.asarray(prepared.labels)
     n_classes = len(model.classes)
     val_rows = prepared.splits.get("val", np.zeros(0, np.int64))
-    space = UNKNOWN_SPACE.get(model.kind, TRANSFORMER_SPACE)
+    space = model.unknown_space
     expression = None
     if len(val_rows) and ((labels[val_rows] >= 0) & (labels[val_rows] < n_classes)).any():
         train, val = model.predict_split(prepared, "train"), model.predict_split(prepared, "val")
@@ -80,7 +78,7 @@ def fit_calibration(
 def _expression(prepared: PreparedData, train_rows: np.ndarray, val_rows: np.ndarray):
     """Expression of the training and validation cells (read again from the prepared dataset's input
     files) for the expression-space unknown score; ``None``, with a warning, when they cannot be read."""
-    from cellformer.baselines.data import PreparedExpression
+    from cellformer.preparation.expression import PreparedExpression
 
     try:
         reader = PreparedExpression(prepared)
@@ -92,7 +90,7 @@ def _expression(prepared: PreparedData, train_rows: np.ndarray, val_rows: np.nda
         return None
 
 
-def run_calibration(model: TrainedModel) -> UnknownDetector:
+def stored_calibration(model: TrainedModel) -> UnknownDetector:
     """The calibration stored in the run (``unknown.json``, written by ``train`` / ``baseline``).
 
     Raises
@@ -112,6 +110,6 @@ def run_calibration(model: TrainedModel) -> UnknownDetector:
 
 
 def _open(prepared: str | Path | PreparedData) -> PreparedData:
-    from cellformer.data.prepared import PreparedData
+    from cellformer.preparation.prepared import PreparedData
 
     return prepared if isinstance(prepared, PreparedData) else PreparedData(prepared)

@@ -1,4 +1,5 @@
-"""Expression features for the baselines: log1p-normalized values of highly variable genes.
+"""Expression features: log1p-normalized values of highly variable genes (the baselines' input and the
+unknown-cell detector's expression space; tokens are the transformer's).
 
 Every step works on arrays and keeps its fitted state as plain arrays (saved with safetensors):
 

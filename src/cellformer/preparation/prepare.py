@@ -22,11 +22,8 @@ import numpy as np
 
 from cellformer.atomic import atomic_directory, check_writable, write_json
 from cellformer.config import PrepareConfig
-from cellformer.data import ancestors, leakage, qc
+from cellformer.data import leakage, qc
 from cellformer.data.labels import check_class_count, check_test_labels, listing
-from cellformer.data.parallel import transform_chunks
-from cellformer.data.prepared import FORMAT, FORMAT_VERSION, PreparedData
-from cellformer.data.previous import make_previous_source, open_layer
 from cellformer.data.read import H5adReader
 from cellformer.data.splits import stratified_split
 from cellformer.data.store import TokenStoreWriter
@@ -35,10 +32,14 @@ from cellformer.data.view import FileView, column_map
 from cellformer.data.vocab import gene_overlap, write_vocab
 from cellformer.errors import ConfigError, InputError
 from cellformer.integrity import write_manifest
+from cellformer.preparation.prepared import FORMAT, FORMAT_VERSION, PreparedData
 from cellformer.provenance import cellformer_version, file_fingerprint, now_iso, package_versions
 from cellformer.text import natural_key, plural
+from cellformer.timecourse import ancestors
+from cellformer.timecourse.previous import make_previous_source, open_layer
 from cellformer.tokenize.base import Tokenizer, get_tokenizer_class
 from cellformer.tokenize.context import ContextVocab, context_value_id, covariate_strings
+from cellformer.tokenize.parallel import transform_chunks
 from cellformer.tokens import N_SPECIAL
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ def prepare_with_config(
             labels = np.concatenate([labels, np.full(n_unlabelled, None, dtype=object)])
             label_ids = np.concatenate([label_ids, np.full(n_unlabelled, -1, dtype=np.int64)])
 
-        times = None  # --time-key: previous profiles from ancestor cells (cellformer.data.ancestors)
+        times = None  # --time-key: previous profiles from ancestor cells (cellformer.timecourse.ancestors)
         if config.time_key is not None:
             times = [ancestors.read_times(item.reader, config.time_key, item.kept) for item in inputs]
             ancestors.check_label_not_function_of_time(

@@ -4,7 +4,7 @@ A source is any callable ``source(view, rows) -> csr_matrix``: given a file's :c
 the file rows of one chunk, it returns those cells' previous-time-point profiles, aligned to the
 vocabulary (same rows, same columns as the current chunk). Today: a layer of the same file
 (``--previous-layer``), or the mean profile of each cell's ancestor training cells at the preceding
-time point (``--time-key``, :mod:`cellformer.data.ancestors`). A new source is one more class here and
+time point (``--time-key``, :mod:`cellformer.timecourse.ancestors`). A new source is one more class here and
 one more branch in :func:`make_previous_source`.
 """
 
@@ -74,12 +74,12 @@ def make_previous_source(
 ) -> PreviousSource | None:
     """The previous-profile source the config asks for, or ``None`` for the plain (one-profile) variant.
 
-    With ``time_key``, ``mapping`` is the fitted :class:`~cellformer.tokenize.previous.AncestorMapping`
-    and ``times`` the view's file's time column (see :mod:`cellformer.data.ancestors`)."""
+    With ``time_key``, ``mapping`` is the fitted :class:`~cellformer.timecourse.mapping.AncestorMapping`
+    and ``times`` the view's file's time column (see :mod:`cellformer.timecourse.ancestors`)."""
     if config.previous_layer is not None:
         return LayerPrevious(view, config.previous_layer, counts=not config.input_normalized)
     if config.time_key is not None:
-        from cellformer.data.ancestors import AncestorPrevious
+        from cellformer.timecourse.ancestors import AncestorPrevious
 
         if mapping is None or times is None:
             raise ValueError("time_key needs the fitted ancestor mapping and the time column")

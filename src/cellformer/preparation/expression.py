@@ -1,10 +1,10 @@
 """Expression of a prepared dataset's cells, read again from its input files.
 
-A prepared directory stores tokens, not expression; the baselines need the expression of exactly the
-same cells. ``cells.csv.gz`` lists every store row's ``obs_name`` and ``source`` file (kept rows of each
-file, in file order) and ``meta.json`` the files, their SHA-256 and how values were read (matrix,
-``gene_key``, ``value_transform``). Files are opened read-only with the chunked reader and must be
-unchanged since ``prepare``.
+A prepared directory stores tokens, not expression; the baselines (and the unknown-cell detector's
+expression space) need the expression of exactly the same cells. ``cells.csv.gz`` lists every store
+row's ``obs_name`` and ``source`` file (kept rows of each file, in file order) and ``meta.json`` the
+files, their SHA-256 and how values were read (matrix, ``gene_key``, ``value_transform``). Files are
+opened read-only with the chunked reader and must be unchanged since ``prepare``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from cellformer.data.prepared import PreparedData
 from cellformer.errors import InputError, RunDirError
+from cellformer.preparation.prepared import PreparedData
 
 log = logging.getLogger(__name__)
 
