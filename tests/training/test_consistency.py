@@ -11,7 +11,7 @@ from training_helpers import TINY, assert_same_run, token_batch
 
 import cellformer
 from cellformer.config import TrainConfig
-from cellformer.data.prepared import PreparedData
+from cellformer.preparation.prepared import PreparedData
 from cellformer.errors import ConfigError
 from cellformer.training.augment import GeneDropout
 
