@@ -162,7 +162,9 @@ class PrepareConfig(_Config):
             f"input_transform must be auto, log1p or none, got {self.input_transform!r}",
         )
         _require(self.n_hvg > 0 and self.n_bins > 1, "n_hvg must be positive and n_bins at least 2")
-        _require(self.value_bins in ("cell", "gene"), f"value_bins must be cell or gene, got {self.value_bins!r}")
+        _require(
+            self.value_bins in ("cell", "gene"), f"value_bins must be cell or gene, got {self.value_bins!r}"
+        )
         _require(
             self.previous_layer is None or self.time_key is None,
             "give either previous_layer or time_key for the previous profile, not both",
@@ -286,9 +288,16 @@ class ModelConfig(_Config):
         "what the classifier reads: the final <CLS> state (cls) or the mean of the final states of <CLS> "
         "and every gene token, padding left out (mean)",
     )
+    members: int = _field(
+        1,
+        "independently initialised transformers trained side by side on the same batches, each with its "
+        "own gene-dropout draws; the model's probabilities are their mean and its embedding their <CLS> "
+        "embeddings side by side (docs/accuracy.md round 8)",
+    )
 
     def __post_init__(self) -> None:
         _check_types(self)
+        _require(self.members >= 1, f"model members must be at least 1, got {self.members}")
         _require(
             self.pooling in POOLINGS, f"model pooling must be {' or '.join(POOLINGS)}, got {self.pooling!r}"
         )
@@ -323,6 +332,11 @@ class ModelConfig(_Config):
     @property
     def attention_dropout_p(self) -> float:
         return self.dropout if self.attention_dropout is None else self.attention_dropout
+
+    @property
+    def embedding_width(self) -> int:
+        """Width of the cell embedding the model returns: ``d_model`` per member."""
+        return self.d_model * self.members
 
     @property
     def attention_head_dim(self) -> int:

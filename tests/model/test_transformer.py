@@ -161,3 +161,24 @@ def test_prediction_computes_only_the_cls_state_in_the_last_block(norm: str, n_l
     assert model.encode(ids, ids == PAD, values, cls_only=True).shape == (4, 1, 32)
     mean = CellTransformer(_config(norm=norm, n_layers=n_layers, pooling="mean")).eval()
     assert mean.encode(ids, ids == PAD).shape == (4, 12, 32)  # mean pooling needs every state
+
+
+def test_an_ensemble_averages_its_members_probabilities_and_joins_their_embeddings() -> None:
+    from cellformer.model import TransformerEnsemble, build_model
+
+    torch.manual_seed(0)
+    assert isinstance(build_model(_config()), CellTransformer)
+    ensemble = build_model(_config(members=3)).eval()
+    assert isinstance(ensemble, TransformerEnsemble) and len(ensemble.members) == 3
+    first, second = (member.blocks[0].attn.qkv.weight for member in ensemble.members[:2])
+    assert not torch.equal(first, second)  # each member is initialised independently
+    ids = _cells([9, 4, 12])
+    logits, embedding = ensemble(ids, ids == PAD)
+    outputs = [member(ids, ids == PAD) for member in ensemble.members]
+    mean = torch.stack([torch.softmax(member_logits, dim=-1) for member_logits, _ in outputs]).mean(dim=0)
+    torch.testing.assert_close(torch.softmax(logits, dim=-1), mean)
+    torch.testing.assert_close(embedding, torch.cat([pooled for _, pooled in outputs], dim=-1))
+    assert embedding.shape == (3, 3 * 32) and _config(members=3).embedding_width == 96
+    assert len(ensemble.gene_tables()) == 3 and ensemble.value_embedding is None
+    with pytest.raises(ConfigError, match="members"):
+        _config(members=0)

@@ -204,3 +204,47 @@ class CellTransformer(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def gene_tables(self) -> list[nn.Embedding]:
+        """The gene-embedding tables (one): what the SVD start initialises and the embedding rate scales."""
+        return [self.gene_embedding]
+
+
+class TransformerEnsemble(nn.Module):
+    """``config.members`` cell transformers, each initialised independently, answering as one model.
+
+    The logits are the log of the members' mean probabilities (a proper logit vector: softmax gives the
+    mean), the embedding is the members' pooled embeddings side by side ``(B, members * C)``. Training
+    gives each member its own loss (:mod:`cellformer.training.module`); prediction only calls ``forward``.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.members = nn.ModuleList(CellTransformer(config) for _ in range(config.members))
+
+    @property
+    def value_embedding(self) -> nn.Embedding | None:
+        """The first member's value table (every member has one exactly when the model takes values)."""
+        return self.members[0].value_embedding
+
+    def forward(
+        self, ids: torch.Tensor, padding_mask: torch.Tensor | None = None, values: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``log(mean softmax)`` ``(B, n_classes)`` and the embeddings ``(B, members * C)``."""
+        outputs = [member(ids, padding_mask, values) for member in self.members]
+        log_probs = torch.stack([F.log_softmax(logits.float(), dim=-1) for logits, _ in outputs])  # (M, B, K)
+        logits = torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))  # (B, K)
+        return logits, torch.cat([pooled for _, pooled in outputs], dim=-1)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def gene_tables(self) -> list[nn.Embedding]:
+        """Every member's gene-embedding table."""
+        return [member.gene_embedding for member in self.members]
+
+
+def build_model(config: ModelConfig) -> CellTransformer | TransformerEnsemble:
+    """The network a model config describes: one transformer, or an ensemble of ``config.members``."""
+    return CellTransformer(config) if config.members == 1 else TransformerEnsemble(config)

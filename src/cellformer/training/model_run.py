@@ -14,7 +14,7 @@ from cellformer.calibration.unknown import TRANSFORMER_SPACE
 from cellformer.config import ModelConfig
 from cellformer.data.dataset import LengthBucketSampler, TokenDataset, collate_tokens
 from cellformer.errors import RunDirError
-from cellformer.model import CellTransformer
+from cellformer.model import CellTransformer, TransformerEnsemble, build_model
 from cellformer.runs import Predictions, read_run_config
 from cellformer.tokens import TokenizedCells
 
@@ -61,7 +61,11 @@ class TransformerRun:
     unknown_space = TRANSFORMER_SPACE  # what the unknown-cell detector measures
 
     def __init__(
-        self, run_dir: Path, config: dict[str, Any], model: CellTransformer, classes: list[str]
+        self,
+        run_dir: Path,
+        config: dict[str, Any],
+        model: CellTransformer | TransformerEnsemble,
+        classes: list[str],
     ) -> None:
         self.run_dir = run_dir
         self.config = config
@@ -92,7 +96,7 @@ class TransformerRun:
                 f"{run_dir} has no model.safetensors: training did not finish; "
                 "continue it with `cellformer train PREPARED --out RUN --resume`"
             )
-        model = CellTransformer(ModelConfig.from_dict(config["model"]))
+        model = build_model(ModelConfig.from_dict(config["model"]))
         try:
             model.load_state_dict(load_file(str(weights)))
         except Exception as exc:  # safetensors' own error types, or tensors of other shapes / names
@@ -136,7 +140,7 @@ class TransformerRun:
         self.model.to(self.device)
         n = len(dataset)
         logits = np.zeros((n, self.model_config.n_classes), np.float32)
-        embeddings = np.zeros((n, self.model_config.d_model), np.float32)
+        embeddings = np.zeros((n, self.model_config.embedding_width), np.float32)
         batches = list(LengthBucketSampler(dataset.lengths(), batch_size, shuffle=False))
         loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_tokens)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")

@@ -14,7 +14,8 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from cellformer.config import ModelConfig, TrainConfig
-from cellformer.model import CellTransformer
+from cellformer.errors import ConfigError
+from cellformer.model import build_model
 from cellformer.training.augment import GeneDropout
 from cellformer.training.context_dropout import ContextDropout
 from cellformer.training.health import CHECK_EVERY, GradientWatch, check_epoch
@@ -84,9 +85,19 @@ class CellClassifierModule(pl.LightningModule):
         super().__init__()
         self.model_config = model_config
         self.train_config = train_config
-        self.model = CellTransformer(model_config)
+        if model_config.members > 1 and (
+            train_config.masked_gene_weight > 0
+            or train_config.pretrain_epochs > 0
+            or train_config.consistency_weight > 0
+        ):
+            raise ConfigError(
+                "model members > 1 trains each member on the classification loss alone: turn off "
+                "masked_gene_weight, pretrain_epochs and consistency_weight, or train one member"
+            )
+        self.model = build_model(model_config)
         if train_config.embedding_lr_factor == 0:  # frozen before DDP wraps the model: no gradient to sync
-            self.model.gene_embedding.weight.requires_grad_(False)
+            for table in self.model.gene_tables():
+                table.weight.requires_grad_(False)
         self.register_buffer("class_weights", class_weights, persistent=False)
         self.train_metrics = _EpochMetrics(model_config.n_classes)
         self.val_metrics = _EpochMetrics(model_config.n_classes)
@@ -139,7 +150,7 @@ class CellClassifierModule(pl.LightningModule):
         self,
         logits: torch.Tensor,
         labels: torch.Tensor,
-        metrics: _EpochMetrics,
+        metrics: _EpochMetrics | None,
         label_smoothing: float,
         targets: torch.Tensor | None = None,
     ) -> torch.Tensor:
@@ -156,7 +167,8 @@ class CellClassifierModule(pl.LightningModule):
             )
         else:
             loss, weight = soft_cross_entropy(logits, targets, self.class_weights, label_smoothing)
-        metrics.update(loss, weight.float(), logits, labels)
+        if metrics is not None:
+            metrics.update(loss, weight.float(), logits, labels)
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -167,11 +179,31 @@ class CellClassifierModule(pl.LightningModule):
             batch, mixed = self.mixup(batch, self.global_step, self.global_rank)
         if self.train_config.consistency_weight > 0:
             return self._consistency_step(batch, mixed)
+        if self.model_config.members > 1:
+            return self._members_step(batch, mixed)
         if self.gene_dropout is not None:
             batch = self.gene_dropout(batch, self.global_step, self.global_rank)
         if self.masked_genes is None:
             return self._step(batch, self.train_metrics, self.train_config.label_smoothing, mixed)
         return self._masked_step(batch, mixed)
+
+    def _members_step(self, batch: dict[str, torch.Tensor], mixed: torch.Tensor | None) -> torch.Tensor:
+        """Each ensemble member on its own gene-dropout view of the batch (member ``i``: view ``i``), the
+        mean of their classification losses; the epoch metrics count the first member."""
+        losses = []
+        for index, member in enumerate(self.model.members):
+            view = batch
+            if self.gene_dropout is not None:
+                view = self.gene_dropout(batch, self.global_step, self.global_rank, view=index)
+            values = view.get("values") if member.value_embedding is not None else None
+            logits, _ = member(view["ids"], view["padding_mask"], values)
+            metrics = self.train_metrics if index == 0 else None
+            losses.append(
+                self._classification_loss(
+                    logits, batch["label"], metrics, self.train_config.label_smoothing, mixed
+                )
+            )
+        return torch.stack(losses).mean()
 
     def _consistency_step(self, batch: dict[str, torch.Tensor], mixed: torch.Tensor | None) -> torch.Tensor:
         """R-Drop on gene dropout: two independent gene-dropout views of each cell, the classification loss
@@ -179,11 +211,15 @@ class CellClassifierModule(pl.LightningModule):
         distributions. The epoch metrics count the first view."""
         assert self.gene_dropout is not None  # TrainConfig requires gene dropout with consistency
         step, rank = self.global_step, self.global_rank
-        logits = [self(self.gene_dropout(batch, step, rank, view))[0].float() for view in (0, 1)]  # 2 x (B, K)
+        logits = [
+            self(self.gene_dropout(batch, step, rank, view))[0].float() for view in (0, 1)
+        ]  # 2 x (B, K)
         smoothing = self.train_config.label_smoothing
         loss = self._classification_loss(logits[0], batch["label"], self.train_metrics, smoothing, mixed)
         if mixed is None:
-            second = F.cross_entropy(logits[1], batch["label"], weight=self.class_weights, label_smoothing=smoothing)
+            second = F.cross_entropy(
+                logits[1], batch["label"], weight=self.class_weights, label_smoothing=smoothing
+            )
         else:
             second, _ = soft_cross_entropy(logits[1], mixed, self.class_weights, smoothing)
         log_p, log_q = (F.log_softmax(x, dim=-1) for x in logits)  # (B, K) each
@@ -253,12 +289,13 @@ class CellClassifierModule(pl.LightningModule):
 
     def configure_optimizers(self):
         config = self.train_config
-        genes = self.model.gene_embedding.weight
-        groups = decay_groups([p for p in self.parameters() if p is not genes], config.weight_decay)
-        if genes.requires_grad:  # embedding_lr_factor 0: frozen in __init__, kept as initialised
+        genes = [table.weight for table in self.model.gene_tables()]
+        tables = {id(weight) for weight in genes}
+        groups = decay_groups([p for p in self.parameters() if id(p) not in tables], config.weight_decay)
+        if genes[0].requires_grad:  # embedding_lr_factor 0: frozen in __init__, kept as initialised
             groups.append(
                 {
-                    "params": [genes],
+                    "params": genes,
                     "weight_decay": config.weight_decay,
                     "lr": config.lr * config.embedding_lr_factor,
                 }

@@ -202,7 +202,7 @@ class DevicePredictor:
         n = data.rows[1] - data.rows[0]
         config = self.module.model.config
         logits = np.zeros((n, config.n_classes), np.float32)
-        embeddings = np.zeros((n, config.d_model), np.float32)
+        embeddings = np.zeros((n, config.embedding_width), np.float32)
         for batch in batches:
             rows = batch["row"].cpu().numpy()
             logits[rows] = batch["logits"].cpu().numpy()
