@@ -19,8 +19,8 @@ For each labelled dataset in ``../shared/data`` and each cell type with at least
    the ones this script computes.
 
 Distance scores measure the representation the run's detector uses: the transformer's ``<CLS>``
-embedding, logreg's logits (``UNKNOWN_SPACE``); for logreg the same scores on its PCA embedding are
-reported too (``@pca``).
+embedding, logreg's logits (each method's ``unknown_space``); for logreg the same scores on its PCA
+embedding are reported too (``@pca``).
 
 Usage::
 
@@ -125,13 +125,13 @@ def prepare_without(adata, dataset: Dataset, withheld: str, work: Path) -> Path:
 
 def trained_run(prepared: Path, model: str, train_options: dict[str, Any]) -> Path:
     """The cached run, its stored unknown detector refitted if it is not today's default."""
-    from cellformer.baselines.models import UNKNOWN_SPACE
+    from cellformer.baselines.models import METHODS
     from cellformer.calibration.run import calibrate_run
     from cellformer.calibration.unknown import DEFAULT_METHOD, TRANSFORMER_SPACE, UnknownDetector
 
     run = _trained_run(prepared, model, train_options)
     stored = UnknownDetector.load(run)
-    space = UNKNOWN_SPACE.get(model, TRANSFORMER_SPACE)
+    space = METHODS[model].unknown_space if model in METHODS else TRANSFORMER_SPACE
     if stored is not None and (stored.method, stored.space) != (DEFAULT_METHOD, space):
         calibrate_run(run, prepared)
     return run
@@ -177,9 +177,8 @@ def evaluate(run: Path, prepared: Path, query, withheld_mask: np.ndarray, quanti
     from sklearn.metrics import f1_score, roc_auc_score
 
     import cellformer
-    from cellformer.baselines.models import UNKNOWN_SPACE
     from cellformer.calibration.scores import FEATURE_SCORES, SCORES
-    from cellformer.calibration.unknown import DEFAULT_METHOD, TRANSFORMER_SPACE, UnknownDetector
+    from cellformer.calibration.unknown import DEFAULT_METHOD, UnknownDetector
     from cellformer.data.align import pinned_transform
     from cellformer.prediction import check_input_values, expression_coordinates, model_outputs
     from cellformer.preparation.expression import PreparedExpression
@@ -194,9 +193,9 @@ def evaluate(run: Path, prepared: Path, query, withheld_mask: np.ndarray, quanti
     values = check_input_values(model, query)
     options = pinned_transform(values)
     outputs, _, no_genes = model_outputs(model, query, **options)
-    space = UNKNOWN_SPACE.get(model.kind, TRANSFORMER_SPACE)
+    space = model.unknown_space
     others = [o for o in ("expression", "embedding", "logits") if o != space]
-    if model.kind != "transformer":  # a baseline's embedding is the expression PCA already
+    if model.is_baseline:  # a baseline's embedding is the expression PCA already
         others = [o for o in ("logits", "embedding") if o != space]
     variants = [(name, space) for name in SCORES] + [(n, o) for o in others for n in FEATURE_SCORES]
     reader = PreparedExpression(data)

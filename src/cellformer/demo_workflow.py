@@ -24,7 +24,7 @@ PARTS = (DATA_NAME, "prepared", "runs", "report")
 # a 765-gene panel: cells express ~100-400 of its genes, so the 200-gene QC default would drop most
 PREPARE_OPTIONS = dict(input_normalized=True, min_genes=20, min_cells=3, max_genes=256, seed=0)
 TRANSFORMER_OPTIONS = dict(progress_bar=False)  # cellformer.train's defaults (docs/accuracy.md)
-BASELINES = ("logreg", "knn")
+BASELINES = ("logreg", "knn")  # the baselines the demo compares with (of cellformer.kinds.BASELINES)
 
 
 def demo(

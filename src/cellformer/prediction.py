@@ -258,7 +258,7 @@ def _place(
 ) -> DevicePredictor | None:
     """Put a transformer on its device (one process), or set up the processes that share its forward
     pass (several). A baseline predicts in this process, on the CPU."""
-    if model.kind != "transformer":
+    if model.is_baseline:
         if processes > 1:
             raise ConfigError(
                 f"run {model.run_dir} is a {model.kind} baseline: it has no neural forward pass to spread "
@@ -479,7 +479,7 @@ def _log_values(values: dict[str, Any], model: TrainedModel, where: str, asked: 
         done = "values used as they are"
     if values["trained_on"] == "normalized values":
         cost = "the run was trained on normalized values too"
-    elif model.kind != "transformer":
+    elif model.is_baseline:
         cost = (
             f"the {model.kind} run was trained on counts; its features, log1p(x / cell total * 1e4), are "
             "scale-free within a cell, so a per-cell scaling of counts gives the same features up to rounding"
@@ -514,20 +514,11 @@ def model_outputs(
     progress: bool = True,
     **options: Any,
 ) -> tuple[Predictions, dict[str, Any], np.ndarray]:
-    """Raw outputs for ``adata``, the gene-overlap report, and which cells have no expressed model gene.
+    """Raw outputs for ``adata``, the gene-overlap report, and which cells have no expressed model gene
+    (each kind of run answers: :meth:`cellformer.runs.TrainedModel.outputs`).
 
     ``log``: log the gene overlap; ``progress``: show progress bars (for a large ``adata``)."""
-    if model.kind == "transformer":
-        tokenized, overlap = tokenize_adata(model, adata, log=log, progress=progress, **options)
-        no_genes = cells_without_genes(tokenized, model.config["model"]["vocab_size"])
-        outputs = model.predict_tokens(tokenized, batch_size=batch_size, progress=progress)
-    else:
-        X, overlap = model.align(adata, **options)
-        if log:
-            log_overlap(overlap)
-        no_genes = np.asarray(abs(X).sum(axis=1)).ravel() == 0
-        outputs = model.predict_matrix(X, batch_size=max(batch_size, 1024), progress=progress)
-    return outputs, overlap, np.asarray(no_genes, dtype=bool)
+    return model.outputs(adata, batch_size=batch_size, log=log, progress=progress, **options)
 
 
 # -- writing into the AnnData -------------------------------------------------------------------
@@ -606,12 +597,7 @@ def annotate(
         "calibration": _calibration_params(detector),
         "n_no_genes": int(no_genes.sum()),
         **({} if values is None else {"input": _input_params(values)}),
-        "embedding": {
-            "transformer": "<CLS>",
-            "mlp": "hidden layer",
-            "logreg": "PCA of the training features",
-            "knn": "PCA of the training features",
-        }.get(model.kind, "none"),
+        "embedding": model.embedding_name,
         "cellformer_version": cellformer_version(),
         "versions": {k: v for k, v in package_versions().items() if k != "platform"},
     }

@@ -1,8 +1,8 @@
 """Run directories: load any trained model (transformer or baseline) behind one interface.
 
-Every run directory has a ``config.json`` whose ``kind`` says which loader rebuilds it:
-``"transformer"`` (``cellformer.train``) or a baseline (``"logreg"``, ``"knn"``, ``"mlp"``;
-``cellformer.baselines``). Loaded models implement :class:`TrainedModel`.
+Every run directory has a ``config.json`` whose ``kind`` says which loader rebuilds it
+(:data:`cellformer.kinds.LOADERS`: ``"transformer"`` from ``cellformer.train``, or a baseline method).
+Loaded models implement :class:`TrainedModel`, so the rest of cellformer never asks which kind it has.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 from cellformer.atomic import read_json
 from cellformer.errors import RunDirError
 from cellformer.integrity import MANIFEST, verify
+from cellformer.kinds import LOADERS
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -37,13 +38,6 @@ LOG_COLUMNS = (
     "seconds",
 )
 
-_LOADERS = {
-    "transformer": "cellformer.training.model_run:TransformerRun",
-    "logreg": "cellformer.baselines.run:BaselineRun",
-    "knn": "cellformer.baselines.run:BaselineRun",
-    "mlp": "cellformer.baselines.run:BaselineRun",
-}
-
 
 @dataclasses.dataclass
 class Predictions:
@@ -55,19 +49,38 @@ class Predictions:
 
 
 class TrainedModel(Protocol):
-    """What ``evaluate``, ``compare`` and ``predict`` need from any trained run."""
+    """What ``evaluate``, ``compare``, calibration and ``predict`` need from any trained run; each kind
+    answers for itself (``TransformerRun``, ``BaselineRun``), so no caller switches on ``kind``."""
 
     run_dir: Path
-    kind: str
+    kind: str  # config.json's "kind" (cellformer.kinds.KINDS)
     config: dict[str, Any]
     classes: list[str]
+    is_baseline: bool  # a simple reference model (cellformer.baseline), not the transformer
+    embedding_name: str  # what its embedding is ("<CLS>", "hidden layer", ...): predict's params
     unknown_space: str  # what the unknown-cell detector measures: "expression", "embedding" or "logits"
+
+    @classmethod
+    def load(cls, run_dir: Path) -> TrainedModel:
+        """Rebuild the run from its directory alone (``cellformer.load`` checks it first)."""
 
     def predict_split(self, prepared: PreparedData, split: str) -> Predictions:
         """Outputs for the cells of a split of the prepared dataset the run was trained on."""
 
     def predict_adata(self, adata: ad.AnnData, *, batch_size: int = 256) -> Predictions:
         """Outputs for new cells (genes aligned to the model's own vocabulary / features)."""
+
+    def outputs(
+        self,
+        adata: ad.AnnData,
+        *,
+        batch_size: int = 256,
+        log: bool = True,
+        progress: bool = True,
+        **options: Any,
+    ) -> tuple[Predictions, dict[str, Any], np.ndarray]:
+        """Outputs for new cells, the gene-overlap report, and which cells express no model gene
+        (``log``: log the overlap; ``progress``: progress bars; ``options``: how to read ``adata``)."""
 
 
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:
@@ -93,9 +106,9 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
             f"{config_path} is unreadable or truncated (not valid JSON): the run directory is damaged; "
             "copy it again from a good copy or make the run again"
         ) from None
-    if not isinstance(config, dict) or config.get("kind") not in _LOADERS:
+    if not isinstance(config, dict) or config.get("kind") not in LOADERS:
         raise RunDirError(
-            f"{config_path} has unknown kind {config.get('kind') if isinstance(config, dict) else None!r}; expected one of {', '.join(_LOADERS)}"
+            f"{config_path} has unknown kind {config.get('kind') if isinstance(config, dict) else None!r}; expected one of {', '.join(LOADERS)}"
         )
     return config
 
@@ -110,7 +123,7 @@ def load(run_dir: str | Path, *, unfinished: bool = False) -> TrainedModel:
     config = read_run_config(run_dir)
     if not unfinished:
         check_finished(run_dir, config)
-    module, attr = _LOADERS[config["kind"]].split(":")
+    module, attr = LOADERS[config["kind"]].split(":")
     return getattr(importlib.import_module(module), attr).load(Path(run_dir))
 
 

@@ -74,7 +74,7 @@ def test_logreg_forward_matches_sklearn_predict_proba():
     Z = rng.normal(size=(200, 10)).astype(np.float32)
     y = (Z[:, 0] > 0).astype(int) + (Z[:, 1] > 0.5).astype(int)
     arrays, info = models.fit_logreg(Z, y, 3)
-    logits, _ = models.forward("logreg", arrays, info, Z, Z[:, :2], 3)
+    logits, _ = models.METHODS["logreg"].forward(arrays, info, Z, Z[:, :2], 3)
     expected = LogisticRegression(C=1.0, max_iter=1000, random_state=0).fit(Z, y).predict_proba(Z)
     np.testing.assert_allclose(softmax(logits), expected, atol=1e-5)
 
@@ -86,7 +86,7 @@ def test_knn_chooses_k_on_validation_and_votes():
     P = centres[y] + rng.normal(scale=0.5, size=(300, 2)).astype(np.float32)
     arrays, info = models.fit_knn(P[:200], y[:200], P[200:], y[200:], 3)
     assert info["k"] in models.KNN_CANDIDATES
-    logits, emb = models.forward("knn", arrays, info, P[200:], P[200:], 3)
+    logits, emb = models.METHODS["knn"].forward(arrays, info, P[200:], P[200:], 3)
     assert np.mean(logits.argmax(1) == y[200:]) > 0.95 and emb is not None
 
 

@@ -124,10 +124,10 @@ class FeatureRun:
     @property
     def unknown_space(self) -> str:
         """As the real run of the same kind (what the unknown-cell detector measures)."""
-        from cellformer.baselines.models import UNKNOWN_SPACE
+        from cellformer.baselines.models import METHODS
         from cellformer.calibration.unknown import TRANSFORMER_SPACE
 
-        return UNKNOWN_SPACE.get(self.kind, TRANSFORMER_SPACE)
+        return METHODS[self.kind].unknown_space if self.kind in METHODS else TRANSFORMER_SPACE
 
     def predict_split(self, prepared: PreparedData, split: str) -> Predictions:
         rows = prepared.split_rows(split)

@@ -52,6 +52,18 @@ def test_report_files_and_content(report, runs, prepared):
     assert summary["verdict"] and summary["n_cells"] == len(prepared.split_rows("test"))
 
 
+def test_markdown_and_html_show_the_same_report(report):
+    """Both files render one document (render.report_document): same sections, tables, figures, verdict."""
+    out = report.parent
+    markdown, page = (out / "report.md").read_text(), report.read_text()
+    assert re.findall(r"^## (.+)$", markdown, re.M) == re.findall(r"<h2 id=\"[^\"]+\">(.+?)</h2>", page)
+    assert markdown.count("\n|---|") == page.count("<table")
+    assert re.findall(r"^\*(.+)\*$", markdown, re.M) == re.findall(
+        r"<figcaption[^>]*>(.+?)</figcaption>", page
+    )
+    assert len(re.findall(r"^- ", markdown, re.M)) == page.count("<li>")
+
+
 def test_html_is_self_contained(report):
     html = report.read_text()
     sources = re.findall(r'<img src="([^"]+)"', html)

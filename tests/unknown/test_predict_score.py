@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import cellformer
-from cellformer.baselines.models import UNKNOWN_SPACE
+from cellformer.baselines.models import METHODS
 from cellformer.calibration.unknown import DEFAULT_METHOD, TRANSFORMER_SPACE
 
 WITHHELD = "CD19+ B"  # the type left out of training in conftest.py
@@ -25,7 +25,7 @@ def test_score_is_written_and_the_flag_is_score_above_threshold(kind, unknown_ru
     assert score.dtype == np.float32 and np.isfinite(score).all()
     assert rule["method"] == rule["score"] == DEFAULT_METHOD
     assert rule["score_key"] == "cellformer_unknown_score" and rule["fpr_target"] == pytest.approx(0.05)
-    assert rule["space"] == (TRANSFORMER_SPACE if kind == "transformer" else UNKNOWN_SPACE[kind])
+    assert rule["space"] == (TRANSFORMER_SPACE if kind == "transformer" else METHODS[kind].unknown_space)
     np.testing.assert_array_equal(flag, score > rule["threshold"])
     assert rule["flagged_fraction"] == pytest.approx(flag.mean())
     q = rule["score_quantiles"]

@@ -61,11 +61,8 @@ def baseline(
 
     if method not in models.METHODS:
         raise ConfigError(f"unknown baseline method {method!r}; choose one of: {', '.join(models.METHODS)}")
-    allowed = {
-        "logreg": {"C", "max_iter"},
-        "knn": set(),
-        "mlp": {"hidden", "dropout", "lr", "weight_decay", "batch_size", "max_epochs", "patience"},
-    }[method]
+    chosen = models.METHODS[method]
+    allowed = set(chosen.options)
     unknown_options = sorted(set(options) - allowed)
     if unknown_options:
         raise ConfigError(
@@ -105,23 +102,16 @@ def baseline(
     P_train, P_val = feat.project(Z_train, components, pca_mean), feat.project(Z_val, components, pca_mean)
     logger.info("%d highly variable genes, %d principal components", len(hvg), len(components))
 
-    epoch_log = None
-    if method == "logreg":
-        arrays, info = models.fit_logreg(Z_train, y_train, n_classes, seed=seed, **options)
-    elif method == "knn":
-        arrays, info = models.fit_knn(P_train, y_train, P_val, y_val, n_classes)
-    else:
-        arrays, info, epoch_log = models.fit_mlp(
-            Z_train, y_train, Z_val, y_val, n_classes, seed=seed, **options
-        )
+    train, val = models.Features(Z_train, P_train, y_train), models.Features(Z_val, P_val, y_val)
+    arrays, info, epoch_log = chosen.fit(train, val, n_classes, seed=seed, **options)
     train_seconds = time.perf_counter() - started
 
     outputs = {
-        name: models.forward(method, arrays, info, Z, P, n_classes)
+        name: chosen.forward(arrays, info, Z, P, n_classes)
         for name, Z, P in (("train", Z_train, P_train), ("val", Z_val, P_val))
     }
     detector = UnknownDetector.fit(
-        (*outputs["train"], y_train), (*outputs["val"], y_val), n_classes, space=models.UNKNOWN_SPACE[method]
+        (*outputs["train"], y_train), (*outputs["val"], y_val), n_classes, space=chosen.unknown_space
     )
     val_acc = float(np.mean(outputs["val"][0].argmax(1) == y_val)) if len(y_val) else float("nan")
     logger.info("%s baseline fitted in %.1f s; validation accuracy %.3f", method, train_seconds, val_acc)

@@ -1,4 +1,5 @@
-"""The three baseline classifiers on standardized HVG features, as plain arrays.
+"""The three baseline classifiers on standardized HVG features, as plain arrays; :data:`METHODS` is the
+registry of baseline methods (each a :class:`Method`: its options, embedding, fit and forward).
 
 Each ``fit_*`` returns ``(arrays, info)``: the fitted parameters (saved with safetensors) and a
 JSON-able dict of chosen hyper-parameters. :func:`forward` computes ``(logits, embeddings)`` from those
@@ -13,6 +14,7 @@ arrays alone with numpy, so a saved baseline predicts without scikit-learn objec
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -20,10 +22,6 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("logreg", "knn", "mlp")
-# what the unknown-cell detector measures for each method (see cellformer.calibration.unknown); logreg: its
-# PCA, not its logits (bench/unknown.py, docs/unknown.md)
-UNKNOWN_SPACE = {"logreg": "embedding", "knn": "embedding", "mlp": "embedding"}
 KNN_CANDIDATES = (5, 10, 20, 40)
 KNN_SMOOTHING = 0.1  # pseudo-votes per class, so probabilities are never exactly 0
 
@@ -198,21 +196,98 @@ def fit_mlp(
     return arrays, info, log
 
 
-# ---------------------------------------------------------------- prediction from arrays
-def forward(
-    method: str,
-    arrays: dict[str, np.ndarray],
-    info: dict[str, Any],
-    Z: np.ndarray,
-    P: np.ndarray,
-    n_classes: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(logits, embeddings)`` for standardized features ``Z`` and their PCA coordinates ``P``."""
-    if method == "logreg":
+# ---------------------------------------------------------------- the registry
+Arrays = dict[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Features:
+    """A split's features: standardized HVG expression ``Z``, its PCA coordinates ``P``, labels ``y``."""
+
+    Z: np.ndarray
+    P: np.ndarray
+    y: np.ndarray
+
+
+class Method:
+    """A baseline method: everything cellformer knows about it (subclasses fill it in)."""
+
+    name: str
+    options: tuple[str, ...] = ()  # hyper-parameters ``cellformer.baseline(**options)`` accepts
+    embedding: str = "PCA of the training features"  # what ``obsm['X_cellformer']`` holds (predict)
+    # what the unknown-cell detector measures (cellformer.calibration.unknown); logreg: its PCA, not its
+    # logits (bench/unknown.py, docs/unknown.md)
+    unknown_space: str = "embedding"
+
+    def fit(
+        self, train: Features, val: Features, n_classes: int, *, seed: int, **options: Any
+    ) -> tuple[Arrays, dict[str, Any], list[dict[str, float]] | None]:
+        """``(arrays, info, per-epoch log or None)`` fitted on ``train`` (``val``: model selection)."""
+        raise NotImplementedError
+
+    def forward(
+        self, arrays: Arrays, info: dict[str, Any], Z: np.ndarray, P: np.ndarray, n_classes: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(logits, embeddings)`` for standardized features ``Z`` and their PCA coordinates ``P``."""
+        raise NotImplementedError
+
+    def width(self, arrays: Arrays) -> int:
+        """Columns of the embedding."""
+        return arrays["pca_components"].shape[0]
+
+
+class LogisticRegression(Method):
+    name = "logreg"
+    options = ("C", "max_iter")
+
+    def fit(
+        self, train: Features, val: Features, n_classes: int, *, seed: int, **options: Any
+    ) -> tuple[Arrays, dict[str, Any], list[dict[str, float]] | None]:
+        arrays, info = fit_logreg(train.Z, train.y, n_classes, seed=seed, **options)
+        return arrays, info, None
+
+    def forward(
+        self, arrays: Arrays, info: dict[str, Any], Z: np.ndarray, P: np.ndarray, n_classes: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         return (Z @ arrays["coef"].T + arrays["intercept"]).astype(np.float32), P
-    if method == "knn":
+
+
+class NearestNeighbours(Method):
+    name = "knn"
+
+    def fit(
+        self, train: Features, val: Features, n_classes: int, *, seed: int, **options: Any
+    ) -> tuple[Arrays, dict[str, Any], list[dict[str, float]] | None]:
+        arrays, info = fit_knn(train.P, train.y, val.P, val.y, n_classes)
+        return arrays, info, None
+
+    def forward(
+        self, arrays: Arrays, info: dict[str, Any], Z: np.ndarray, P: np.ndarray, n_classes: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         return knn_logits(arrays["reference"], arrays["reference_labels"], P, int(info["k"]), n_classes), P
-    if method == "mlp":
+
+
+class MultiLayerPerceptron(Method):
+    name = "mlp"
+    options = ("hidden", "dropout", "lr", "weight_decay", "batch_size", "max_epochs", "patience")
+    embedding = "hidden layer"
+
+    def fit(
+        self, train: Features, val: Features, n_classes: int, *, seed: int, **options: Any
+    ) -> tuple[Arrays, dict[str, Any], list[dict[str, float]] | None]:
+        return fit_mlp(train.Z, train.y, val.Z, val.y, n_classes, seed=seed, **options)
+
+    def forward(
+        self, arrays: Arrays, info: dict[str, Any], Z: np.ndarray, P: np.ndarray, n_classes: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         hidden = np.maximum(Z @ arrays["w1"].T + arrays["b1"], 0.0).astype(np.float32)
         return (hidden @ arrays["w2"].T + arrays["b2"]).astype(np.float32), hidden
-    raise ValueError(f"unknown baseline method {method!r}; choose one of {', '.join(METHODS)}")
+
+    def width(self, arrays: Arrays) -> int:
+        return arrays["w1"].shape[0]
+
+
+# the baseline methods, in the order of cellformer.kinds.BASELINES (tests/baselines checks they agree)
+METHODS: dict[str, Method] = {
+    m.name: m for m in (LogisticRegression(), NearestNeighbours(), MultiLayerPerceptron())
+}

@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from cellformer.atomic import read_json
-from cellformer.baselines.models import METHODS, UNKNOWN_SPACE, forward
+from cellformer.baselines.models import METHODS
 from cellformer.errors import RunDirError
 from cellformer.runs import Predictions, read_run_config
 from cellformer.tokenize import features as feat
@@ -31,7 +31,10 @@ FEATURE_ARRAYS = ("hvg_index", "scaler_mean", "scaler_std", "pca_components", "p
 
 
 class BaselineRun:
-    """A ``logreg`` / ``knn`` / ``mlp`` baseline (implements :class:`cellformer.runs.TrainedModel`)."""
+    """A ``logreg`` / ``knn`` / ``mlp`` baseline (implements :class:`cellformer.runs.TrainedModel`); what
+    differs between the methods is asked of its :class:`~cellformer.baselines.models.Method`."""
+
+    is_baseline = True
 
     def __init__(
         self,
@@ -44,7 +47,7 @@ class BaselineRun:
         self.run_dir = Path(run_dir)
         self.config = config
         self.kind = config["kind"]
-        self.unknown_space = UNKNOWN_SPACE[self.kind]  # what the unknown-cell detector measures
+        self.method = METHODS[self.kind]  # how it predicts, its embedding and unknown-cell space
         self.classes = classes
         self.features = features
         self.genes: list[str] = list(features["genes"])
@@ -88,8 +91,14 @@ class BaselineRun:
         )
 
     @property
-    def method(self) -> str:
-        return self.kind
+    def embedding_name(self) -> str:
+        """What its embedding is (``predict``'s ``params['embedding']``)."""
+        return self.method.embedding
+
+    @property
+    def unknown_space(self) -> str:
+        """What the unknown-cell detector measures for this method."""
+        return self.method.unknown_space
 
     # -- prediction ----------------------------------------------------------------------------
     def transform(self, X: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
@@ -113,13 +122,11 @@ class BaselineRun:
         starts = range(0, X.shape[0], batch_size)
         for start in tqdm(starts, desc="predicting", unit="batch", disable=not progress or None, leave=False):
             Z, P = self.transform(X[start : start + batch_size])
-            lg, emb = forward(self.kind, self.arrays, self.config["model"], Z, P, n_classes)
+            lg, emb = self.method.forward(self.arrays, self.config["model"], Z, P, n_classes)
             logits.append(lg)
             embeddings.append(emb)
         if not logits:
-            width = (
-                self.arrays["w1"].shape[0] if self.kind == "mlp" else self.arrays["pca_components"].shape[0]
-            )
+            width = self.method.width(self.arrays)
             return Predictions(np.zeros((0, n_classes), np.float32), np.zeros((0, width), np.float32))
         return Predictions(np.concatenate(logits), np.concatenate(embeddings).astype(np.float32))
 
@@ -137,6 +144,26 @@ class BaselineRun:
         """Outputs for new cells; ``options`` override ``layer``, ``gene_key``, ``min_overlap``."""
         X, _ = self.align(adata, **options)
         return self.predict_matrix(X, batch_size=max(batch_size, 1), progress=True)
+
+    def outputs(
+        self,
+        adata: ad.AnnData,
+        *,
+        batch_size: int = 256,
+        log: bool = True,
+        progress: bool = True,
+        **options: Any,
+    ) -> tuple[Predictions, dict[str, Any], np.ndarray]:
+        """Outputs for new cells (aligned to the run's genes), the gene-overlap report, and which cells
+        express none of them (:class:`~cellformer.runs.TrainedModel`); batches of at least 1,024 cells."""
+        from cellformer.preparation.new_cells import log_overlap
+
+        X, overlap = self.align(adata, **options)
+        if log:
+            log_overlap(overlap)
+        no_genes = np.asarray(abs(X).sum(axis=1)).ravel() == 0
+        outputs = self.predict_matrix(X, batch_size=max(batch_size, 1024), progress=progress)
+        return outputs, overlap, np.asarray(no_genes, dtype=bool)
 
     def align(self, adata: ad.AnnData, **options: Any) -> tuple[sp.csr_matrix, dict[str, Any]]:
         from cellformer.data.align import aligned_matrix

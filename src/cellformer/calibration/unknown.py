@@ -8,7 +8,7 @@ Two arrays-only pieces, fitted from a model's own outputs on the prepared datase
   them all): fitted on the *training* cells, in a representation (``space``): the cells' expression
   (``"expression"``: the baselines' features of the training cells - 2,000 HVGs, standardized, 50
   principal components; transformer runs), the model's embedding (``<CLS>``, MLP hidden layer, kNN's PCA)
-  or, for logistic regression, its logits (``cellformer.baselines.models.UNKNOWN_SPACE``). The default
+  or, for logistic regression, its logits (``unknown_space`` of ``cellformer.baselines.models.METHODS``). The default
   score (``DEFAULT_METHOD``) and the transformer's space (``TRANSFORMER_SPACE``) are the best by
   ``bench/unknown.py`` (leave-one-type-out; ``docs/unknown.md``).
 - **Threshold**: the ``quantile`` (0.95 by default) of the *validation* cells' scores. Validation cells
@@ -56,7 +56,7 @@ ARRAYS_NAME = "unknown.safetensors"
 DEFAULT_QUANTILE = 0.95
 DEFAULT_METHOD = "mahalanobis"  # chosen by bench/unknown.py (docs/unknown.md)
 SPACES = ("embedding", "logits", "expression")
-# the representation distance scores measure for transformer runs (baselines: baselines.models.UNKNOWN_SPACE)
+# the representation distance scores measure for transformer runs (baselines: their Method.unknown_space)
 TRANSFORMER_SPACE = "expression"
 # what every unknown.json records (UnknownDetector.save)
 REQUIRED = ("method", "space", "threshold", "quantile", "temperature", "calibration")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cellformer.kinds import BASELINES
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -19,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "prepared_dir", help="directory made by `cellformer prepare` (its input files must still exist)"
     )
-    parser.add_argument("--method", required=True, choices=("logreg", "knn", "mlp"), help="which baseline")
+    parser.add_argument("--method", required=True, choices=BASELINES, help="which baseline")
     parser.add_argument("--out", required=True, help="run directory to create")
     parser.add_argument("--seed", type=int, default=0, help="random seed (%(default)s)")
     parser.add_argument("--n-hvg", type=int, default=2000, help="highly variable genes used (%(default)s)")

@@ -1,8 +1,14 @@
-"""Render the comparison report as Markdown (PNGs beside it) and one self-contained HTML file."""
+"""Render the comparison report as Markdown (PNGs beside it) and one self-contained HTML file.
+
+The report is built once as a list of blocks (:func:`report_document`: title, paragraphs, verdict,
+tables, figures, notes); each block renders itself as Markdown and as HTML, so both files show the same
+report from one source.
+"""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import re
 import shutil
@@ -294,87 +300,165 @@ def _unseen_rows(results: list[RunResult]) -> list[list[str]]:
     return rows
 
 
-def render_markdown(
+# -- the report as one document: built once (report_document), rendered as Markdown and as HTML --------
+@dataclasses.dataclass(frozen=True)
+class Title:
+    text: str
+
+    def markdown(self) -> list[str]:
+        return [f"# {self.text}", ""]
+
+    def html(self, image_dir: Path) -> list[str]:
+        return [f"<h1>{html.escape(self.text)}</h1>"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Heading:
+    text: str
+    anchor: str  # the HTML id
+
+    def markdown(self) -> list[str]:
+        return [f"## {self.text}", ""]
+
+    def html(self, image_dir: Path) -> list[str]:
+        return [f'<h2 id="{self.anchor}">{html.escape(self.text)}</h2>']
+
+
+@dataclasses.dataclass(frozen=True)
+class Paragraphs:
+    """Lines with ``**bold**`` and ``code``: one Markdown paragraph, one HTML paragraph each."""
+
+    lines: list[str]
+
+    def markdown(self) -> list[str]:
+        return [*self.lines, ""]
+
+    def html(self, image_dir: Path) -> list[str]:
+        return [f"<p>{_bold_html(line).replace('`', '')}</p>" for line in self.lines]
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    lines: list[str]
+
+    def markdown(self) -> list[str]:
+        return [*(f"- {line}" for line in self.lines), ""]
+
+    def html(self, image_dir: Path) -> list[str]:
+        return [
+            '<div class="verdict"><ul>',
+            *(f"<li>{_bold_html(line)}</li>" for line in self.lines),
+            "</ul></div>",
+        ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """``best[i]``: columns (counted from ``offset``) of row ``i`` to mark as the best."""
+
+    header: list[str]
+    rows: list[list[str]]
+    best: list[set[int]] | None = None
+    offset: int = 0
+    css_class: str = ""
+
+    def markdown(self) -> list[str]:
+        rows = self.rows
+        if self.best is not None:
+            rows = [
+                [f"**{cell}**" if j - self.offset in marked else cell for j, cell in enumerate(row)]
+                for row, marked in zip(rows, self.best, strict=True)
+            ]
+        return [_md_table(self.header, rows), ""]
+
+    def html(self, image_dir: Path) -> list[str]:
+        return [_html_table(self.header, self.rows, self.best, self.offset, self.css_class)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Text:
+    text: str
+    note: bool = False  # HTML: small grey print
+
+    def markdown(self) -> list[str]:
+        return [self.text, ""]
+
+    def html(self, image_dir: Path) -> list[str]:
+        opening = '<p class="note">' if self.note else "<p>"
+        return [f"{opening}{html.escape(self.text)}</p>"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Figure:
+    caption: str
+    name: str  # the PNG beside report.md (embedded in the HTML)
+
+    def markdown(self) -> list[str]:
+        return [f"![{self.caption}]({self.name})", "", f"*{self.caption}*", ""]
+
+    def html(self, image_dir: Path) -> list[str]:
+        data = base64.b64encode((image_dir / self.name).read_bytes()).decode("ascii")
+        return [
+            f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(self.caption)}">'
+            f'<figcaption class="note">{html.escape(self.caption)}</figcaption></figure>'
+        ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Footer:
+    text: str
+
+    def markdown(self) -> list[str]:
+        return ["---", self.text]
+
+    def html(self, image_dir: Path) -> list[str]:
+        return [f'<hr><p class="note">{html.escape(self.text)}</p>']
+
+
+Block = Title | Heading | Paragraphs | Verdict | Table | Text | Figure | Footer
+
+
+def report_document(
     results: list[RunResult], analysis: dict[str, Any], figures: list[tuple[str, str, str]]
-) -> str:
+) -> list[Block]:
+    """The report, once: what both renderings show, in order (``figures``: section, caption, PNG name)."""
     header, rows = summary_table(results, analysis)
     pc_header, pc_rows, best = per_class_table(results)
-    pc_rows = [
-        [f"**{cell}**" if j - 2 in marked else cell for j, cell in enumerate(row)]
-        for row, marked in zip(pc_rows, best, strict=True)
+    blocks: list[Block] = [
+        Title("Cell-type classifier comparison"),
+        Paragraphs(_intro(results, analysis)),
+        Heading("Verdict", "verdict"),
+        Verdict(list(analysis["verdict"])),
+        Heading("All runs side by side", "runs"),
+        Table(header, rows, css_class="runs"),
     ]
-    out = ["# Cell-type classifier comparison", "", *_intro(results, analysis), "", "## Verdict", ""]
-    out += [f"- {line}" for line in analysis["verdict"]]
-    out += ["", "## All runs side by side", "", _md_table(header, rows), ""]
+    no_log = [r.name for r in results if r.metrics["model"].get("epochs") is None]
     for section, title in SECTIONS:
+        if section != "per_class" and not any(f[0] == section for f in figures):
+            continue
+        blocks.append(Heading(title, section))
         if section == "per_class":
-            out += [f"## {title}", "", _md_table(pc_header, pc_rows), ""]
+            blocks.append(Table(pc_header, pc_rows, best, offset=2))
             unseen = _unseen_rows(results)
             if unseen:
-                out += [
-                    "Cells with labels never seen in training (always errors):",
-                    "",
-                    _md_table(["Run", "Label", "Cells", "Predicted as"], unseen),
-                    "",
-                ]
-        elif not any(f[0] == section for f in figures):
-            continue
-        else:
-            out += [f"## {title}", ""]
+                blocks.append(Text("Cells with labels never seen in training (always errors):"))
+                blocks.append(Table(["Run", "Label", "Cells", "Predicted as"], unseen))
         sections = (section, "calibration_runs") if section == "calibration" else (section,)
-        for fig_section, caption, name in figures:
-            if fig_section in sections:
-                out += [f"![{caption}]({name})", "", f"*{caption}*", ""]
-        if section == "learning" and any(r.metrics["model"].get("epochs") is None for r in results):
-            no_log = ", ".join(r.name for r in results if r.metrics["model"].get("epochs") is None)
-            out += [f"No training log (fitted in one step): {no_log}.", ""]
-    out += ["---", f"Made by cellformer {analysis['cellformer_version']} on {analysis['created']}."]
-    return "\n".join(out) + "\n"
+        blocks += [Figure(caption, name) for where, caption, name in figures if where in sections]
+        if section == "learning" and no_log:
+            blocks.append(Text(f"No training log (fitted in one step): {', '.join(no_log)}.", note=True))
+    blocks.append(Footer(f"Made by cellformer {analysis['cellformer_version']} on {analysis['created']}."))
+    return blocks
 
 
-def render_html(
-    results: list[RunResult], analysis: dict[str, Any], figures: list[tuple[str, str, str]], image_dir: Path
-) -> str:
-    header, rows = summary_table(results, analysis)
-    pc_header, pc_rows, best = per_class_table(results)
-    body = ["<h1>Cell-type classifier comparison</h1>"]
-    body += [f"<p>{_bold_html(p).replace('`', '')}</p>" for p in _intro(results, analysis)]
-    body += ['<h2 id="verdict">Verdict</h2>', '<div class="verdict"><ul>']
-    body += [f"<li>{_bold_html(line)}</li>" for line in analysis["verdict"]]
-    body += [
-        "</ul></div>",
-        '<h2 id="runs">All runs side by side</h2>',
-        _html_table(header, rows, css_class="runs"),
-    ]
-    for section, title in SECTIONS:
-        present = any(f[0] == section for f in figures)
-        if section != "per_class" and not present:
-            continue
-        body.append(f'<h2 id="{section}">{html.escape(title)}</h2>')
-        if section == "per_class":
-            body.append(_html_table(pc_header, pc_rows, best, offset=2))
-            unseen = _unseen_rows(results)
-            if unseen:
-                body.append("<p>Cells with labels never seen in training (always errors):</p>")
-                body.append(_html_table(["Run", "Label", "Cells", "Predicted as"], unseen))
-        sections = (section, "calibration_runs") if section == "calibration" else (section,)
-        for fig_section, caption, name in figures:
-            if fig_section in sections:
-                data = base64.b64encode((image_dir / name).read_bytes()).decode("ascii")
-                body.append(
-                    f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
-                    f'<figcaption class="note">{html.escape(caption)}</figcaption></figure>'
-                )
-        if section == "learning":
-            no_log = [r.name for r in results if r.metrics["model"].get("epochs") is None]
-            if no_log:
-                body.append(
-                    f'<p class="note">No training log (fitted in one step): {html.escape(", ".join(no_log))}.</p>'
-                )
-    body.append(
-        f'<hr><p class="note">Made by cellformer {html.escape(analysis["cellformer_version"])} '
-        f"on {html.escape(analysis['created'])}.</p>"
-    )
+def render_markdown(blocks: list[Block]) -> str:
+    """``report.md`` (its figures are the PNGs beside it)."""
+    return "\n".join(line for block in blocks for line in block.markdown()) + "\n"
+
+
+def render_html(blocks: list[Block], image_dir: Path) -> str:
+    """``report.html``, self-contained: the PNGs in ``image_dir`` embedded."""
+    body = [line for block in blocks for line in block.html(image_dir)]
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
@@ -385,10 +469,7 @@ def render_html(
 
 def write_report(out: Path, results: list[RunResult], analysis: dict[str, Any]) -> None:
     """Write the PNGs, ``report.md`` and the self-contained ``report.html`` into ``out``."""
-    figures = _figures(out, results)
-    for name, text in (
-        ("report.md", render_markdown(results, analysis, figures)),
-        ("report.html", render_html(results, analysis, figures, out)),
-    ):
+    blocks = report_document(results, analysis, _figures(out, results))
+    for name, text in (("report.md", render_markdown(blocks)), ("report.html", render_html(blocks, out))):
         with atomic_path(out / name) as tmp:
             tmp.write_text(text, encoding="utf-8")

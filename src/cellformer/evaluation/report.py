@@ -21,8 +21,7 @@ import numpy as np
 
 from cellformer.atomic import atomic_directory, read_json, write_json
 from cellformer.errors import InputError, RunDirError
-from cellformer.evaluation.result import (  # noqa: F401 (SMALL_CLASS, BASELINE_KINDS: part of the report)
-    BASELINE_KINDS,
+from cellformer.evaluation.result import (  # noqa: F401 (SMALL_CLASS: part of the report)
     SMALL_CLASS,
     RunResult,
     calibrated_proba,

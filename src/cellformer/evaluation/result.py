@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 from cellformer.calibration.temperature import softmax
+from cellformer.kinds import BASELINES
 
 SMALL_CLASS = 10  # classes with fewer test cells get a warning: their F1 is very uncertain
-BASELINE_KINDS = ("logreg", "knn", "mlp")
 
 
 @dataclasses.dataclass
@@ -34,7 +34,7 @@ class RunResult:
 
     @property
     def is_baseline(self) -> bool:
-        return self.kind in BASELINE_KINDS
+        return self.kind in BASELINES
 
 
 def ece(value: float) -> str:

@@ -13,6 +13,7 @@ import numpy as np
 from cellformer.atomic import atomic_path, read_json, write_json
 from cellformer.config import ModelConfig, TrainConfig
 from cellformer.errors import ConfigError, InputError, RunDirError
+from cellformer.kinds import TRANSFORMER
 from cellformer.preparation.prepared import PreparedData
 from cellformer.provenance import cellformer_version, now_iso, package_versions
 from cellformer.text import is_primary_process
@@ -119,7 +120,7 @@ def train(
             "prepare it again with more cells or a larger train_fraction"
         )
     run_config = {
-        "kind": "transformer",
+        "kind": TRANSFORMER,
         "status": "training",
         "model": model_config.to_dict(),
         "train": train_config.to_dict(),
@@ -405,7 +406,7 @@ def _stored_run(out: Path, fingerprint: str) -> dict[str, Any]:
             f"cannot resume: {out} is not a started run directory (no config.json); drop --resume"
         )
     stored = read_json(config_path)
-    if stored.get("kind") != "transformer":
+    if stored.get("kind") != TRANSFORMER:
         raise RunDirError(f"cannot resume {out}: it is a {stored.get('kind')!r} run, not a transformer run")
     if stored.get("data_fingerprint") != fingerprint:
         raise RunDirError(

@@ -14,6 +14,7 @@ from cellformer.calibration.unknown import TRANSFORMER_SPACE
 from cellformer.config import ModelConfig
 from cellformer.data.dataset import LengthBucketSampler, TokenDataset, collate_tokens
 from cellformer.errors import RunDirError
+from cellformer.kinds import TRANSFORMER
 from cellformer.model import CellTransformer, TransformerEnsemble, build_model
 from cellformer.runs import Predictions, read_run_config
 from cellformer.tokens import TokenizedCells
@@ -57,7 +58,9 @@ class TransformerRun:
     available (bf16 autocast), else on the CPU; cells are batched by length, outputs keep input order.
     """
 
-    kind = "transformer"
+    kind = TRANSFORMER
+    is_baseline = False
+    embedding_name = "<CLS>"  # what its embedding is (predict's params['embedding'])
     unknown_space = TRANSFORMER_SPACE  # what the unknown-cell detector measures
 
     def __init__(
@@ -132,6 +135,24 @@ class TransformerRun:
 
         tokenized, _ = tokenize_adata(self, adata, **options)
         return self.predict_tokens(tokenized, batch_size=batch_size)
+
+    def outputs(
+        self,
+        adata: ad.AnnData,
+        *,
+        batch_size: int = 256,
+        log: bool = True,
+        progress: bool = True,
+        **options: Any,
+    ) -> tuple[Predictions, dict[str, Any], np.ndarray]:
+        """Outputs for new cells (tokenized with the run's tokenizer), the gene-overlap report, and which
+        cells have no gene token of their own (:class:`~cellformer.runs.TrainedModel`)."""
+        from cellformer.preparation.new_cells import cells_without_genes, tokenize_adata
+
+        tokenized, overlap = tokenize_adata(self, adata, log=log, progress=progress, **options)
+        no_genes = cells_without_genes(tokenized, self.config["model"]["vocab_size"])
+        outputs = self.predict_tokens(tokenized, batch_size=batch_size, progress=progress)
+        return outputs, overlap, np.asarray(no_genes, dtype=bool)
 
     @torch.inference_mode()
     def _run(self, dataset, batch_size: int, *, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
