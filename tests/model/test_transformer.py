@@ -182,3 +182,19 @@ def test_an_ensemble_averages_its_members_probabilities_and_joins_their_embeddin
     assert len(ensemble.gene_tables()) == 3 and ensemble.value_embedding is None
     with pytest.raises(ConfigError, match="members"):
         _config(members=0)
+
+
+def test_training_through_the_cls_state_alone_gives_the_full_gradients() -> None:
+    """In training the last block also computes <CLS> alone: every parameter gets the gradient it gets
+    when every state is computed and then pooled (dropout off, so both see the same network)."""
+    torch.manual_seed(0)
+    model = CellTransformer(_config(dropout=0.0, n_values=7)).train()
+    ids = _cells([9, 4, 12, 2])
+    values = torch.randint(1, 5, ids.shape).masked_fill(ids == PAD, 0)
+    model(ids, ids == PAD, values)[0].logsumexp(dim=-1).sum().backward()
+    fast = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    states = model.encode(ids, ids == PAD, values)
+    model.head(model.pool(states, ids == PAD)).logsumexp(dim=-1).sum().backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(fast[name], p.grad, atol=1e-6, rtol=1e-4, msg=name)

@@ -89,7 +89,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     tok.add_argument("--n-hvg", type=int, default=_DEFAULTS.n_hvg, help=_help("n_hvg", default=True))
     tok.add_argument("--n-bins", type=int, default=_DEFAULTS.n_bins, help=_help("n_bins", default=True))
     tok.add_argument(
-        "--value-bins", choices=("cell", "gene"), default=_DEFAULTS.value_bins, help=_help("value_bins", default=True)
+        "--value-bins",
+        choices=("cell", "gene"),
+        default=_DEFAULTS.value_bins,
+        help=_help("value_bins", default=True),
     )
     tok.add_argument(
         "--batch-key",

@@ -187,10 +187,10 @@ class CellTransformer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Class logits ``(B, n_classes)`` and the pooled embedding ``(B, C)`` (``config.pooling``).
 
-        Outside training, ``<CLS>`` pooling computes only the ``<CLS>`` state in the last block (see
-        :meth:`encode`); in training every state is computed, so dropout draws do not depend on the mode.
+        ``<CLS>`` pooling computes only the ``<CLS>`` state in the last block (see :meth:`encode`), in
+        training too: the other states of the last block would get no gradient.
         """
-        cls_only = not self.training and self.config.pooling == "cls"
+        cls_only = self.config.pooling == "cls"
         states = self.encode(ids, padding_mask, values, cls_only)  # (B, T, C) or (B, 1, C)
         pooled = self.pool(states, padding_mask)  # (B, C)
         return self.head(pooled), pooled
