@@ -26,7 +26,7 @@ STAGES: list[tuple[str, ...]] = [
     ("training",),
     ("baselines",),
     ("evaluation",),
-    ("annotations", "prediction"),  # annotations: writing prediction's results (copy, pieces, merge)
+    ("prediction",),  # run directory + AnnData -> annotated AnnData (files: copy, annotations, shards)
     ("datasets", "presets", "demo_workflow", "cli", "__init__", "__main__"),
 ]
 
