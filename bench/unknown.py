@@ -180,7 +180,7 @@ def evaluate(run: Path, prepared: Path, query, withheld_mask: np.ndarray, quanti
     from cellformer.calibration.scores import FEATURE_SCORES, SCORES
     from cellformer.calibration.unknown import DEFAULT_METHOD, UnknownDetector
     from cellformer.data.align import pinned_transform
-    from cellformer.prediction import check_input_values, expression_coordinates, model_outputs
+    from cellformer.prediction.outputs import check_input_values, expression_coordinates, model_outputs
     from cellformer.preparation.expression import PreparedExpression
     from cellformer.preparation.prepared import PreparedData
     from cellformer.runs import load

@@ -1,6 +1,8 @@
-"""The import direction: a module imports only from its own stage or an earlier one (docs/design.md).
+"""The import direction: a module imports only from its own stage or an earlier one, and no two modules
+import each other (docs/design.md).
 
-Parsed from the source (``ast``), lazy imports inside functions included, so a backward import fails here.
+Parsed from the source (``ast``), lazy imports inside functions and ``TYPE_CHECKING`` imports included, so
+a backward import fails here.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ STAGES: list[tuple[str, ...]] = [
     ("training",),
     ("baselines",),
     ("evaluation",),
-    ("annotations", "prediction"),  # annotations: writing prediction's results (copy, pieces, merge)
+    ("prediction",),  # run directory + AnnData -> annotated AnnData (files: copy, annotations, shards)
     ("datasets", "presets", "demo_workflow", "cli", "__init__", "__main__"),
 ]
 

@@ -62,7 +62,7 @@ def test_prepare_permission_denied_is_one_line(cli, small_h5ad, tmp_path, monkey
 def test_predict_disk_full_removes_the_umap_plot(cli, small_run, small_h5ad, tmp_path, monkeypatch):
     import shutil
 
-    import cellformer.prediction as prediction
+    import cellformer.prediction.files as prediction
 
     def quick_plot(adata, path, *, key_added="cellformer", seed=0, labels=None):  # UMAP is not under test
         Path(path).write_bytes(b"\x89PNG")
@@ -133,7 +133,7 @@ def test_os_error_line_names_the_users_path():
 def test_a_forbidden_location_fails_before_any_work(cli, small_run, small_h5ad, tmp_path, monkeypatch):
     import tempfile
 
-    import cellformer.prediction as prediction
+    import cellformer.prediction.files as prediction
     import cellformer.preparation.prepare as prepare_module
 
     mkstemp = tempfile.mkstemp

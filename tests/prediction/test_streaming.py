@@ -16,10 +16,10 @@ import pytest
 from shared_helpers import error_line
 
 import cellformer
-from cellformer.annotations import merge_annotations, shard_rows
 from cellformer.cli import main
 from cellformer.errors import ConfigError, InputError
 from cellformer.prediction import predict_file
+from cellformer.prediction.writing import merge_annotations, shard_rows
 
 KEY = "cellformer"
 COLUMNS = [f"{KEY}_{n}" for n in ("prediction", "confidence", "unknown", "unknown_score")]

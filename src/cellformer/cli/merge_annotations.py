@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from cellformer.annotations import merge_annotations, table_path
+    from cellformer.prediction.writing import merge_annotations, table_path
 
     out = merge_annotations(args.pieces, out=args.out, overwrite=args.overwrite, key_added=args.key_added)
     print(f"{len(args.pieces)} pieces merged: {out} and {table_path(out)}")

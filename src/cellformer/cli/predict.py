@@ -146,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
     import anndata as ad
 
     from cellformer.errors import ConfigError
-    from cellformer.prediction import calibration_note, predict_file, unknown_note
+    from cellformer.prediction import predict_file
+    from cellformer.prediction.annotate import calibration_note, unknown_note
 
     if args.input_transform is not None and not args.input_normalized:
         raise ConfigError(

@@ -123,7 +123,7 @@ class DevicePredictor:
     model, run_dir
         The network (the run's weights loaded) and the run it came from (named in errors).
     accelerator, devices, num_nodes
-        As Lightning's ``Trainer`` takes them (checked by :func:`cellformer.prediction.check_devices`).
+        As Lightning's ``Trainer`` takes them (checked by :func:`cellformer.prediction.run_setup.check_devices`).
     batch_size
         Cells per forward pass.
     """
