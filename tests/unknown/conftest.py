@@ -74,3 +74,13 @@ def validation_cells(pbmc68k, unknown_prepared: Path):
     cells = pd.read_csv(unknown_prepared / "cells.csv.gz")
     val = cells.loc[cells["split"] == "val", "obs_name"].astype(str)
     return pbmc68k[pd.Index(pbmc68k.obs_names).get_indexer(val)].copy()
+
+
+@pytest.fixture(scope="session")
+def bladder_counts_for_scores(bladder_path: Path):
+    """The first 1,200 mouse bladder cells as CSR counts (20,670 genes: more than the 10,000 HVG cap)."""
+    import anndata as ad
+    import numpy as np
+    import scipy.sparse as sp
+
+    return sp.csr_matrix(ad.read_h5ad(bladder_path).X[:1200], dtype=np.float32)

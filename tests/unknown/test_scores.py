@@ -118,3 +118,57 @@ def test_expression_space_scores(method, tmp_path):
         loaded.scores(logits[350:], None, loaded.expression_features(X[350:])),
         detector.scores(logits[350:], None, val),
     )
+
+
+def test_density_is_a_local_outlier_factor_against_a_brute_force_reference():
+    """``density`` = distance to the k-th nearest training cell / the mean of that distance for those k
+    training cells (each measured without itself); a cell between two clusters scores above both."""
+    from scipy.spatial.distance import cdist
+
+    from cellformer.calibration.scores import fit_score, score
+
+    _, emb, y, centres = _clusters()
+    train, query = emb[:400], np.vstack([emb[400:450], (centres[0] + centres[1]) / 2])
+    state, settings = fit_score("density", train, y[:400], 3)
+    k = settings["k"]
+    assert k == 20
+    within = np.sort(cdist(train, train), axis=1)[:, k]  # column 0 is the cell itself
+    to_bank = cdist(query, train)
+    nearest = np.argsort(to_bank, axis=1, kind="stable")[:, :k]
+    expected = np.sort(to_bank, axis=1)[:, k - 1] / within[nearest].mean(axis=1)
+    got = score("density", state, settings, np.zeros((len(query), 3)), query)
+    np.testing.assert_allclose(got, expected, rtol=1e-9)
+    assert got[-1] > np.quantile(got[:-1], 0.95)
+
+
+def test_density_bank_is_a_seeded_sample_of_large_training_sets(monkeypatch):
+    from cellformer.calibration import scores
+
+    monkeypatch.setattr(scores, "DENSITY_BANK", 150)
+    _, emb, y, _ = _clusters()
+    state, _ = scores.fit_score("density", emb[:400], y[:400], 3)
+    again, _ = scores.fit_score("density", emb[:400], y[:400], 3)
+    assert state["bank"].shape == (150, emb.shape[1])
+    np.testing.assert_array_equal(state["bank"], again["bank"])
+
+
+def test_expression_space_is_fitted_on_a_sample_and_projected_in_chunks(
+    bladder_counts_for_scores, monkeypatch
+):
+    """Chunked projection equals one block; the principal axes come from at most EXPRESSION_PCA_CELLS
+    training cells (seeded), and the genes are the 10,000 most variable at most."""
+    from cellformer.calibration import scores
+
+    X = bladder_counts_for_scores
+    state = scores.fit_expression_space(X)
+    assert len(state["expression.hvg_index"]) == 10_000 < X.shape[1]
+    whole = scores.expression_features(state, X[:300])
+    monkeypatch.setattr(scores, "_EXPRESSION_CHUNK", 97)
+    np.testing.assert_allclose(scores.expression_features(state, X[:300]), whole, rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(scores, "EXPRESSION_PCA_CELLS", 250)
+    sampled = scores.fit_expression_space(X)
+    np.testing.assert_array_equal(sampled["expression.scaler_mean"], state["expression.scaler_mean"])
+    assert not np.array_equal(sampled["expression.pca_components"], state["expression.pca_components"])
+    np.testing.assert_array_equal(
+        scores.fit_expression_space(X)["expression.pca_components"], sampled["expression.pca_components"]
+    )

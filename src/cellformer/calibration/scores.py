@@ -12,8 +12,13 @@ deterministic function of a cell's outputs afterwards:
   L2-normalized training representation (``k = 10``; fewer when there are fewer training cells).
 - ``energy``: ``-logsumexp(logits)`` (the free energy at temperature 1).
 - ``max_probability``: ``1 -`` the calibrated maximum probability (what CellTypist-style tools threshold).
+- ``density``: a local outlier factor: the distance of the representation to its ``k``-th nearest training
+  cell (``k = 20``), divided by the mean of the same distance of those ``k`` training cells to their own
+  ``k``-th neighbours (a cell in a sparse region of a broad type is not penalised for it).
 - ``combined``: the mean of ``mahalanobis`` and ``knn_distance``, each centred on its validation median
   and divided by its validation inter-quartile range (so neither dominates by its units).
+- ``mahalanobis_density``: the same mean of ``mahalanobis`` and ``density`` (the default:
+  docs/unknown.md, round 2).
 
 A fitted score is ``(method, state, settings)``: ``state`` holds arrays (stored in
 ``unknown.safetensors``), ``settings`` small JSON values. :mod:`cellformer.calibration.unknown` thresholds it.
@@ -27,10 +32,33 @@ import numpy as np
 
 from cellformer.calibration.temperature import softmax
 
-SCORES = ("centroid_distance", "mahalanobis", "knn_distance", "energy", "max_probability", "combined")
-FEATURE_SCORES = ("centroid_distance", "mahalanobis", "knn_distance", "combined")  # need a representation
-COMBINED_PARTS = ("mahalanobis", "knn_distance")
+SCORES = (
+    "centroid_distance",
+    "mahalanobis",
+    "knn_distance",
+    "density",
+    "energy",
+    "max_probability",
+    "combined",
+    "mahalanobis_density",
+)
+# the scores measuring a representation (the others read the logits)
+FEATURE_SCORES = (
+    "centroid_distance",
+    "mahalanobis",
+    "knn_distance",
+    "density",
+    "combined",
+    "mahalanobis_density",
+)
+# the scores averaging others, each part on its validation median / IQR scale
+COMBINED_PARTS = {
+    "combined": ("mahalanobis", "knn_distance"),
+    "mahalanobis_density": ("mahalanobis", "density"),
+}
 KNN_K = 10
+DENSITY_K = 20
+DENSITY_BANK = 50_000  # training cells kept as the density score's neighbours (a seeded sample beyond)
 _CHUNK = 1024  # query cells per distance block
 
 DESCRIPTIONS = {
@@ -41,8 +69,13 @@ DESCRIPTIONS = {
     "knn_distance": "distance of the L2-normalized {space} to its k-th nearest L2-normalized training cell",
     "energy": "-logsumexp(logits), the free energy of the logits",
     "max_probability": "1 - calibrated max probability",
+    "density": "distance of the {space} to its 20th nearest training cell / the mean of that distance for "
+    "those training cells (a local outlier factor)",
     "combined": "mean of the Mahalanobis and k-th-neighbour distances, each as (score - validation median) "
     "/ validation IQR",
+    "mahalanobis_density": "mean of the Mahalanobis distance to the nearest training-class mean (shared "
+    "Ledoit-Wolf covariance) and the local outlier factor of the {space} (20 neighbours), each as "
+    "(score - validation median) / validation IQR",
 }
 
 
@@ -84,12 +117,14 @@ def fit_score(
     if method == "knn_distance":
         k = int(min(KNN_K, max(len(features), 1)))
         return {"bank": unit(features).astype(np.float32)}, {"k": k}
-    # combined: the parts, then their validation median / IQR
+    if method == "density":
+        return _fit_density(features)
+    # a combination: the parts, then their validation median / IQR
     if val is None or val[1] is None:
-        raise ValueError("the combined score needs the validation cells' representation")
+        raise ValueError(f"the {method} score needs the validation cells' representation")
     state: dict[str, np.ndarray] = {}
     settings: dict[str, Any] = {"parts": {}}
-    for part in COMBINED_PARTS:
+    for part in COMBINED_PARTS[method]:
         part_state, part_settings = fit_score(part, features, y_train, n_classes)
         values = score(part, part_state, part_settings, val[0], val[1], temperature)
         q1, median, q3 = np.quantile(values, [0.25, 0.5, 0.75]) if len(values) else (0.0, 0.0, 1.0)
@@ -117,6 +152,40 @@ def _fit_mahalanobis(features: np.ndarray, y: np.ndarray, n_classes: int) -> dic
     eigenvalues, vectors = np.linalg.eigh((precision + precision.T) / 2)
     whitening = vectors * np.sqrt(np.maximum(eigenvalues, 0.0))[None, :]
     return {"means": means, "whitening": whitening}
+
+
+def _fit_density(features: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The neighbour bank (at most ``DENSITY_BANK`` training cells, a seeded sample beyond) and each bank
+    cell's distance to its ``k``-th nearest other bank cell."""
+    if len(features) > DENSITY_BANK:
+        keep = np.sort(np.random.default_rng(0).choice(len(features), DENSITY_BANK, replace=False))
+        features = features[keep]
+    k = int(min(DENSITY_K, max(len(features) - 1, 1)))
+    bank_kth, _ = nearest_neighbours(features, features, k, skip_self=True)
+    return {"bank": features, "bank_kth": bank_kth}, {"k": k}
+
+
+def nearest_neighbours(
+    x: np.ndarray, bank: np.ndarray, k: int, skip_self: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distance of each row of ``x`` to its ``k``-th nearest row of ``bank``, and the indices of its ``k``
+    nearest (ascending distance); ``skip_self`` leaves out each row's nearest match (``x`` is ``bank``)."""
+    bank = np.asarray(bank, np.float64)
+    extra = int(skip_self)
+    k = int(min(max(k, 1), len(bank) - extra))
+    distance, index = np.empty(len(x)), np.empty((len(x), k), dtype=np.int64)
+    b2 = (bank**2).sum(1)[None, :]
+    for start in range(0, len(x), _CHUNK):
+        block = np.asarray(x[start : start + _CHUNK], np.float64)
+        squared = np.maximum((block**2).sum(1)[:, None] - 2 * block @ bank.T + b2, 0.0)
+        nearest = np.argpartition(squared, k + extra - 1, axis=1)[:, : k + extra]
+        near_squared = np.take_along_axis(squared, nearest, axis=1)
+        order = np.argsort(near_squared, axis=1, kind="stable")[:, extra:]
+        index[start : start + _CHUNK] = np.take_along_axis(nearest, order, axis=1)
+        distance[start : start + _CHUNK] = np.sqrt(
+            np.take_along_axis(near_squared, order[:, -1:], axis=1)[:, 0]
+        )
+    return distance, index
 
 
 def class_centroids(
@@ -162,7 +231,10 @@ def score(
         )
     if method == "knn_distance":
         return kth_distance(unit(features), state["bank"], int(settings["k"]))
-    if method == "combined":
+    if method == "density":
+        kth, index = nearest_neighbours(features, state["bank"], int(settings["k"]))
+        return kth / np.maximum(np.asarray(state["bank_kth"], np.float64)[index].mean(axis=1), 1e-12)
+    if method in COMBINED_PARTS:
         total = np.zeros(len(logits))
         for part, part_settings in settings["parts"].items():
             part_state = {
@@ -212,19 +284,27 @@ def kth_distance(x: np.ndarray, bank: np.ndarray, k: int) -> np.ndarray:
 
 # -- the expression space (a representation independent of the model) ----------------------------
 EXPRESSION_PREFIX = "expression."
-EXPRESSION_HVG = 2000
+# every expressed gene up to 10,000 (docs/unknown.md, round 2: bladder's new types separate far better
+# with its ~15,000 genes than with 2,000 HVGs; 10,000 HVGs score as well as all of them)
+EXPRESSION_HVG = 10_000
 EXPRESSION_PCS = 50
+EXPRESSION_PCA_CELLS = 20_000  # training cells the principal axes are fitted on (a seeded sample beyond)
+_EXPRESSION_CHUNK = 4096  # cells standardized and projected at a time
 
 
 def fit_expression_space(X_train, *, seed: int = 0) -> dict[str, np.ndarray]:
-    """The baselines' features of the training cells (log1p of counts per 10k over the 2,000 most
-    variable training genes, standardized, clipped, 50 principal components) as detector state."""
+    """The training cells' expression as detector state: log1p of counts per 10k over the (at most)
+    10,000 most variable training genes, standardized, clipped, 50 principal components (fitted on at
+    most 20,000 training cells, so memory does not grow with the training set)."""
     from cellformer.tokenize import features as feat
 
     X_log = feat.log_normalize(X_train)
     hvg = feat.training_hvg(X_log, EXPRESSION_HVG)
     scaler = feat.Standardizer.fit(X_log[:, hvg])
-    components, mean = feat.fit_pca(scaler.transform(X_log[:, hvg]), EXPRESSION_PCS, seed=seed)
+    rows = np.arange(X_log.shape[0])
+    if len(rows) > EXPRESSION_PCA_CELLS:
+        rows = np.sort(np.random.default_rng(seed).choice(len(rows), EXPRESSION_PCA_CELLS, replace=False))
+    components, mean = feat.fit_pca(scaler.transform(X_log[rows][:, hvg]), EXPRESSION_PCS, seed=seed)
     arrays = {
         "hvg_index": hvg.astype(np.float64),  # stored as float32 with the rest; exact for < 2**24 genes
         "scaler_mean": scaler.mean,
@@ -247,6 +327,11 @@ def expression_features(state: dict[str, np.ndarray], X) -> np.ndarray:
     scaler = feat.Standardizer(
         np.asarray(state[f"{p}scaler_mean"], np.float32), np.asarray(state[f"{p}scaler_std"], np.float32)
     )
-    Z = scaler.transform(feat.log_normalize(X)[:, hvg])
     components = np.asarray(state[f"{p}pca_components"], np.float32)
-    return feat.project(Z, components, np.asarray(state[f"{p}pca_mean"], np.float32)).astype(np.float64)
+    mean = np.asarray(state[f"{p}pca_mean"], np.float32)
+    X_log = feat.log_normalize(X)
+    out = np.empty((X_log.shape[0], components.shape[0]), np.float64)
+    for start in range(0, X_log.shape[0], _EXPRESSION_CHUNK):  # dense over the genes one block at a time
+        Z = scaler.transform(X_log[start : start + _EXPRESSION_CHUNK][:, hvg])
+        out[start : start + _EXPRESSION_CHUNK] = feat.project(Z, components, mean)
+    return out

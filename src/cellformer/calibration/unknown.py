@@ -54,7 +54,7 @@ logger = logging.getLogger(__name__)
 JSON_NAME = "unknown.json"
 ARRAYS_NAME = "unknown.safetensors"
 DEFAULT_QUANTILE = 0.95
-DEFAULT_METHOD = "mahalanobis"  # chosen by bench/unknown.py (docs/unknown.md)
+DEFAULT_METHOD = "mahalanobis_density"  # chosen on all 54 leave-one-type-out runs (docs/unknown.md)
 SPACES = ("embedding", "logits", "expression")
 # the representation distance scores measure for transformer runs (baselines: their Method.unknown_space)
 TRANSFORMER_SPACE = "expression"
