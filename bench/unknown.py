@@ -22,15 +22,29 @@ Distance scores measure the representation the run's detector uses: the transfor
 embedding, logreg's logits (each method's ``unknown_space``); for logreg the same scores on its PCA
 embedding are reported too (``@pca``).
 
+``--expression-only`` (model-free): steps 1 and 3 as above, but **no model is trained**. The unknown
+scores the transformer runs use (their ``space`` is ``"expression"``: :func:`fit_expression_space` /
+:func:`expression_features` of :mod:`cellformer.calibration.scores`, fitted on the prepared training
+cells' expression read as ``cellformer.calibration.run`` reads it, ``PreparedExpression``) are fitted and
+thresholded at validation quantiles exactly as above, for ``mahalanobis`` (the previous default),
+``density`` and ``mahalanobis_density`` (the default, ``DEFAULT_METHOD``), plus ``mahalanobis@hvg2000``:
+``mahalanobis`` in the previous space (``EXPRESSION_HVG`` set to 2,000 for that fit), i.e. the score
+shipped before. A transformer run's unknown flag depends only on this expression space, not on the model,
+so this measures the shipped flag of every run on the same cells; known-cell macro-F1 needs a model and
+is not reported in this mode. All 54 withheld types of the five datasets take a few minutes on 2 cores.
+
 Usage::
 
     python bench/unknown.py --quick --threads 2        # pbmc68k + bladder, 5 withheld types (< 15 min)
     python bench/unknown.py --threads 2                # every type >= 30 cells of 5 datasets (many hours)
     python bench/unknown.py --datasets pbmc68k --types "CD19+ B" --record /tmp/unknown.jsonl
+    python bench/unknown.py --expression-only --record /tmp/unknown.jsonl   # model-free, all 54 types (minutes)
 
 Prepared datasets and runs are cached in ``--work`` (keyed by dataset, withheld type and options).
-``--record FILE`` appends one JSON line per (dataset, withheld type, model) as soon as it is measured;
-``--resume`` skips what the file already holds, so a stopped run continues where it was. Datasets run
+``--record FILE`` appends one JSON line per (dataset, withheld type, model) as soon as it is measured
+(``--expression-only``: one per (dataset, withheld type), with ``"mode": "expression-only"`` and
+``"model": "none"``); ``--resume`` skips what the file already holds, so a stopped run continues where it
+was. ``--markdown FILE`` tabulates both kinds of record, each in its own tables. Datasets run
 in the order ``--datasets`` gives them. Besides the run's own threshold, every score's TPR / FPR is
 recorded with the threshold at each validation FPR target in ``FPR_TARGETS`` (0.01 / 0.05 / 0.10, i.e.
 the 0.99 / 0.95 / 0.90 quantile of its validation cells' scores: ``at_fpr``), so one run shows the
@@ -40,6 +54,7 @@ whole trade-off.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -59,6 +74,10 @@ LABEL_KEY = "cell_type"
 QUICK = {"pbmc68k": 3, "bladder": 2}  # dataset -> withheld types in --quick
 MODELS = ("transformer", "logreg")
 FPR_TARGETS = (0.01, 0.05, 0.10)  # validation FPR targets: thresholds at the 0.99 / 0.95 / 0.90 quantiles
+EXPRESSION_MODE = "expression-only"  # the record's "mode" in --expression-only (model-free) runs
+EXPRESSION_SCORES = ("mahalanobis", "density", "mahalanobis_density")  # in today's expression space
+OLD_HVG = 2000  # the expression space's HVGs before round 2 (issue 13)
+OLD_SCORE = f"mahalanobis@hvg{OLD_HVG}"  # the score shipped before: mahalanobis over 2,000 HVGs
 
 
 def slug(name: str) -> str:
@@ -249,6 +268,232 @@ def evaluate(run: Path, prepared: Path, query, withheld_mask: np.ndarray, quanti
     }
 
 
+@contextlib.contextmanager
+def expression_hvg(n_hvg: int):
+    """``cellformer.calibration.scores.EXPRESSION_HVG`` set to ``n_hvg`` inside the block (the space before
+    round 2 had 2,000 HVGs); restored afterwards."""
+    from cellformer.calibration import scores as module
+
+    saved = module.EXPRESSION_HVG
+    module.EXPRESSION_HVG = int(n_hvg)
+    try:
+        yield
+    finally:
+        module.EXPRESSION_HVG = saved
+
+
+def evaluate_expression(prepared: Path, query, withheld_mask: np.ndarray, quantile: float) -> dict[str, Any]:
+    """Model-free: the expression-space unknown scores' AUROC / TPR / FPR on the query.
+
+    The expression space and each score are fitted as a transformer run's calibration fits them
+    (``UnknownDetector.fit`` with ``space="expression"``): the space on the prepared training cells'
+    expression (``PreparedExpression``), the score on their coordinates and labels (a combination's
+    median / IQR on the validation cells'), the score's state rounded to float32 as a run stores it, the
+    threshold at the ``quantile`` of the validation cells' scores. Query cells are aligned to the prepared
+    vocabulary as ``predict`` aligns them (the prepared dataset's input options); cells expressing no
+    vocabulary gene are always flagged, as ``predict`` flags them. Scores: ``EXPRESSION_SCORES`` in
+    today's space (``EXPRESSION_HVG`` HVGs) and ``OLD_SCORE`` (``mahalanobis`` over ``OLD_HVG`` HVGs).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    from cellformer.calibration import scores as module
+    from cellformer.calibration.unknown import DEFAULT_METHOD
+    from cellformer.data.align import aligned_matrix, training_input_options
+    from cellformer.preparation.expression import PreparedExpression
+    from cellformer.preparation.prepared import PreparedData
+
+    data = PreparedData(prepared)
+    labels = np.asarray(data.labels)
+    n_classes = data.n_classes
+    train_rows = data.split_rows("train")
+    val_rows = data.split_rows("val")
+    val_rows = val_rows[(labels[val_rows] >= 0) & (labels[val_rows] < n_classes)]
+    reader = PreparedExpression(data)
+    X_train, X_val = reader.read(train_rows), reader.read(val_rows)
+    # read the query as predict reads a run's input: the options the prepared data was made with
+    options = training_input_options({"prepared": {"meta": data.meta}})
+    X_query, _ = aligned_matrix(query, list(data.genes), **options, where="the query")
+    no_genes = np.asarray((X_query > 0).sum(axis=1)).ravel() == 0
+    y_train = labels[train_rows]
+    spaces = [(module.EXPRESSION_HVG, EXPRESSION_SCORES, ""), (OLD_HVG, ("mahalanobis",), f"@hvg{OLD_HVG}")]
+    scores: dict[str, dict[str, Any]] = {}
+    n_hvg: dict[str, int] = {}
+    for hvg, names, suffix in spaces:
+        with expression_hvg(hvg):
+            state = module.fit_expression_space(X_train)
+        n_hvg[f"hvg{hvg}"] = int(len(state[f"{module.EXPRESSION_PREFIX}hvg_index"]))
+        train, val, cells = (module.expression_features(state, X) for X in (X_train, X_val, X_query))
+        for name in names:
+            no_logits = np.zeros((len(val), n_classes))  # these scores read no logits
+            fitted, settings = module.fit_score(name, train, y_train, n_classes, val=(no_logits, val))
+            fitted = {k: np.asarray(a, np.float32).astype(np.float64) for k, a in fitted.items()}
+            val_scores = module.score(name, fitted, settings, no_logits, val)
+            s = module.score(name, fitted, settings, np.zeros((len(cells), n_classes)), cells)
+            threshold = float(np.quantile(val_scores, quantile))
+            flagged = (s > threshold) | no_genes
+            scores[name + suffix] = {
+                "auroc": float(roc_auc_score(withheld_mask, s)),
+                "tpr": float(flagged[withheld_mask].mean()),
+                "fpr": float(flagged[~withheld_mask].mean()),
+                "val_fpr": float(np.mean(val_scores > threshold)),
+                "threshold": threshold,
+                "at_fpr": rates_at_targets(s, withheld_mask, no_genes, val_scores),
+            }
+    return {
+        "space": "expression",
+        "default": DEFAULT_METHOD,
+        "n_genes": len(data.genes),
+        "n_hvg": n_hvg,  # genes each space used (at most EXPRESSION_HVG / OLD_HVG: the expressed ones)
+        "n_train": int(len(train_rows)),
+        "n_val": int(len(val_rows)),
+        "n_no_genes": int(no_genes.sum()),
+        "known_macro_f1": None,  # needs a model: not measured in this mode
+        "scores": scores,
+    }
+
+
+def measure_expression_only(
+    adata, dataset: Dataset, withheld: str, work: Path, quantile: float
+) -> dict[str, Any]:
+    """One ``--expression-only`` record: prepare without ``withheld`` (cached in ``work``), no model,
+    :func:`evaluate_expression` on the withheld cells + the prepared test cells."""
+    clock = time.perf_counter()
+    prepared = prepare_without(adata, dataset, withheld, work)
+    query, mask = query_cells(adata, prepared, withheld)
+    prepare_seconds = time.perf_counter() - clock
+    clock = time.perf_counter()
+    result = evaluate_expression(prepared, query, mask, quantile)
+    return {
+        "dataset": dataset.name,
+        "withheld": withheld,
+        "model": "none",
+        "mode": EXPRESSION_MODE,
+        "settings": [],
+        "quantile": quantile,
+        "n_withheld": int(mask.sum()),
+        "n_known": int((~mask).sum()),
+        "result": result,
+        "seconds": {"prepare": round(prepare_seconds, 1), "evaluate": round(time.perf_counter() - clock, 1)},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def expression_names(records: list[dict[str, Any]]) -> list[str]:
+    """The scores of ``--expression-only`` records, the default first, the old score last."""
+    present = [n for n in records[0]["result"]["scores"] if all(n in r["result"]["scores"] for r in records)]
+    default = records[0]["result"]["default"]
+    return sorted(present, key=lambda n: (n != default, n == OLD_SCORE, present.index(n)))
+
+
+def expression_label(name: str, default: str) -> str:
+    if name == default:
+        return f"{name} (default)"
+    if name == OLD_SCORE:
+        return f"mahalanobis, {OLD_HVG} HVGs (default before)"
+    if name == "mahalanobis":
+        return "mahalanobis (new space)"
+    return name
+
+
+def expression_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per score, per dataset (in record order) then ``"all"``: types, mean / min AUROC, mean TPR / FPR at
+    the record's quantile and at each validation FPR target."""
+    names = expression_names(records)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault(r["dataset"], []).append(r)
+    if len(groups) > 1:
+        groups["all"] = records
+    rows = []
+    for name in names:
+        for dataset, group in groups.items():
+            entries = [g["result"]["scores"][name] for g in group]
+            rows.append(
+                {
+                    "score": name,
+                    "dataset": dataset,
+                    "types": len(group),
+                    "auroc": statistics.mean(e["auroc"] for e in entries),
+                    "min_auroc": min(e["auroc"] for e in entries),
+                    "tpr": statistics.mean(e["tpr"] for e in entries),
+                    "fpr": statistics.mean(e["fpr"] for e in entries),
+                    "at_fpr": target_averages(entries),
+                }
+            )
+    return rows
+
+
+def expression_line(record: dict[str, Any], names: list[str]) -> str:
+    scores = record["result"]["scores"]
+    aurocs = " ".join(f"{scores[n]['auroc']:>9.3f}" for n in names)
+    default, old = scores[names[0]], scores.get(OLD_SCORE, scores[names[0]])
+    return (
+        f"{record['dataset']:<9} {record['withheld'][:22]:<22} {record['n_withheld']:>5} {record['n_known']:>5} "
+        f"{aurocs}   {default['tpr']:>5.3f} {default['fpr']:>5.3f}   {old['tpr']:>5.3f} {old['fpr']:>5.3f}"
+    )
+
+
+def expression_summary(records: list[dict[str, Any]], quantile: float) -> list[str]:
+    if not records:
+        return []
+    default = records[0]["result"]["default"]
+    lines = [
+        "",
+        f"expression-only (no model; known-cell macro-F1 needs one and is not reported): averaged over "
+        f"withheld types, AUROC (min); TPR / FPR at the {quantile:g} validation quantile; then TPR/FPR with "
+        "the threshold at each validation FPR target:",
+    ]
+    for row in expression_rows(records):
+        name = expression_label(row["score"], default)
+        lines.append(
+            f"  {name[:40]:<40} {row['dataset']:<9} {row['types']:>3} types  AUROC {row['auroc']:.3f} "
+            f"(min {row['min_auroc']:.3f})  TPR {row['tpr']:.3f}  FPR {row['fpr']:.3f}  "
+            f"{targets_text(row['at_fpr'])}"
+        )
+    return lines
+
+
+def expression_markdown(records: list[dict[str, Any]]) -> str:
+    """The docs tables of ``--expression-only`` records: per score and dataset, then per withheld type the
+    default against the score shipped before."""
+    default = records[0]["result"]["default"]
+    names = expression_names(records)
+    targets = [
+        t
+        for t in FPR_TARGETS
+        if all(f"{t:g}" in r["result"]["scores"][n].get("at_fpr", {}) for r in records for n in names)
+    ]
+    rates = [f"{what} @{100 * t:g}%" for t in targets for what in ("TPR", "FPR")]
+    lines = [
+        "| score | dataset | types | mean AUROC | min AUROC | " + " | ".join(rates) + " |",
+        "| --- | --- |" + " ---: |" * (3 + len(rates)),
+    ]
+    for row in expression_rows(records):
+        name = expression_label(row["score"], default)
+        name = f"**{name}**" if row["score"] == default else name
+        dataset = "**all**" if row["dataset"] == "all" else row["dataset"]
+        cells = [name, dataset, str(row["types"]), f"{row['auroc']:.3f}", f"{row['min_auroc']:.3f}"]
+        cells += [_rate(row["at_fpr"], t, k) for t in targets for k in ("tpr", "fpr")]
+        lines.append("| " + " | ".join(cells) + " |")
+    old = OLD_SCORE if OLD_SCORE in names else None
+    pair = [default] + ([old] if old else [])
+    head = ["dataset", "withheld type", "new cells", "known cells"]
+    for n in pair:
+        tag = "default" if n == default else "before"
+        head += [f"AUROC {tag}"] + [
+            f"{what} @{100 * t:g}% {tag}" for t in targets if t != 0.01 for what in ("TPR", "FPR")
+        ]
+    lines += ["", "| " + " | ".join(head) + " |", "| --- | --- |" + " ---: |" * (len(head) - 2)]
+    for r in records:
+        cells = [r["dataset"], r["withheld"], str(r["n_withheld"]), str(r["n_known"])]
+        for n in pair:
+            entry = r["result"]["scores"][n]
+            cells += [f"{entry['auroc']:.3f}"]
+            cells += [_rate(entry["at_fpr"], t, k) for t in targets if t != 0.01 for k in ("tpr", "fpr")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 # -- output ----------------------------------------------------------------------------------------
 SHORT = {
     "centroid_distance": "centroid",
@@ -257,6 +502,9 @@ SHORT = {
     "energy": "energy",
     "max_probability": "msp",
     "combined": "comb",
+    "density": "density",
+    "mahalanobis_density": "maha+dens",
+    OLD_SCORE: f"mahal{OLD_HVG}",
 }
 
 
@@ -360,9 +608,14 @@ def summary(records: list[dict[str, Any]], quantile: float) -> list[str]:
 
 
 def markdown(records: list[dict[str, Any]]) -> str:
-    """The docs tables: per dataset / withheld type / model, then averages per score."""
+    """The docs tables: per dataset / withheld type / model, then averages per score (``--expression-only``
+    records in their own tables, after the others')."""
     if not records:
         return "(no records)"
+    free = [r for r in records if r.get("mode") == EXPRESSION_MODE]
+    if free:
+        trained = [r for r in records if r.get("mode") != EXPRESSION_MODE]
+        return "\n\n".join(([markdown(trained)] if trained else []) + [expression_markdown(free)])
     first = records[0]["result"]
     shipped = first["shipped"]
     main_scores = list(first["scores"])[:6]
@@ -457,14 +710,83 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 def record_key(record: dict[str, Any]) -> tuple:
-    """What makes two records the same measurement (``--resume`` skips those already recorded)."""
-    return (
+    """What makes two records the same measurement (``--resume`` skips those already recorded); an
+    ``--expression-only`` record's key ends with its mode."""
+    key = (
         record["dataset"],
         record["withheld"],
         record["model"],
         tuple(record.get("settings") or ()),
         record.get("quantile", 0.95),
     )
+    return key + ((record["mode"],) if record.get("mode") else ())
+
+
+def selected_types(adata, dataset: Dataset, args: argparse.Namespace) -> list[str]:
+    """The withheld types of ``dataset`` the options ask for (largest first)."""
+    types = eligible_types(adata.obs[LABEL_KEY].to_numpy(), args.min_cells)
+    if args.types:
+        types = [t for t in types if t in args.types]
+    limit = args.max_types or (QUICK.get(dataset.name) if args.quick else None)
+    return evenly_spaced(types, limit) if limit else types
+
+
+def expression_only(args: argparse.Namespace) -> int:
+    """``--expression-only``: every selected withheld type, no model (:func:`measure_expression_only`)."""
+    warnings.filterwarnings("ignore")
+    import anndata as ad
+
+    from cellformer.calibration.scores import EXPRESSION_HVG
+    from cellformer.calibration.unknown import DEFAULT_METHOD
+
+    names = args.datasets or (list(QUICK) if args.quick else [d.name for d in DATASETS])
+    started = time.perf_counter()
+    print(
+        f"bench/unknown.py --expression-only: leave-one-type-out on {', '.join(names)}, NO model trained; "
+        f"each withheld type (>= {args.min_cells} cells) is removed before prepare, the query is all its "
+        "cells + the known test cells; the expression-space unknown scores (those of transformer runs) are "
+        f"fitted on the prepared training cells ({EXPRESSION_HVG} HVGs at most, 50 PCs; "
+        f"{OLD_SCORE}: the score shipped before, {OLD_HVG} HVGs) and thresholded at the {args.quantile:g} "
+        f"quantile of validation scores; default score = {DEFAULT_METHOD}; known-cell macro-F1 needs a "
+        f"model: not reported; started {time.strftime('%H:%M:%S')}",
+        flush=True,
+    )
+    header = None
+    records = []
+    done: dict[tuple, dict[str, Any]] = {}
+    if args.resume and args.record and args.record.exists():
+        done = {record_key(r): r for r in read_records(args.record)}
+    by_name = {d.name: d for d in DATASETS}
+    for dataset in [by_name[name] for name in names]:
+        adata = ad.read_h5ad(DATA / dataset.file)
+        adata.obs_names_make_unique()
+        for withheld in selected_types(adata, dataset, args):
+            key = (dataset.name, withheld, "none", (), args.quantile, EXPRESSION_MODE)
+            if key in done:
+                record, note = done[key], "  (recorded)"
+            else:
+                record = measure_expression_only(adata, dataset, withheld, args.work, args.quantile)
+                seconds = record["seconds"]
+                note = f"  ({seconds['prepare']:.0f}+{seconds['evaluate']:.0f} s)"
+                if args.record:
+                    with open(args.record, "a") as handle:
+                        handle.write(json.dumps(record) + "\n")
+            records.append(record)
+            columns = expression_names([record])
+            if header is None:
+                header = columns
+                print(
+                    f"{'dataset':<9} {'withheld':<22} {'n_new':>5} {'n_old':>5} "
+                    + " ".join(f"{SHORT.get(c, c)[:9]:>9}" for c in columns)
+                    + f"   {columns[0]} TPR / FPR   {OLD_SCORE} TPR / FPR",
+                    flush=True,
+                )
+                print(f"{'':<44}(AUROC withheld vs known query cells: " + ", ".join(columns) + ")")
+            print(expression_line(record, header) + note, flush=True)
+    for line in expression_summary(records, args.quantile):
+        print(line)
+    print(f"wall time {time.perf_counter() - started:.0f} s")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -497,10 +819,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--markdown", type=Path, metavar="RECORD", help="only print the docs tables of a --record file"
     )
+    parser.add_argument(
+        "--expression-only",
+        action="store_true",
+        help="model-free: no training; the expression-space unknown scores (mahalanobis, density, "
+        "mahalanobis_density, and mahalanobis over 2,000 HVGs as before) on every withheld type; minutes",
+    )
     args = parser.parse_args(argv)
     if args.markdown:
         print(markdown(read_records(args.markdown)))
         return 0
+    if args.expression_only:
+        if args.settings:
+            parser.error("--set changes training options: there is no training with --expression-only")
+        return expression_only(args)
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     import lightning.pytorch  # noqa: F401  (it sets its loggers' levels when imported: quiet them after)
@@ -549,13 +881,7 @@ def main(argv: list[str] | None = None) -> int:
     for dataset in [by_name[name] for name in names]:
         adata = ad.read_h5ad(DATA / dataset.file)
         adata.obs_names_make_unique()
-        types = eligible_types(adata.obs[LABEL_KEY].to_numpy(), args.min_cells)
-        if args.types:
-            types = [t for t in types if t in args.types]
-        limit = args.max_types or (QUICK.get(dataset.name) if args.quick else None)
-        if limit:
-            types = evenly_spaced(types, limit)
-        for withheld in types:
+        for withheld in selected_types(adata, dataset, args):
             keys = {
                 model: (dataset.name, withheld, model, tuple(args.settings), args.quantile)
                 for model in args.models

@@ -96,3 +96,61 @@ def test_records_without_target_rates_still_tabulate_and_resume_keys_match(bench
     path.write_text(json.dumps(old) + "\n" + '{"dataset": "cut sho')  # a last line cut by a kill
     (read,) = bench.read_records(path)
     assert bench.record_key(read) == ("bladder", "a", "transformer", (), 0.95)
+
+
+def test_expression_only_mode_records_the_expression_scores_without_a_model(bench, tmp_path, capsys):
+    """``--expression-only`` on pbmc68k withholding CD56+ NK (31 cells): no training, a few seconds."""
+    import json
+
+    from cellformer.calibration import scores as module
+    from cellformer.calibration.unknown import DEFAULT_METHOD
+
+    if not (bench.DATA / "pbmc68k_reduced.h5ad").exists():
+        pytest.skip(f"{bench.DATA / 'pbmc68k_reduced.h5ad'} is not there")
+    record_path = tmp_path / "runs.jsonl"
+    argv = ["--expression-only", "--datasets", "pbmc68k", "--types", "CD56+ NK", "--record", str(record_path)]
+    argv += ["--work", str(tmp_path / "work")]
+    assert bench.main(argv) == 0
+    assert module.EXPRESSION_HVG == 10_000  # the 2,000-HVG fit patched it only inside its block
+    (record,) = bench.read_records(record_path)
+    assert (record["mode"], record["model"], record["dataset"], record["withheld"]) == (
+        "expression-only",
+        "none",
+        "pbmc68k",
+        "CD56+ NK",
+    )
+    result = record["result"]
+    assert result["default"] == DEFAULT_METHOD == "mahalanobis_density"
+    assert result["known_macro_f1"] is None  # needs a model
+    assert set(result["scores"]) == {"mahalanobis", "density", "mahalanobis_density", "mahalanobis@hvg2000"}
+    assert record["n_withheld"] == 31 and record["n_known"] > 50
+    assert result["n_val"] > 50
+    # pbmc68k has 765 genes: both spaces hold every expressed one, so the two mahalanobis agree
+    assert result["n_hvg"]["hvg2000"] == result["n_hvg"]["hvg10000"] <= result["n_genes"] == 765
+    assert result["scores"]["mahalanobis@hvg2000"] == result["scores"]["mahalanobis"]
+    for entry in result["scores"].values():
+        assert 0.0 <= entry["auroc"] <= 1.0 and 0.0 <= entry["tpr"] <= 1.0
+        assert entry["auroc"] > 0.6  # NK cells are not a copy of any training type
+        # the 0.95 quantile of validation scores flags ~5 % of validation cells (up to 1 / n_val)
+        assert abs(entry["val_fpr"] - 0.05) <= 1.0 / result["n_val"] + 1e-9
+        assert entry["at_fpr"]["0.05"]["threshold"] == pytest.approx(entry["threshold"])
+        assert (
+            entry["at_fpr"]["0.05"]["tpr"] == entry["tpr"] and entry["at_fpr"]["0.05"]["fpr"] == entry["fpr"]
+        )
+        assert entry["fpr"] < 0.2  # known query cells: near the target
+        tprs = [entry["at_fpr"][t]["tpr"] for t in ("0.01", "0.05", "0.1")]
+        assert tprs == sorted(tprs)
+    out = capsys.readouterr().out
+    assert "known-cell macro-F1 needs" in out and "mahalanobis_density (default)" in out
+
+    # --resume measures nothing again; the record file keeps one line; the tables take both kinds
+    assert bench.main(argv + ["--resume"]) == 0
+    assert "(recorded)" in capsys.readouterr().out
+    assert len(record_path.read_text().splitlines()) == 1
+    assert bench.record_key(record) == ("pbmc68k", "CD56+ NK", "none", (), 0.95, "expression-only")
+    trained = _record(bench, "pbmc68k", "CD56+ NK", "transformer", 0.9)
+    text = bench.markdown([trained, record])
+    assert "| transformer | **all** |" not in text and "AUROC mahal" in text  # the trained tables, alone
+    assert "| **mahalanobis_density (default)** | pbmc68k | 1 |" in text
+    assert "| mahalanobis, 2000 HVGs (default before) | pbmc68k | 1 |" in text
+    assert json.loads(json.dumps(record)) == record
