@@ -6,9 +6,9 @@ Two arrays-only pieces, fitted from a model's own outputs on the prepared datase
   ``confidence = max softmax(logits / T)``.
 - **Unknown score** (higher = less like any training type; :mod:`cellformer.calibration.scores` defines
   them all): fitted on the *training* cells, in a representation (``space``): the cells' expression
-  (``"expression"``: the baselines' features of the training cells - 2,000 HVGs, standardized, 50
-  principal components; transformer runs), the model's embedding (``<CLS>``, MLP hidden layer, kNN's PCA)
-  or, for logistic regression, its logits (``unknown_space`` of ``cellformer.baselines.models.METHODS``). The default
+  (``"expression"``: log-normalized expression of the training cells' (at most) 10,000 HVGs, standardized, 50
+  principal components; transformer runs), or the model's embedding (``<CLS>``; a baseline's PCA or MLP
+  hidden layer: ``unknown_space`` of ``cellformer.baselines.models.METHODS``), or its logits. The default
   score (``DEFAULT_METHOD``) and the transformer's space (``TRANSFORMER_SPACE``) are the best by
   ``bench/unknown.py`` (leave-one-type-out; ``docs/unknown.md``).
 - **Threshold**: the ``quantile`` (0.95 by default) of the *validation* cells' scores. Validation cells
