@@ -731,10 +731,35 @@ def selected_types(adata, dataset: Dataset, args: argparse.Namespace) -> list[st
     return evenly_spaced(types, limit) if limit else types
 
 
+def recorded(args: argparse.Namespace) -> dict[tuple, dict[str, Any]]:
+    """``--resume``: the records ``--record`` already holds, by :func:`record_key`."""
+    if args.resume and args.record and args.record.exists():
+        return {record_key(r): r for r in read_records(args.record)}
+    return {}
+
+
+def append_record(args: argparse.Namespace, record: dict[str, Any]) -> None:
+    """One JSON line in ``--record`` (when given), written as soon as it is measured."""
+    if args.record:
+        with open(args.record, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def withheld_cases(args: argparse.Namespace, names: list[str]):
+    """``(dataset, its AnnData, withheld type)`` for each selected type of the named datasets, in order."""
+    import anndata as ad
+
+    by_name = {d.name: d for d in DATASETS}
+    for dataset in [by_name[name] for name in names]:
+        adata = ad.read_h5ad(DATA / dataset.file)
+        adata.obs_names_make_unique()
+        for withheld in selected_types(adata, dataset, args):
+            yield dataset, adata, withheld
+
+
 def expression_only(args: argparse.Namespace) -> int:
     """``--expression-only``: every selected withheld type, no model (:func:`measure_expression_only`)."""
     warnings.filterwarnings("ignore")
-    import anndata as ad
 
     from cellformer.calibration.scores import EXPRESSION_HVG
     from cellformer.calibration.unknown import DEFAULT_METHOD
@@ -753,36 +778,28 @@ def expression_only(args: argparse.Namespace) -> int:
     )
     header = None
     records = []
-    done: dict[tuple, dict[str, Any]] = {}
-    if args.resume and args.record and args.record.exists():
-        done = {record_key(r): r for r in read_records(args.record)}
-    by_name = {d.name: d for d in DATASETS}
-    for dataset in [by_name[name] for name in names]:
-        adata = ad.read_h5ad(DATA / dataset.file)
-        adata.obs_names_make_unique()
-        for withheld in selected_types(adata, dataset, args):
-            key = (dataset.name, withheld, "none", (), args.quantile, EXPRESSION_MODE)
-            if key in done:
-                record, note = done[key], "  (recorded)"
-            else:
-                record = measure_expression_only(adata, dataset, withheld, args.work, args.quantile)
-                seconds = record["seconds"]
-                note = f"  ({seconds['prepare']:.0f}+{seconds['evaluate']:.0f} s)"
-                if args.record:
-                    with open(args.record, "a") as handle:
-                        handle.write(json.dumps(record) + "\n")
-            records.append(record)
-            columns = expression_names([record])
-            if header is None:
-                header = columns
-                print(
-                    f"{'dataset':<9} {'withheld':<22} {'n_new':>5} {'n_old':>5} "
-                    + " ".join(f"{SHORT.get(c, c)[:9]:>9}" for c in columns)
-                    + f"   {columns[0]} TPR / FPR   {OLD_SCORE} TPR / FPR",
-                    flush=True,
-                )
-                print(f"{'':<44}(AUROC withheld vs known query cells: " + ", ".join(columns) + ")")
-            print(expression_line(record, header) + note, flush=True)
+    done = recorded(args)
+    for dataset, adata, withheld in withheld_cases(args, names):
+        key = (dataset.name, withheld, "none", (), args.quantile, EXPRESSION_MODE)
+        if key in done:
+            record, note = done[key], "  (recorded)"
+        else:
+            record = measure_expression_only(adata, dataset, withheld, args.work, args.quantile)
+            seconds = record["seconds"]
+            note = f"  ({seconds['prepare']:.0f}+{seconds['evaluate']:.0f} s)"
+            append_record(args, record)
+        records.append(record)
+        columns = expression_names([record])
+        if header is None:
+            header = columns
+            print(
+                f"{'dataset':<9} {'withheld':<22} {'n_new':>5} {'n_old':>5} "
+                + " ".join(f"{SHORT.get(c, c)[:9]:>9}" for c in columns)
+                + f"   {columns[0]} TPR / FPR   {OLD_SCORE} TPR / FPR",
+                flush=True,
+            )
+            print(f"{'':<44}(AUROC withheld vs known query cells: " + ", ".join(columns) + ")")
+        print(expression_line(record, header) + note, flush=True)
     for line in expression_summary(records, args.quantile):
         print(line)
     print(f"wall time {time.perf_counter() - started:.0f} s")
@@ -840,7 +857,6 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
-    import anndata as ad
     import torch
 
     from cellformer.calibration.scores import SCORES
@@ -874,65 +890,57 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"{'':<63}{'(AUROC withheld vs known query cells, per score)':^53}")
     records = []
-    done: dict[tuple, dict[str, Any]] = {}
-    if args.resume and args.record and args.record.exists():
-        done = {record_key(r): r for r in read_records(args.record)}
-    by_name = {d.name: d for d in DATASETS}
-    for dataset in [by_name[name] for name in names]:
-        adata = ad.read_h5ad(DATA / dataset.file)
-        adata.obs_names_make_unique()
-        for withheld in selected_types(adata, dataset, args):
-            keys = {
-                model: (dataset.name, withheld, model, tuple(args.settings), args.quantile)
-                for model in args.models
-            }
-            if all(key in done for key in keys.values()):
-                for model in args.models:
-                    records.append(done[keys[model]])
-                    print(row_line(done[keys[model]], list(SCORES)) + "  (recorded)", flush=True)
+    done = recorded(args)
+    for dataset, adata, withheld in withheld_cases(args, names):
+        keys = {
+            model: (dataset.name, withheld, model, tuple(args.settings), args.quantile)
+            for model in args.models
+        }
+        if all(key in done for key in keys.values()):
+            for model in args.models:
+                records.append(done[keys[model]])
+                print(row_line(done[keys[model]], list(SCORES)) + "  (recorded)", flush=True)
+            continue
+        clock = time.perf_counter()
+        prepared = prepare_without(adata, dataset, withheld, args.work)
+        query, mask = query_cells(adata, prepared, withheld)
+        prepare_seconds = time.perf_counter() - clock
+        for model in args.models:
+            if keys[model] in done:
+                records.append(done[keys[model]])
+                print(row_line(done[keys[model]], list(SCORES)) + "  (recorded)", flush=True)
                 continue
             clock = time.perf_counter()
-            prepared = prepare_without(adata, dataset, withheld, args.work)
-            query, mask = query_cells(adata, prepared, withheld)
-            prepare_seconds = time.perf_counter() - clock
-            for model in args.models:
-                if keys[model] in done:
-                    records.append(done[keys[model]])
-                    print(row_line(done[keys[model]], list(SCORES)) + "  (recorded)", flush=True)
-                    continue
-                clock = time.perf_counter()
-                run = trained_run(prepared, model, train_options)
-                train_seconds = time.perf_counter() - clock
-                clock = time.perf_counter()
-                result = evaluate(run, prepared, query, mask, args.quantile)
-                record = {
-                    "dataset": dataset.name,
-                    "withheld": withheld,
-                    "model": model,
-                    "settings": args.settings,
-                    "quantile": args.quantile,
-                    "n_withheld": int(mask.sum()),
-                    "n_known": int((~mask).sum()),
-                    "result": result,
-                    # this invocation's time (0 for a step found in the --work cache)
-                    "seconds": {
-                        "prepare": round(prepare_seconds, 1),
-                        "train": round(train_seconds, 1),
-                        "evaluate": round(time.perf_counter() - clock, 1),
-                    },
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                }
-                prepare_seconds = 0.0
-                records.append(record)
-                seconds = record["seconds"]
-                print(
-                    row_line(record, list(SCORES))
-                    + f"  ({seconds['prepare'] + seconds['train']:.0f}+{seconds['evaluate']:.0f} s)",
-                    flush=True,
-                )
-                if args.record:
-                    with open(args.record, "a") as handle:
-                        handle.write(json.dumps(record) + "\n")
+            run = trained_run(prepared, model, train_options)
+            train_seconds = time.perf_counter() - clock
+            clock = time.perf_counter()
+            result = evaluate(run, prepared, query, mask, args.quantile)
+            record = {
+                "dataset": dataset.name,
+                "withheld": withheld,
+                "model": model,
+                "settings": args.settings,
+                "quantile": args.quantile,
+                "n_withheld": int(mask.sum()),
+                "n_known": int((~mask).sum()),
+                "result": result,
+                # this invocation's time (0 for a step found in the --work cache)
+                "seconds": {
+                    "prepare": round(prepare_seconds, 1),
+                    "train": round(train_seconds, 1),
+                    "evaluate": round(time.perf_counter() - clock, 1),
+                },
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
+            prepare_seconds = 0.0
+            records.append(record)
+            seconds = record["seconds"]
+            print(
+                row_line(record, list(SCORES))
+                + f"  ({seconds['prepare'] + seconds['train']:.0f}+{seconds['evaluate']:.0f} s)",
+                flush=True,
+            )
+            append_record(args, record)
     for line in summary(records, args.quantile):
         print(line)
     mismatched = [r for r in records if not r["result"]["shipped_matches"]]
