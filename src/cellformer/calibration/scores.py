@@ -230,7 +230,7 @@ def score(
             np.asarray(features, np.float64) @ state["whitening"], state["means"] @ state["whitening"]
         )
     if method == "knn_distance":
-        return kth_distance(unit(features), state["bank"], int(settings["k"]))
+        return nearest_neighbours(unit(features), state["bank"], int(settings["k"]))[0]
     if method == "density":
         kth, index = nearest_neighbours(features, state["bank"], int(settings["k"]))
         return kth / np.maximum(np.asarray(state["bank_kth"], np.float64)[index].mean(axis=1), 1e-12)
@@ -265,20 +265,6 @@ def nearest_distance(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
         block = x[start : start + _CHUNK]
         squared = (block**2).sum(1)[:, None] - 2 * block @ centres.T + c2
         out[start : start + _CHUNK] = np.sqrt(np.maximum(squared.min(axis=1), 0.0))
-    return out
-
-
-def kth_distance(x: np.ndarray, bank: np.ndarray, k: int) -> np.ndarray:
-    """Distance of each (unit) row of ``x`` to its ``k``-th nearest (unit) row of ``bank``."""
-    bank = np.asarray(bank, np.float64)
-    k = int(min(max(k, 1), len(bank)))
-    out = np.empty(len(x))
-    b2 = (bank**2).sum(1)[None, :]
-    for start in range(0, len(x), _CHUNK):
-        block = np.asarray(x[start : start + _CHUNK], np.float64)
-        squared = (block**2).sum(1)[:, None] - 2 * block @ bank.T + b2
-        kth = np.partition(squared, k - 1, axis=1)[:, k - 1]
-        out[start : start + _CHUNK] = np.sqrt(np.maximum(kth, 0.0))
     return out
 
 
