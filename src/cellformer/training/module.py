@@ -216,12 +216,7 @@ class CellClassifierModule(pl.LightningModule):
         ]  # 2 x (B, K)
         smoothing = self.train_config.label_smoothing
         loss = self._classification_loss(logits[0], batch["label"], self.train_metrics, smoothing, mixed)
-        if mixed is None:
-            second = F.cross_entropy(
-                logits[1], batch["label"], weight=self.class_weights, label_smoothing=smoothing
-            )
-        else:
-            second, _ = soft_cross_entropy(logits[1], mixed, self.class_weights, smoothing)
+        second = self._classification_loss(logits[1], batch["label"], None, smoothing, mixed)
         log_p, log_q = (F.log_softmax(x, dim=-1) for x in logits)  # (B, K) each
         kl = 0.5 * (
             F.kl_div(log_p, log_q, log_target=True, reduction="batchmean")
