@@ -163,7 +163,7 @@ def test_frozen_gene_embeddings_stay_as_initialised(bladder_prepared: Path, tmp_
     fresh = CellTransformer(config)
     prepared = PreparedData(bladder_prepared)
     initialize_gene_embeddings(
-        fresh.gene_embedding,
+        fresh.gene_tables(),
         prepared.store,
         prepared.splits["train"],
         value_limit=prepared.value_bins,

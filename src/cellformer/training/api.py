@@ -201,15 +201,14 @@ def _fit(out, prepared, datamodule, model_config, train_config, run_config, resu
     if train_config.embedding_init == "svd" and ckpt_path is None:  # a resumed run loads its weights
         from cellformer.training.embedding_init import initialize_gene_embeddings
 
-        for table in module.model.gene_tables():  # every ensemble member starts from the same table
-            initialize_gene_embeddings(
-                table,
-                prepared.store,
-                datamodule.train_rows,
-                value_limit=prepared.value_bins,
-                seed=train_config.seed,
-                max_length=model_config.max_length,
-            )
+        initialize_gene_embeddings(  # every ensemble member starts from the same table
+            module.model.gene_tables(),
+            prepared.store,
+            datamodule.train_rows,
+            value_limit=prepared.value_bins,
+            seed=train_config.seed,
+            max_length=model_config.max_length,
+        )
     if train_config.pretrain_epochs > 0 and ckpt_path is None:  # a resumed run has its weights
         from cellformer.training.pretrain import pretrain
 

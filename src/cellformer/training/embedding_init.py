@@ -125,7 +125,7 @@ def svd_gene_embeddings(
 
 
 def initialize_gene_embeddings(
-    embedding: torch.nn.Embedding,
+    embeddings: list[torch.nn.Embedding],
     store: TokenStore,
     train_rows: np.ndarray,
     *,
@@ -133,9 +133,11 @@ def initialize_gene_embeddings(
     seed: int,
     max_length: int | None = None,
 ) -> None:
-    """Overwrite the gene rows of ``embedding`` (ids ``N_SPECIAL ..``) with :func:`svd_gene_embeddings`."""
-    n_genes = embedding.num_embeddings - N_SPECIAL
-    d_model = embedding.embedding_dim
+    """Overwrite the gene rows (ids ``N_SPECIAL ..``) of each of ``embeddings`` (tables of one shape: an
+    ensemble's members) with one :func:`svd_gene_embeddings`, computed once; rows of genes no training
+    cell holds keep each table's own random values."""
+    n_genes = embeddings[0].num_embeddings - N_SPECIAL
+    d_model = embeddings[0].embedding_dim
     coordinates, seen = svd_gene_embeddings(
         store,
         train_rows,
@@ -146,10 +148,10 @@ def initialize_gene_embeddings(
         max_length=max_length,
     )
     k = coordinates.shape[1]
+    genes = torch.as_tensor(np.flatnonzero(seen) + N_SPECIAL)
     with torch.no_grad():
-        weight = embedding.weight  # (vocab, C)
-        genes = torch.as_tensor(np.flatnonzero(seen) + N_SPECIAL)
-        weight[genes, :k] = torch.as_tensor(coordinates[seen])
+        for embedding in embeddings:
+            embedding.weight[genes, :k] = torch.as_tensor(coordinates[seen])  # (vocab, C)
     log.info(
         "gene embeddings initialised from the training cells: %d genes, %d principal axes", int(seen.sum()), k
     )
