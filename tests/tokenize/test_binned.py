@@ -324,7 +324,7 @@ def test_gene_bins_equal_a_per_gene_digitize_reference():
     values = np.concatenate([rng.uniform(0, 9.5, 480), edges[genes[480:490], 3], np.full(10, edges[2, 2])])
     genes[490:] = 2
     got = gene_bins(genes, np.nan_to_num(values, nan=1.0), edges)
-    for gene, value, bin_id in zip(genes, np.nan_to_num(values, nan=1.0), got):
+    for gene, value, bin_id in zip(genes, np.nan_to_num(values, nan=1.0), got, strict=True):
         if gene == 4:
             assert bin_id == 1
             continue
@@ -351,7 +351,7 @@ def test_hybrid_gene_wise_bins_compare_a_gene_across_cells(bladder_counts, tmp_p
     gene = np.bincount(columns[np.isfinite(per_gene.medians)[columns]]).argmax()
     token_rows = np.repeat(np.arange(X.shape[0]), np.diff(b.offsets))
     in_cells = b.ids == gene + N_SPECIAL
-    by_cell = dict(zip(rows[columns == gene], values[columns == gene]))
+    by_cell = dict(zip(rows[columns == gene], values[columns == gene], strict=True))
     cell_values = np.array([by_cell[row] for row in token_rows[in_cells]])
     order = np.argsort(cell_values, kind="stable")
     assert (np.diff(b.values[in_cells][order]) >= 0).all()  # monotone in the gene's value

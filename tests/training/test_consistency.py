@@ -11,8 +11,8 @@ from training_helpers import TINY, assert_same_run, token_batch
 
 import cellformer
 from cellformer.config import TrainConfig
-from cellformer.preparation.prepared import PreparedData
 from cellformer.errors import ConfigError
+from cellformer.preparation.prepared import PreparedData
 from cellformer.training.augment import GeneDropout
 
 
