@@ -61,6 +61,23 @@ def test_run_directory_follows_the_contract(baseline_runs, baseline_prepared, me
     assert ("log.csv" in names) == (method == "mlp")
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_stored_calibration_is_what_the_calibration_path_fits(baseline_runs, baseline_prepared, method):
+    """``baseline`` fits its temperature and unknown-cell detector through ``cellformer.calibration.run``:
+    calibrating the stored run again (as ``calibrate_run`` does a transformer run) gives the same one."""
+    from cellformer.calibration.run import fit_calibration
+    from cellformer.calibration.unknown import UnknownDetector
+
+    stored = UnknownDetector.load(baseline_runs[method])
+    fitted = fit_calibration(cellformer.load(baseline_runs[method]), PreparedData(baseline_prepared))
+    assert stored.calibrated and stored.space == cellformer.load(baseline_runs[method]).unknown_space
+    for field in ("method", "space", "threshold", "temperature", "quantile", "settings"):
+        assert getattr(stored, field) == getattr(fitted, field), field
+    assert stored.state.keys() == fitted.state.keys()
+    assert all(np.array_equal(stored.state[name], fitted.state[name]) for name in stored.state)
+    assert np.array_equal(stored.val_scores, fitted.val_scores)
+
+
 def test_hvgs_come_from_training_cells_only(baseline_runs, baseline_prepared):
     from cellformer.preparation.expression import PreparedExpression
 

@@ -13,11 +13,11 @@ import numpy as np
 
 from cellformer.atomic import atomic_directory, write_json
 from cellformer.baselines import models
-from cellformer.calibration.unknown import UnknownDetector
+from cellformer.calibration.run import fit_on_outputs
 from cellformer.errors import ConfigError, InputError
 from cellformer.preparation.prepared import PreparedData
 from cellformer.provenance import cellformer_version, now_iso, package_versions
-from cellformer.runs import LOG_COLUMNS
+from cellformer.runs import LOG_COLUMNS, Predictions
 from cellformer.tokenize import features as feat
 
 logger = logging.getLogger(__name__)
@@ -110,8 +110,12 @@ def baseline(
         name: chosen.forward(arrays, info, Z, P, n_classes)
         for name, Z, P in (("train", Z_train, P_train), ("val", Z_val, P_val))
     }
-    detector = UnknownDetector.fit(
-        (*outputs["train"], y_train), (*outputs["val"], y_val), n_classes, space=chosen.unknown_space
+    detector = fit_on_outputs(
+        Predictions(*outputs["train"], train_rows),
+        Predictions(*outputs["val"], val_rows),
+        prepared,
+        n_classes=n_classes,
+        space=chosen.unknown_space,
     )
     val_acc = float(np.mean(outputs["val"][0].argmax(1) == y_val)) if len(y_val) else float("nan")
     logger.info("%s baseline fitted in %.1f s; validation accuracy %.3f", method, train_seconds, val_acc)

@@ -1,8 +1,10 @@
 """A run's calibration: the temperature and the unknown-cell detector, fitted on its validation split.
 
-``cellformer train`` and ``cellformer baseline`` call :func:`calibrate_run` once at the end, which writes
-``unknown.json`` / ``unknown.safetensors`` (atomically) into the run directory; ``predict`` and
-``evaluate`` only read them (:func:`stored_calibration`); a run without them is refused.
+Every run kind is calibrated by :func:`fit_on_outputs`, from its outputs on the training and validation
+cells: ``cellformer train`` through :func:`calibrate_run` (the stored run predicts the two splits, then
+``unknown.json`` / ``unknown.safetensors`` are written atomically into the run directory), ``cellformer
+baseline`` directly with the outputs of the model it has just fitted (written with the run). ``predict``
+and ``evaluate`` only read them (:func:`stored_calibration`); a run without them is refused.
 """
 
 from __future__ import annotations
@@ -50,21 +52,42 @@ def calibrate_run(
 def fit_calibration(
     model: TrainedModel, prepared: PreparedData, *, quantile: float = DEFAULT_QUANTILE
 ) -> UnknownDetector:
-    """The detector from the run's outputs on the training (centroids) and validation (T, threshold) cells."""
+    """The detector of a stored run: its outputs on the training and validation cells, then
+    :func:`fit_on_outputs` (the splits are not predicted without labelled validation cells)."""
     logger.info("calibrating %s on the validation split of %s", model.run_dir, prepared.path)
-    labels = np.asarray(prepared.labels)
     n_classes = len(model.classes)
-    val_rows = prepared.splits.get("val", np.zeros(0, np.int64))
-    space = model.unknown_space
-    expression = None
-    if len(val_rows) and ((labels[val_rows] >= 0) & (labels[val_rows] < n_classes)).any():
+    if _labelled(prepared, prepared.splits.get("val", np.zeros(0, np.int64)), n_classes).any():
         train, val = model.predict_split(prepared, "train"), model.predict_split(prepared, "val")
-        if space == "expression":
-            expression = _expression(prepared, train.rows, val.rows)
-            space = space if expression is not None else "embedding"
     else:  # nothing to calibrate on: UnknownDetector.fit records "none" without needing outputs
         empty = np.zeros((0, n_classes), np.float32)
         train = val = Predictions(empty, None, np.zeros(0, np.int64))
+    return fit_on_outputs(
+        train, val, prepared, n_classes=n_classes, space=model.unknown_space, quantile=quantile
+    )
+
+
+def fit_on_outputs(
+    train: Predictions,
+    val: Predictions,
+    prepared: PreparedData,
+    *,
+    n_classes: int,
+    space: str,
+    quantile: float = DEFAULT_QUANTILE,
+) -> UnknownDetector:
+    """The temperature and unknown-cell detector of any run, from its outputs on the training cells (the
+    score) and the validation cells (temperature, threshold); the one place both are fitted.
+
+    ``train`` / ``val``: outputs with their ``rows`` in ``prepared`` (labels are looked up there).
+    ``space``: what the score measures (the run's ``unknown_space``); ``"expression"`` reads the cells'
+    expression from the prepared dataset's input files, falling back to ``"embedding"`` (with a warning)
+    when they cannot be read.
+    """
+    labels = np.asarray(prepared.labels)
+    expression = None
+    if space == "expression" and _labelled(prepared, val.rows, n_classes).any():
+        expression = _expression(prepared, train.rows, val.rows)
+        space = space if expression is not None else "embedding"
     return UnknownDetector.fit(
         (train.logits, train.embeddings, labels[train.rows]),
         (val.logits, val.embeddings, labels[val.rows]),
@@ -73,6 +96,12 @@ def fit_calibration(
         space=space,
         expression=expression,
     )
+
+
+def _labelled(prepared: PreparedData, rows: np.ndarray, n_classes: int) -> np.ndarray:
+    """Which of ``rows`` carry the label of a trained class (not unlabelled, not an unseen type)."""
+    labels = np.asarray(prepared.labels)[rows]
+    return (labels >= 0) & (labels < n_classes)
 
 
 def _expression(prepared: PreparedData, train_rows: np.ndarray, val_rows: np.ndarray):
