@@ -68,7 +68,7 @@ def test_binned_tokens_of_non_integer_values_equal_dense_reference(data, X, n_bi
 def test_count_path_equals_general_path_on_real_counts(bladder_counts, monkeypatch, k):
     """Integer counts are binned from each cell's distinct counts; the tokens are the general path's,
     including counts of 256 and more (sorted, not histogrammed); explicit zeros are no tokens."""
-    from cellformer.tokenize import _kernels, binned
+    from cellformer.tokenize import binned, kernels
 
     X = bladder_counts[:400].copy()
     X.data[1::89] += 300  # counts of 300 and more
@@ -80,8 +80,8 @@ def test_count_path_equals_general_path_on_real_counts(bladder_counts, monkeypat
     hvg = np.arange(0, X.shape[1], 5)
     tokenizer = BinnedTokenizer(n_hvg=len(hvg), n_bins=51, max_genes=k, hvg=hvg, n_genes=X.shape[1])
     calls = []
-    count_fill = _kernels.count_fill
-    monkeypatch.setattr(_kernels, "count_fill", lambda *args: calls.append(1) or count_fill(*args))
+    count_fill = kernels.count_bins.count_fill
+    monkeypatch.setattr(kernels.count_bins, "count_fill", lambda *args: calls.append(1) or count_fill(*args))
     counts = tokenizer.transform(X)
     assert len(calls) == 1  # the counts took the count path
     zeros = tokenizer.transform(with_zeros)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from cellformer.tokenize import _kernels as kernels
+from cellformer.tokenize import kernels
 from cellformer.tokenize.hvg import check_flavor, flavor_for, highly_variable_genes
 from cellformer.tokenize.rank import Block, RankTokenizer, _as_csr, assemble, rank_block
 from cellformer.tokens import CLS, SEP, TokenizedCells
@@ -89,7 +89,7 @@ def quantile_bins(rows: np.ndarray, values: np.ndarray, n_cells: int, n_bins: in
     indptr = np.zeros(n_cells + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n_cells), out=indptr[1:])
     out = np.zeros(len(values), dtype=np.int16)
-    kernels.bins_csr(indptr, np.ascontiguousarray(values), _quantiles(n_bins), out)
+    kernels.value_bins.bins_csr(indptr, np.ascontiguousarray(values), _quantiles(n_bins), out)
     if by_row is not None:
         out[by_row] = out.copy()
     return out
@@ -216,20 +216,20 @@ def _count_block(X: sp.csr_matrix, gene_mask: np.ndarray, n_bins: int, k: int) -
     (explicit zeros included), or in the (theoretical) case where two distinct counts of a cell do
     not give strictly increasing values.
     """
-    are_counts, totals, indptr, genes, counts = kernels.count_entries(
-        X.indptr, X.indices, X.data, gene_mask, kernels.exact_below(X.data.dtype)
+    are_counts, totals, indptr, genes, counts = kernels.count_bins.count_entries(
+        X.indptr, X.indices, X.data, gene_mask, kernels.rows.exact_below(X.data.dtype)
     )
     if not are_counts:
         return None
-    distinct = kernels.distinct_counts(indptr, counts, totals, TARGET_SUM)
+    distinct = kernels.count_bins.distinct_counts(indptr, counts, totals, TARGET_SUM)
     values = distinct[3]
     np.log1p(values, out=values)  # numpy's log1p, as log_normalized_entries
-    if not kernels.increasing_rows(distinct[0], values):
+    if not kernels.count_bins.increasing_rows(distinct[0], values):
         return None
     quantiles = _quantiles(n_bins)
 
     def fill(ids: np.ndarray, bins: np.ndarray | None, starts: np.ndarray) -> None:
-        kernels.count_fill((indptr, genes, counts), distinct, quantiles, k, ids, bins, starts)
+        kernels.count_bins.count_fill((indptr, genes, counts), distinct, quantiles, k, ids, bins, starts)
 
     return Block(np.minimum(np.diff(indptr), k), fill)
 
@@ -313,13 +313,15 @@ class BinnedTokenizer(_ValueTokens):
         if block is not None:
             return block
         X = _as_csr(X)  # the general path needs explicit zeros dropped
-        totals = kernels.row_totals(X.indptr, X.data, kernels.exact_below(X.data.dtype))
-        indptr, genes, values = kernels.log_input(X.indptr, X.indices, X.data, hvg_mask, totals, TARGET_SUM)
+        totals = kernels.rows.row_totals(X.indptr, X.data, kernels.rows.exact_below(X.data.dtype))
+        indptr, genes, values = kernels.value_bins.log_input(
+            X.indptr, X.indices, X.data, hvg_mask, totals, TARGET_SUM
+        )
         np.log1p(values, out=values)  # numpy's log1p, as log_normalized_entries
         quantiles = _quantiles(self.n_bins)
 
         def fill(ids: np.ndarray, bins: np.ndarray | None, starts: np.ndarray) -> None:
-            kernels.binned_fill(indptr, genes, values, quantiles, k, ids, bins, starts)
+            kernels.value_bins.binned_fill(indptr, genes, values, quantiles, k, ids, bins, starts)
 
         return Block(np.minimum(np.diff(indptr), k), fill)
 
@@ -433,8 +435,8 @@ class HybridTokenizer(_ValueTokens):
             self.value_edges = gene_value_edges(chunks, n_genes, tokenable, self.n_bins)
 
     def _block(self, X: sp.csr_matrix, k: int) -> Block:
-        totals = kernels.row_totals(X.indptr, X.data, kernels.exact_below(X.data.dtype))
-        values = kernels.fractions(X.indptr, X.data, totals, TARGET_SUM)
+        totals = kernels.rows.row_totals(X.indptr, X.data, kernels.rows.exact_below(X.data.dtype))
+        values = kernels.value_bins.fractions(X.indptr, X.data, totals, TARGET_SUM)
         np.log1p(values, out=values)  # numpy's log1p, as log_normalized_entries
         if self.value_bins == "gene":
             if self.value_edges is None:
@@ -442,7 +444,7 @@ class HybridTokenizer(_ValueTokens):
             bins = gene_bins(X.indices, values, self.value_edges)
         else:
             bins = np.empty(X.nnz, dtype=np.int16)
-            kernels.bins_csr(X.indptr, values, _quantiles(self.n_bins), bins)
+            kernels.value_bins.bins_csr(X.indptr, values, _quantiles(self.n_bins), bins)
         return rank_block(X, self.rank._require_fitted(), k, self.rank.normalize_total, bins=bins)
 
     def transform(self, X: sp.csr_matrix, previous: sp.csr_matrix | None = None) -> TokenizedCells:

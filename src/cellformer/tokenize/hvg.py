@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from cellformer.tokenize import _kernels as kernels
+from cellformer.tokenize import kernels
 from cellformer.tokenize.rank import _as_csr
 
 if TYPE_CHECKING:
@@ -97,11 +97,11 @@ def _gene_stats(chunks: Iterable[sp.csr_matrix], n_genes: int) -> _GeneStats:
     for X in chunks:
         X = _as_csr(X, drop_zeros=False)  # explicit zeros add nothing (scanpy sums them too)
         data = X.data.astype(np.int64) if X.data.dtype.kind in "iu" else X.data
-        sums, exact = kernels.gene_sums(X.indices, data, n_genes)
+        sums, exact = kernels.hvg_sums.gene_sums(X.indices, data, n_genes)
         stats.n_cells += X.shape[0]
         stats.total += sums[:, 0]  # chunk by chunk, as the numpy version summed
         stats.squares += sums[:, 1]
-        stats.squares64 += sums[:, 1] if exact else kernels.gene_squares64(X.indices, data, n_genes)
+        stats.squares64 += sums[:, 1] if exact else kernels.hvg_sums.gene_squares64(X.indices, data, n_genes)
         stats.maximum = np.maximum(stats.maximum, sums[:, 2])
     return stats
 
@@ -159,7 +159,7 @@ def seurat_v3_scores(chunks: Iterable[sp.csr_matrix], n_genes: int, span: float 
     clipped_sum, clipped_squares = np.zeros(n_genes), np.zeros(n_genes)
     for X in chunks if clipped.any() else ():
         X = _as_csr(X, drop_zeros=False)
-        sums = kernels.clipped_gene_sums(X.indices, X.data, clip, clipped.astype(np.int32))
+        sums = kernels.hvg_sums.clipped_gene_sums(X.indices, X.data, clip, clipped.astype(np.int32))
         clipped_sum += sums[:, 0]
         clipped_squares += sums[:, 1]
     clipped_sum = np.where(clipped, clipped_sum, stats.total)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from cellformer.tokenize import _kernels as kernels
+from cellformer.tokenize import kernels
 from cellformer.tokens import CLS, SEP, TokenizedCells
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def _as_csr(X: sp.spmatrix | np.ndarray, drop_zeros: bool = True) -> sp.csr_matr
 def _totals(X: sp.csr_matrix, normalize_total: bool) -> np.ndarray:
     """What each cell's values are divided by: its total, or a fixed constant (ranks unchanged)."""
     if normalize_total:
-        return kernels.row_totals(X.indptr, X.data, kernels.exact_below(X.data.dtype))
+        return kernels.rows.row_totals(X.indptr, X.data, kernels.rows.exact_below(X.data.dtype))
     return np.full(X.shape[0], _FIXED_SCALE)
 
 
@@ -67,48 +67,48 @@ def nonzero_medians(
     values in 128 log-spaced bins (4 per octave; ``n_genes x 128`` int32 counts); each later pass
     either collects the values of the interval holding a middle rank, when it holds at most
     ``max_collect`` of them, or splits it into 256 sub-intervals and keeps their counts and
-    extreme values (see :mod:`cellformer.tokenize._kernels`), its buffers within ``pass_bytes``
+    extreme values (see :mod:`cellformer.tokenize.kernels.medians`), its buffers within ``pass_bytes``
     (targets beyond wait for the next pass): ~0.7 KiB per gene plus ``pass_bytes``, and a chunk.
     Two passes suffice while every gene's middle bin holds at most ``max_collect`` values (a
     bin holds roughly a tenth of a gene's values: some 30,000 expressing cells); a split pass
     narrows an interval ~256-fold and an interval of equal values resolves at once, so big data
     sets take three or four. Genes never expressed get ``NaN``.
     """
-    hist = np.zeros((n_genes, kernels.N_BINS0), dtype=np.int32)  # counts < 2 ** 31 cells
+    hist = np.zeros((n_genes, kernels.medians.N_BINS0), dtype=np.int32)  # counts < 2 ** 31 cells
     for X in chunks:
         X = _as_csr(X)
-        kernels.median_histogram(X.indptr, X.indices, X.data, _totals(X, normalize_total), hist)
+        kernels.medians.median_histogram(X.indptr, X.indices, X.data, _totals(X, normalize_total), hist)
     n_targets = 2 * n_genes  # the low and high middle rank of every gene
     rank, below, count, lo, hi, slot, shift = (np.zeros(n_targets, dtype=np.int64) for _ in range(7))
-    value = np.full(n_targets, kernels.PENDING, dtype=np.int64)
+    value = np.full(n_targets, kernels.medians.PENDING, dtype=np.int64)
     mode = np.zeros(n_targets, dtype=np.int8)
     gate = np.zeros((n_genes, 2), dtype=np.int64)
-    kernels.median_targets(hist, rank, below, count, lo, hi, value)
+    kernels.medians.median_targets(hist, rank, below, count, lo, hi, value)
     del hist
     n_passes = 1
     while True:
-        n_split, n_collect = kernels.median_plan(
+        n_split, n_collect = kernels.medians.median_plan(
             count, lo, hi, value, mode, slot, shift, gate, max_collect, pass_bytes
         )
         if n_split == 0 and n_collect == 0:
             break
         filled = np.zeros(n_targets, dtype=np.int64)
-        sub_count = np.zeros((n_split, kernels.N_SUB), dtype=np.int64)
-        sub_min = np.full((n_split, kernels.N_SUB), np.iinfo(np.int64).max)
-        sub_max = np.full((n_split, kernels.N_SUB), -1, dtype=np.int64)
+        sub_count = np.zeros((n_split, kernels.medians.N_SUB), dtype=np.int64)
+        sub_min = np.full((n_split, kernels.medians.N_SUB), np.iinfo(np.int64).max)
+        sub_max = np.full((n_split, kernels.medians.N_SUB), -1, dtype=np.int64)
         kept = np.empty(n_collect, dtype=np.int64)
         for X in chunks:
             X = _as_csr(X)
-            kernels.median_pass(
+            kernels.medians.median_pass(
                 X.indptr, X.indices, X.data, _totals(X, normalize_total), gate,
                 lo, hi, mode, slot, shift, filled, sub_count, sub_min, sub_max, kept,
             )  # fmt: skip
-        kernels.median_resolve(
+        kernels.medians.median_resolve(
             rank, below, count, lo, hi, value, mode, slot, sub_count, sub_min, sub_max, kept
         )
         n_passes += 1
     logger.debug("gene medians: %d passes over the training cells", n_passes)
-    return kernels.medians_from_targets(value)
+    return kernels.medians.medians_from_targets(value)
 
 
 # --------------------------------------------------------------------------- token assembly
@@ -161,10 +161,10 @@ def rank_block(
     gets its entry's bin as value id.
     """
     totals = _totals(X, normalize_total)
-    counts = kernels.rank_counts(X.indptr, X.indices, medians, k)
+    counts = kernels.rank_tokens.rank_counts(X.indptr, X.indices, medians, k)
 
     def fill(ids: np.ndarray, values: np.ndarray | None, starts: np.ndarray) -> None:
-        kernels.rank_fill(
+        kernels.rank_tokens.rank_fill(
             X.indptr, X.indices, X.data, totals, medians, k,
             _NO_VALUES if bins is None else bins, ids, _NO_VALUES if values is None else values, starts,
         )  # fmt: skip
