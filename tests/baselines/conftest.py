@@ -1,7 +1,4 @@
-"""Fixtures: the bladder data prepared once, and the three baselines fitted on it once per session.
-
-``tests/predict/conftest.py`` re-uses these fixtures (it imports them from this file).
-"""
+"""Fixtures: the bladder data prepared once, and the three baselines fitted on it once per session."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_ux_helpers import SUBPROCESS_ENV, TINY_ARGS, cellformer_command
+from cli_helpers import SUBPROCESS_ENV, TINY_ARGS, cellformer_command
 
 from cellformer.atomic import read_json
 

@@ -12,6 +12,6 @@ def small_prepared(bladder_path: Path, tmp_path_factory: pytest.TempPathFactory)
     """The 2100 bladder cells, rank tokens of the top 32 genes (default QC and splits)."""
     from cellformer.preparation.prepare import prepare
 
-    out = tmp_path_factory.mktemp("cli_ux") / "bladder"
+    out = tmp_path_factory.mktemp("cli") / "bladder"
     prepare(bladder_path, out=out, max_genes=32)
     return out
