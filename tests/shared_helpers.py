@@ -5,6 +5,7 @@ from __future__ import annotations
 # A model small enough that a few epochs on ~1500 cells take seconds on a 2-core CPU.
 TINY = dict(
     n_layers=1,
+    members=1,
     d_model=32,
     n_heads=2,
     ff_hidden=64,

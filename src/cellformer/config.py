@@ -252,7 +252,11 @@ class ModelConfig(_Config):
     ``n_heads * head_dim`` need not equal ``d_model`` (the reference uses 3 heads of 32 with 128).
     """
 
-    n_layers: int = _field(2, "transformer blocks")
+    n_layers: int = _field(
+        1,
+        "transformer blocks (with <CLS> pooling the last block computes only the <CLS> state, so one block "
+        "is <CLS> attending over the cell's gene tokens; docs/accuracy.md round 9)",
+    )
     d_model: int = _field(64, "width of the token embeddings and of every block")
     n_heads: int = _field(4, "attention heads per block")
     head_dim: int | None = _field(None, "width of each attention head (None: d_model // n_heads)")
@@ -289,10 +293,10 @@ class ModelConfig(_Config):
         "and every gene token, padding left out (mean)",
     )
     members: int = _field(
-        1,
+        4,
         "independently initialised transformers trained side by side on the same batches, each with its "
         "own gene-dropout draws; the model's probabilities are their mean and its embedding their <CLS> "
-        "embeddings side by side (docs/accuracy.md round 8)",
+        "embeddings side by side (docs/accuracy.md rounds 8-9); 1: a single transformer",
     )
 
     def __post_init__(self) -> None:

@@ -124,7 +124,8 @@ def test_train_evaluate_predict_with_a_batch_key(bladder_batch, tmp_path, caplog
     assert 0 <= metrics["macro_f1"] <= 1
 
     model = cellformer.load(run)
-    assert model.model.context_embedding.weight.shape[0] == 4
+    members = model.model.members  # the default model is an ensemble: every member has the table
+    assert len(members) > 1 and all(member.context_embedding.weight.shape[0] == 4 for member in members)
     new = adata[:30].copy()
     new.obs["batch"] = ["b1"] * 29 + ["b9"]
     with caplog.at_level(logging.WARNING):

@@ -167,7 +167,8 @@ def test_an_ensemble_averages_its_members_probabilities_and_joins_their_embeddin
     from cellformer.model import TransformerEnsemble, build_model
 
     torch.manual_seed(0)
-    assert isinstance(build_model(_config()), CellTransformer)
+    assert isinstance(build_model(_config(members=1)), CellTransformer)
+    assert isinstance(build_model(_config()), TransformerEnsemble)  # the default: 4 members
     ensemble = build_model(_config(members=3)).eval()
     assert isinstance(ensemble, TransformerEnsemble) and len(ensemble.members) == 3
     first, second = (member.blocks[0].attn.qkv.weight for member in ensemble.members[:2])

@@ -92,7 +92,8 @@ def test_heads_times_width_need_not_equal_d_model(bladder_prepared: Path, tmp_pa
         max_epochs=1,
         progress_bar=False,
     )
-    assert cellformer.load(run).model.blocks[0].attn.qkv.out_features == 3 * 3 * 8
+    for member in cellformer.load(run).model.members:  # the default model: an ensemble
+        assert member.blocks[0].attn.qkv.out_features == 3 * 3 * 8
 
 
 def test_cli_error_is_one_line(bladder_prepared: Path, tmp_path: Path) -> None:

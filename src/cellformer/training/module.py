@@ -91,8 +91,10 @@ class CellClassifierModule(pl.LightningModule):
             or train_config.consistency_weight > 0
         ):
             raise ConfigError(
-                "model members > 1 trains each member on the classification loss alone: turn off "
-                "masked_gene_weight, pretrain_epochs and consistency_weight, or train one member"
+                f"model members = {model_config.members} trains each member on the classification loss "
+                "alone: masked-gene training, pretraining and consistency training need one transformer "
+                "(add --members 1; in Python members=1), or turn off masked_gene_weight, pretrain_epochs "
+                "and consistency_weight"
             )
         self.model = build_model(model_config)
         if train_config.embedding_lr_factor == 0:  # frozen before DDP wraps the model: no gradient to sync
