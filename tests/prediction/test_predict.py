@@ -125,6 +125,7 @@ def test_withheld_class_is_flagged_unknown_more_than_known_classes(
 def test_transformer_prediction_records_its_unknown_rule(bladder, withheld_transformer):
     out = cellformer.predict(_subset(bladder, 100), withheld_transformer)
     assert out.obsm["X_cellformer"].shape == (100, 4 * 32)  # the 4 members' <CLS> embeddings, d_model 32
+    assert out.uns["cellformer"]["params"]["embedding"] == "<CLS> of 4 members, side by side"
     assert (withheld_transformer / "unknown.json").exists()  # fitted on first use, then reused
     assert out.uns["cellformer"]["params"]["kind"] == "transformer"
     assert np.asarray(

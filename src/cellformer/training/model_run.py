@@ -60,7 +60,6 @@ class TransformerRun:
 
     kind = TRANSFORMER
     is_baseline = False
-    embedding_name = "<CLS>"  # what its embedding is (predict's params['embedding'])
     unknown_space = TRANSFORMER_SPACE  # what the unknown-cell detector measures
 
     def __init__(
@@ -86,6 +85,13 @@ class TransformerRun:
     @property
     def model_config(self) -> ModelConfig:
         return self.model.config
+
+    @property
+    def embedding_name(self) -> str:
+        """What its embedding is (predict's ``params['embedding']``), e.g. ``<CLS> of 4 members, side by side``."""
+        config = self.model_config
+        pooled = "<CLS>" if config.pooling == "cls" else "mean of the final token states"
+        return pooled if config.members == 1 else f"{pooled} of {config.members} members, side by side"
 
     @classmethod
     def load(cls, run_dir: str | Path) -> TransformerRun:
