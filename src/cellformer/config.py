@@ -384,7 +384,9 @@ class TrainConfig(_Config):
         "with class_weights: the weights are the inverse class frequency to this power (1: inverse "
         "frequency, 0.5: its square root, milder on very rare classes)",
     )
-    patience: int = _field(10, "early stopping on the monitored validation metric; 0: never stop early")
+    patience: int = _field(
+        20, "early stopping on the monitored validation metric (epochs without a better one); 0: never stop early"
+    )
     monitor: str = _field(
         "val_macro_f1",
         "validation metric for early stopping and the best checkpoint: val_loss (lowest) or val_macro_f1 "

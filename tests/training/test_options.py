@@ -25,7 +25,7 @@ def test_reference_gpu_preset_is_the_reference_model() -> None:
 def test_laptop_defaults_are_small() -> None:
     model, train = ModelConfig(), TrainConfig()
     assert model.max_length <= 512 and model.d_model <= 128 and train.accelerator == "cpu"
-    assert train.patience == 10 and train.class_weights
+    assert train.patience == 20 and train.class_weights
 
 
 def test_yaml_sections_flat_keys_and_overrides(tmp_path: Path) -> None:
@@ -102,7 +102,7 @@ def test_trainer_setup(tmp_path: Path) -> None:
     from cellformer.training.trainer import build_trainer, precision
 
     trainer, checkpoint, early = build_trainer(tmp_path, TrainConfig(grad_clip=0.5), validate=True)
-    assert early is not None and early.patience == 10 and early.monitor == "val_macro_f1"
+    assert early is not None and early.patience == 20 and early.monitor == "val_macro_f1"
     assert checkpoint.monitor == "val_macro_f1" and checkpoint.mode == "max" and checkpoint.save_last
     assert trainer.gradient_clip_val == 0.5
     assert precision(TrainConfig()) == "32-true"
