@@ -385,7 +385,8 @@ class TrainConfig(_Config):
         "frequency, 0.5: its square root, milder on very rare classes)",
     )
     patience: int = _field(
-        20, "early stopping on the monitored validation metric (epochs without a better one); 0: never stop early"
+        20,
+        "early stopping on the monitored validation metric (epochs without a better one); 0: never stop early",
     )
     monitor: str = _field(
         "val_macro_f1",
