@@ -47,7 +47,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from labelled_data import DATA, DATASETS, Dataset, digest, parse_value
+from labelled_data import DATA, DATASETS, Dataset, parse_value, prepared_digest, run_digest
 
 QUICK = ("bladder", "pbmc68k")
 
@@ -72,7 +72,7 @@ def prepared_dir(dataset: Dataset, options: dict[str, Any], work: Path) -> Path:
     import cellformer
 
     merged = {**dataset.options, **options}
-    out = work / dataset.name / f"prepared-{digest(merged)}"
+    out = work / dataset.name / f"prepared-{prepared_digest(merged)}"
     if not (out / "meta.json").exists():
         if "unlabelled" in merged:  # prepare.unlabelled=FILE[,FILE]: files in the data folder
             merged["unlabelled"] = [DATA / name for name in str(merged["unlabelled"]).split(",")]
@@ -147,7 +147,9 @@ def heldout_scores(prepared: Path, options: dict[str, Any], seed: int) -> dict[s
     runs = [transformer_scores(copy, options, seed, "test") for copy in copies]
     y_true, y_pred = [], []
     for copy in copies:
-        with np.load(copy / f"transformer-{digest(options)}-seed{seed}" / "predictions" / "test.npz") as npz:
+        with np.load(
+            copy / f"transformer-{run_digest(options)}-seed{seed}" / "predictions" / "test.npz"
+        ) as npz:
             y_true.append(npz["y_true"])
             y_pred.append(npz["logits"].argmax(axis=1))
     truth, predicted = np.concatenate(y_true), np.concatenate(y_pred)
@@ -179,7 +181,7 @@ def baseline_scores(prepared: Path, method: str, split: str) -> dict[str, Any]:
 def transformer_scores(prepared: Path, options: dict[str, Any], seed: int, split: str) -> dict[str, Any]:
     import cellformer
 
-    run = prepared / f"transformer-{digest(options)}-seed{seed}"
+    run = prepared / f"transformer-{run_digest(options)}-seed{seed}"
     started = time.perf_counter()
     if not (run / "model.safetensors").exists():
         if run.exists():

@@ -42,3 +42,25 @@ def parse_value(text: str) -> Any:
 def digest(options: dict[str, Any]) -> str:
     """A short, stable name for a set of options (cache keys of prepared data and runs)."""
     return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _defaults(*configs: type) -> list[dict[str, Any]]:
+    import dataclasses
+
+    return [dataclasses.asdict(config()) for config in configs]
+
+
+def prepared_digest(options: dict[str, Any]) -> str:
+    """Cache key of a prepared dataset: its options and today's ``PrepareConfig`` defaults, so a cached
+    dataset prepared under other defaults is not reused."""
+    from cellformer.config import PrepareConfig
+
+    return digest({"options": options, "defaults": _defaults(PrepareConfig)})
+
+
+def run_digest(options: dict[str, Any]) -> str:
+    """Cache key of a trained run: its options and today's model and training defaults, so a cached run
+    trained under other defaults (e.g. before a default changed) is not reused."""
+    from cellformer.config import ModelConfig, TrainConfig
+
+    return digest({"options": options, "defaults": _defaults(ModelConfig, TrainConfig)})

@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from labelled_data import DATA, DATASETS, Dataset, digest, parse_value
+from labelled_data import DATA, DATASETS, Dataset, parse_value, prepared_digest, run_digest
 
 LABEL_KEY = "cell_type"
 
@@ -131,7 +131,7 @@ def prepare_without(adata, dataset: Dataset, withheld: str, work: Path) -> Path:
     """Prepared dataset of ``adata`` without the ``withheld`` cells (cached)."""
     import cellformer
 
-    out = work / dataset.name / slug(withheld) / f"prepared-{digest(dataset.options)}"
+    out = work / dataset.name / slug(withheld) / f"prepared-{prepared_digest(dataset.options)}"
     if (out / "meta.json").exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +164,7 @@ def _trained_run(prepared: Path, model: str, train_options: dict[str, Any]) -> P
         if not (run / "config.json").exists():
             cellformer.baseline(prepared, method="logreg", out=run, overwrite=True)
         return run
-    run = prepared / f"transformer-{digest(train_options)}-seed0"
+    run = prepared / f"transformer-{run_digest(train_options)}-seed0"
     if not (run / "model.safetensors").exists():
         if run.exists():
             import shutil
