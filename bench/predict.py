@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from labelled_data import run_digest
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE.parent.parent / "shared" / "data" / "mouse_bladder_2100.h5ad"
@@ -219,30 +220,18 @@ def bootstrap_check(n_cells: int = 1_000_000, n_labels: int = 16, reference_resa
     }
 
 
-PREVIOUS_DEFAULTS = {
-    "members": 1,
-    "n_layers": 2,
-}  # the transformer defaults before round 9 (docs/accuracy.md)
-
-
-def _defaults_key() -> str:
-    """A short hash of today's model and training defaults: a cached run trained with others is not reused."""
-    import dataclasses
-    import hashlib
-
-    from cellformer.config import ModelConfig, TrainConfig
-
-    text = json.dumps([dataclasses.asdict(ModelConfig()), dataclasses.asdict(TrainConfig())], default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
+# the transformer defaults before round 9 (docs/accuracy.md): the reference of the forward's ratio
+PREVIOUS_DEFAULTS = {"members": 1, "n_layers": 2}
 
 
 def train_runs(work: Path) -> tuple[Path, Path, Path]:
     """The default transformer, one trained with the previous defaults, and logreg (cached in ``work``)."""
     import cellformer
 
-    key = _defaults_key()
     prepared, logreg = work / "prepared", work / "logreg"
-    transformer, previous = work / f"transformer-{key}", work / f"transformer-previous-{key}"
+    # keyed by today's defaults too (run_digest): a run cached under other defaults is not reused
+    transformer = work / f"transformer-{run_digest({})}"
+    previous = work / f"transformer-{run_digest(PREVIOUS_DEFAULTS)}"
     if not (prepared / "manifest.json").exists():
         cellformer.prepare(SOURCE, out=prepared)
     for run, options in ((transformer, {}), (previous, PREVIOUS_DEFAULTS)):
