@@ -89,6 +89,7 @@ DATASETS = (
 def model_options(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     """The one model size and budget every tokenizer gets."""
     return dict(
+        members=1,  # one transformer, as docs/tokenizers.md measured (not the default ensemble)
         n_layers=2,
         d_model=64,
         n_heads=4,

@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mouse_bladder_2100.h5ad"
-REFERENCE_MODEL = dict(
-    n_layers=3, d_model=128, n_heads=3, head_dim=32, ff_hidden=128, head_hidden=64, dropout=0.05
+REFERENCE_MODEL = dict(  # one transformer (members=1), as the reference trains: not the default ensemble
+    n_layers=3, d_model=128, n_heads=3, head_dim=32, ff_hidden=128, head_hidden=64, dropout=0.05, members=1
 )
 REF_LENGTH = 2049
 
