@@ -59,6 +59,8 @@ class TrainedModel(Protocol):
     is_baseline: bool  # a simple reference model (cellformer.baseline), not the transformer
     embedding_name: str  # what its embedding is ("<CLS>", "hidden layer", ...): predict's params
     unknown_space: str  # what the unknown-cell detector measures: "expression", "embedding" or "logits"
+    # an ensemble's members' classifier heads, for the unknown score's disagreement part; None otherwise
+    member_heads: dict[str, np.ndarray] | None
 
     @classmethod
     def load(cls, run_dir: Path) -> TrainedModel:

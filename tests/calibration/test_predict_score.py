@@ -9,7 +9,7 @@ import pytest
 
 import cellformer
 from cellformer.baselines.models import METHODS
-from cellformer.calibration.unknown import DEFAULT_METHOD, TRANSFORMER_SPACE
+from cellformer.calibration.unknown import DEFAULT_METHOD, DEFAULT_QUANTILE, TRANSFORMER_SPACE, method_for
 
 WITHHELD = "CD19+ B"  # the type left out of training in conftest.py
 
@@ -23,8 +23,11 @@ def test_score_is_written_and_the_flag_is_score_above_threshold(kind, unknown_ru
     flag = out.obs["cellformer_unknown"].to_numpy()
     rule = out.uns["cellformer"]["params"]["unknown"]
     assert score.dtype == np.float32 and np.isfinite(score).all()
-    assert rule["method"] == rule["score"] == DEFAULT_METHOD
-    assert rule["score_key"] == "cellformer_unknown_score" and rule["fpr_target"] == pytest.approx(0.05)
+    # the transformer (an ensemble of two) gets the default; logreg, one model, its members-free part
+    expected = DEFAULT_METHOD if kind == "transformer" else method_for(DEFAULT_METHOD, None)
+    assert rule["method"] == rule["score"] == expected
+    assert rule["score_key"] == "cellformer_unknown_score"
+    assert rule["fpr_target"] == pytest.approx(1 - DEFAULT_QUANTILE)
     assert rule["space"] == (TRANSFORMER_SPACE if kind == "transformer" else METHODS[kind].unknown_space)
     np.testing.assert_array_equal(flag, score > rule["threshold"])
     assert rule["flagged_fraction"] == pytest.approx(flag.mean())
@@ -32,7 +35,7 @@ def test_score_is_written_and_the_flag_is_score_above_threshold(kind, unknown_ru
     assert list(q) == ["q05", "q25", "q50", "q75", "q95"]
     np.testing.assert_allclose(list(q.values()), np.quantile(score, [0.05, 0.25, 0.5, 0.75, 0.95]), rtol=1e-5)
     stored = json.loads((unknown_runs[kind] / "unknown.json").read_text())
-    assert stored["method"] == DEFAULT_METHOD and rule["threshold"] == stored["threshold"]
+    assert stored["method"] == expected and rule["threshold"] == stored["threshold"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -93,7 +96,7 @@ def test_cli_writes_the_same_score_and_prints_its_distribution(unknown_runs, que
     n_flagged = int(api.obs["cellformer_unknown"].sum())
     assert f"{n_flagged} ({100 * n_flagged / query.n_obs:.1f}%) flagged unknown" in printed
     assert f"unknown score {DEFAULT_METHOD} (higher = less like any training type): 5% " in printed
-    assert "threshold" in printed and "flags 5% of validation cells" in printed
+    assert "threshold" in printed and "flags 9% of validation cells" in printed
 
 
 def test_withheld_cells_are_in_the_query_not_in_training(unknown_prepared, query):
@@ -137,13 +140,15 @@ def test_evaluate_records_the_score_and_compare_shows_it(unknown_runs, tmp_path)
     from cellformer.evaluation.unknown import report_cell
 
     cells = []
-    for run in runs.values():
+    for kind, run in runs.items():
         metrics = cellformer.evaluate(run, split="test")
         summary = metrics["unknown"]
         cells.append(report_cell(metrics))
-        assert cells[-1].startswith(f"{100 * summary['flagged_fraction']:.1f}%; {DEFAULT_METHOD} median ")
+        expected = DEFAULT_METHOD if kind == "transformer" else method_for(DEFAULT_METHOD, None)
+        assert cells[-1].startswith(f"{100 * summary['flagged_fraction']:.1f}%; {expected} median ")
         assert f"[{summary['quantiles']['q05']:.3g}, {summary['quantiles']['q95']:.3g}]" in cells[-1]
-        assert summary["score"] == DEFAULT_METHOD and summary["fpr_target"] == pytest.approx(0.05)
+        assert summary["score"] == expected
+        assert summary["fpr_target"] == pytest.approx(1 - DEFAULT_QUANTILE)
         assert summary["flagged_known_fraction"] == summary["flagged_fraction"] < 0.5
         assert summary["flagged_unseen_fraction"] is None  # the withheld type is not in the prepared data
         assert summary["quantiles"]["q05"] <= summary["quantiles"]["q50"] <= summary["quantiles"]["q95"]

@@ -5,8 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cellformer.calibration.scores import FEATURE_SCORES, SCORES
+from cellformer.calibration.scores import FEATURE_SCORES, MEMBER_SCORES, SCORES
 from cellformer.calibration.unknown import UnknownDetector
+
+MEMBERS = 2
+
+
+def _heads(width=8, n_classes=3, hidden=6, seed=5):
+    """Random classifier heads of ``MEMBERS`` members, each reading its ``width // MEMBERS`` columns."""
+    rng = np.random.default_rng(seed)
+    heads = {}
+    for i in range(MEMBERS):
+        heads[f"fc_weight.{i}"] = rng.normal(size=(hidden, width // MEMBERS))
+        heads[f"fc_bias.{i}"] = rng.normal(size=hidden) * 0.1
+        heads[f"out_weight.{i}"] = rng.normal(size=(n_classes, hidden))
+        heads[f"out_bias.{i}"] = rng.normal(size=n_classes) * 0.1
+    return heads
 
 
 def _clusters(n=600, d=8, n_classes=3, seed=0):
@@ -24,7 +38,12 @@ def _logits(emb, centres):
 def _fit(method, quantile=0.95):
     logits, emb, y, _ = _clusters()
     return UnknownDetector.fit(
-        (logits[:400], emb[:400], y[:400]), (logits[400:], emb[400:], y[400:]), 3, quantile, method=method
+        (logits[:400], emb[:400], y[:400]),
+        (logits[400:], emb[400:], y[400:]),
+        3,
+        quantile,
+        method=method,
+        heads=_heads(),  # read by the member scores only
     )
 
 
@@ -109,7 +128,7 @@ def test_expression_space_scores(method, tmp_path):
     with pytest.raises(ValueError, match="expression coordinates"):
         detector.scores(logits[350:], None)
     val = detector.expression_features(X[350:])
-    assert abs(detector.flag(logits[350:], None, val).mean() - 0.05) <= 1 / 150 + 1e-12
+    assert abs(detector.flag(logits[350:], None, val).mean() - detector.fpr_target) <= 1 / 150 + 1e-12
     far = detector.expression_features(new)
     assert detector.flag(np.zeros((40, 3)), None, far).mean() >= 0.9
     detector.save(tmp_path)
@@ -172,3 +191,49 @@ def test_expression_space_is_fitted_on_a_sample_and_projected_in_chunks(
     np.testing.assert_array_equal(
         scores.fit_expression_space(X)["expression.pca_components"], sampled["expression.pca_components"]
     )
+
+
+def test_member_probabilities_are_the_ensemble_members_own():
+    """The detector's copy of each member's head gives that member's probabilities as the network does."""
+    import torch
+
+    from cellformer.calibration.scores import member_probabilities
+    from cellformer.config import ModelConfig
+    from cellformer.model.transformer import TransformerEnsemble
+
+    torch.manual_seed(0)
+    config = ModelConfig(
+        n_layers=1, members=3, d_model=16, n_heads=2, head_hidden=8, vocab_size=40, n_classes=5
+    )
+    model = TransformerEnsemble(config).eval()
+    ids = torch.randint(4, 40, (7, 12))
+    ids[:, 0] = 1  # <CLS>
+    with torch.no_grad():
+        _, embeddings = model(ids)
+        expected = np.stack([torch.softmax(member(ids)[0], -1).numpy() for member in model.members])
+    got = member_probabilities(embeddings.numpy(), model.head_weights(), 3)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_disagreement_is_zero_when_members_agree_and_grows_with_their_disagreement():
+    from cellformer.calibration.scores import mutual_information
+
+    confident = np.array([[0.9, 0.05, 0.05]])
+    agree = np.stack([confident, confident])
+    split = np.stack([confident, confident[:, ::-1]])
+    uncertain = np.full((2, 1, 3), 1 / 3)  # unsure, but the members agree: no disagreement
+    np.testing.assert_allclose(mutual_information(agree), 0.0, atol=1e-12)
+    np.testing.assert_allclose(mutual_information(uncertain), 0.0, atol=1e-12)
+    assert 0.4 < mutual_information(split)[0] <= np.log(2)  # two members: at most log 2
+
+
+@pytest.mark.parametrize("method", MEMBER_SCORES)
+def test_member_scores_fall_back_without_the_members_heads(method):
+    logits, emb, y, _ = _clusters()
+    detector = UnknownDetector.fit(
+        (logits[:400], emb[:400], y[:400]), (logits[400:], emb[400:], y[400:]), 3, method=method
+    )
+    assert detector.method == ("mahalanobis_density" if method != "disagreement" else "max_probability")
+    fitted = _fit(method)
+    with pytest.raises(ValueError, match="needs (the model's )?embeddings"):
+        fitted.scores(logits[400:], None)

@@ -120,6 +120,7 @@ class FeatureRun:
     classes: list[str]
     features: np.ndarray
     model: Any
+    member_heads = None  # one model, not an ensemble
 
     @property
     def unknown_space(self) -> str:

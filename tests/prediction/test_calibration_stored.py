@@ -12,7 +12,7 @@ from shared_helpers import error_line
 
 import cellformer
 from cellformer.calibration.temperature import negative_log_likelihood, softmax
-from cellformer.calibration.unknown import DEFAULT_METHOD
+from cellformer.calibration.unknown import DEFAULT_METHOD, DEFAULT_QUANTILE, method_for
 from cellformer.errors import ConfigError, RunDirError
 from cellformer.evaluation.metrics import expected_calibration_error
 
@@ -42,7 +42,8 @@ def test_train_stores_the_calibration_and_predict_never_writes_the_run(
     bladder, withheld_transformer, tmp_path
 ):
     stored = json.loads((withheld_transformer / "unknown.json").read_text())  # written by `train`
-    assert stored["method"] == DEFAULT_METHOD and stored["quantile"] == 0.95
+    heads = cellformer.load(withheld_transformer).member_heads  # None for one transformer
+    assert stored["method"] == method_for(DEFAULT_METHOD, heads) and stored["quantile"] == DEFAULT_QUANTILE
     assert stored["calibration"]["n_cells"] > 0 and 0.25 <= stored["temperature"] <= 10
     assert stored["calibration"]["decision"]
     run = tmp_path / "run"
@@ -165,7 +166,7 @@ def test_unknown_quantile_is_an_option(bladder, withheld_runs, tmp_path):
     loose = cellformer.predict(adata, withheld_runs["mlp"], unknown_quantile=0.5)
     assert loose.obs["cellformer_unknown"].sum() > 2 * default.obs["cellformer_unknown"].sum()
     assert loose.uns["cellformer"]["params"]["unknown"]["quantile"] == 0.5
-    assert "5% of cells of known types" in default.uns["cellformer"]["params"]["unknown"]["rule"]
+    assert "9% of cells of known types" in default.uns["cellformer"]["params"]["unknown"]["rule"]
     with pytest.raises(ConfigError, match="unknown_quantile"):
         cellformer.predict(adata, withheld_runs["mlp"], unknown_quantile=0.0)
     with pytest.raises(ConfigError, match="min_gene_overlap"):

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import cellformer
-from cellformer.calibration.unknown import DEFAULT_METHOD
+from cellformer.calibration.unknown import DEFAULT_METHOD, DEFAULT_QUANTILE, method_for
 from cellformer.errors import ConfigError, InputError, RunDirError
 
 WITHHELD = "class_7"  # the class left out of training in conftest.py
@@ -64,7 +64,8 @@ def test_predict_returns_an_annotated_copy(bladder, withheld_runs):
     assert list(out.uns["cellformer"]["classes"]) == classes
     params = out.uns["cellformer"]["params"]
     assert params["kind"] == "mlp" and params["gene_overlap"]["fraction"] == 1.0
-    assert params["unknown"]["method"] == DEFAULT_METHOD and params["temperature"] > 0
+    assert params["unknown"]["method"] == method_for(DEFAULT_METHOD, None)  # one model: no members
+    assert params["temperature"] > 0
     # known cells are mostly right (class_7 cells cannot be)
     known = (adata.obs["cell_type"] != WITHHELD).to_numpy()
     assert (
@@ -115,11 +116,14 @@ def test_withheld_class_is_flagged_unknown_more_than_known_classes(
     out = cellformer.predict(bladder[np.r_[known_test, withheld]].copy(), withheld_runs[kind])
     unknown = out.obs["cellformer_unknown"]
     rate_known, rate_withheld = unknown[known_test].mean(), unknown[withheld].mean()
-    # measured: logreg 0.80 of the 102 withheld cells vs 0.06 of 313 known test cells; mlp 0.72 vs 0.09
-    assert rate_withheld > 0.4 and rate_known < 0.15, (rate_withheld, rate_known)
+    # measured at the 5 % target: logreg 0.80 of the 102 withheld cells vs 0.06 of 313 known test cells, mlp
+    # 0.72 vs 0.09; at today's 9 %: mlp 1.00 vs 0.16
+    assert rate_withheld > 0.4 and rate_known < 1 - DEFAULT_QUANTILE + 0.1, (rate_withheld, rate_known)
     assert rate_withheld > 4 * rate_known
     recorded = json.loads((withheld_runs[kind] / "unknown.json").read_text())
-    assert recorded["threshold_chosen_on"].startswith("validation") and recorded["quantile"] == 0.95
+    assert (
+        recorded["threshold_chosen_on"].startswith("validation") and recorded["quantile"] == DEFAULT_QUANTILE
+    )
 
 
 def test_transformer_prediction_records_its_unknown_rule(bladder, withheld_transformer):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import cellformer
+from cellformer.calibration.unknown import DEFAULT_QUANTILE
 
 
 def _subset(bladder, n=120, seed=5):
@@ -76,7 +77,7 @@ def test_help_shows_defaults(capsys):
         main(["predict", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "0.5 unless changed" in text and "--key-added" in text and "X_cellformer_umap" in text
-    assert "--unknown-quantile" in text and "(0.95" in text
+    assert "--unknown-quantile" in text and f"({DEFAULT_QUANTILE}" in text
     assert "--prepared" not in text  # a run carries its calibration: predict never reads prepared data
 
 

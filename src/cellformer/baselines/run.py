@@ -35,6 +35,7 @@ class BaselineRun:
     differs between the methods is asked of its :class:`~cellformer.baselines.models.Method`."""
 
     is_baseline = True
+    member_heads = None  # one model: no ensemble members' heads (cellformer.calibration.scores)
 
     def __init__(
         self,

@@ -62,7 +62,13 @@ def fit_calibration(
         empty = np.zeros((0, n_classes), np.float32)
         train = val = Predictions(empty, None, np.zeros(0, np.int64))
     return fit_on_outputs(
-        train, val, prepared, n_classes=n_classes, space=model.unknown_space, quantile=quantile
+        train,
+        val,
+        prepared,
+        n_classes=n_classes,
+        space=model.unknown_space,
+        quantile=quantile,
+        heads=model.member_heads,
     )
 
 
@@ -74,6 +80,7 @@ def fit_on_outputs(
     n_classes: int,
     space: str,
     quantile: float = DEFAULT_QUANTILE,
+    heads: dict[str, np.ndarray] | None = None,
 ) -> UnknownDetector:
     """The temperature and unknown-cell detector of any run, from its outputs on the training cells (the
     score) and the validation cells (temperature, threshold); the one place both are fitted.
@@ -81,7 +88,7 @@ def fit_on_outputs(
     ``train`` / ``val``: outputs with their ``rows`` in ``prepared`` (labels are looked up there).
     ``space``: what the score measures (the run's ``unknown_space``); ``"expression"`` reads the cells'
     expression from the prepared dataset's input files, falling back to ``"embedding"`` (with a warning)
-    when they cannot be read.
+    when they cannot be read. ``heads``: an ensemble's members' classifier heads (``member_heads``).
     """
     labels = np.asarray(prepared.labels)
     expression = None
@@ -95,6 +102,7 @@ def fit_on_outputs(
         quantile=quantile,
         space=space,
         expression=expression,
+        heads=heads,
     )
 
 

@@ -17,8 +17,15 @@ deterministic function of a cell's outputs afterwards:
   ``k``-th neighbours (a cell in a sparse region of a broad type is not penalised for it).
 - ``combined``: the mean of ``mahalanobis`` and ``knn_distance``, each centred on its validation median
   and divided by its validation inter-quartile range (so neither dominates by its units).
-- ``mahalanobis_density``: the same mean of ``mahalanobis`` and ``density`` (the default:
-  docs/unknown.md, round 2).
+- ``mahalanobis_density``: the same mean of ``mahalanobis`` and ``density`` (docs/unknown.md, round 2).
+- ``disagreement``: for an ensemble of transformers, the mutual information of its members' predictions,
+  ``H(mean_i p_i) - mean_i H(p_i)``: high where the members disagree, however confident their mean. Each
+  member's probabilities ``p_i`` come from its classifier head (copied into the detector at calibration)
+  applied to its slice of the embedding.
+- ``mahalanobis_density_disagreement``: the same mean of ``mahalanobis``, ``density`` (of the
+  representation) and ``disagreement`` (of the embedding); the default for ensembles (docs/unknown.md,
+  round 4). Without members' heads (one transformer, a baseline) a detector falls back to
+  ``mahalanobis_density``.
 
 A fitted score is ``(method, state, settings)``: ``state`` holds arrays (stored in
 ``unknown.safetensors``), ``settings`` small JSON values. :mod:`cellformer.calibration.unknown` thresholds it.
@@ -41,8 +48,10 @@ SCORES = (
     "max_probability",
     "combined",
     "mahalanobis_density",
+    "disagreement",
+    "mahalanobis_density_disagreement",
 )
-# the scores measuring a representation (the others read the logits)
+# the scores measuring a representation (the others read the logits, or the members' heads)
 FEATURE_SCORES = (
     "centroid_distance",
     "mahalanobis",
@@ -50,11 +59,15 @@ FEATURE_SCORES = (
     "density",
     "combined",
     "mahalanobis_density",
+    "mahalanobis_density_disagreement",
 )
+# the scores that need an ensemble's members' classifier heads (``heads``) and the model's embeddings
+MEMBER_SCORES = ("disagreement", "mahalanobis_density_disagreement")
 # the scores averaging others, each part on its validation median / IQR scale
 COMBINED_PARTS = {
     "combined": ("mahalanobis", "knn_distance"),
     "mahalanobis_density": ("mahalanobis", "density"),
+    "mahalanobis_density_disagreement": ("mahalanobis", "density", "disagreement"),
 }
 KNN_K = 10
 DENSITY_K = 20
@@ -76,6 +89,11 @@ DESCRIPTIONS = {
     "mahalanobis_density": "mean of the Mahalanobis distance to the nearest training-class mean (shared "
     "Ledoit-Wolf covariance) and the local outlier factor of the {space} (20 neighbours), each as "
     "(score - validation median) / validation IQR",
+    "disagreement": "mutual information of the ensemble members' predictions (their disagreement)",
+    "mahalanobis_density_disagreement": "mean of the Mahalanobis distance to the nearest training-class "
+    "mean (shared Ledoit-Wolf covariance) and the local outlier factor (20 neighbours) of the {space}, and "
+    "the ensemble members' disagreement (mutual information of their predictions), each as (score - "
+    "validation median) / validation IQR",
 }
 
 
@@ -92,18 +110,24 @@ def fit_score(
     y_train: np.ndarray,
     n_classes: int,
     *,
-    val: tuple[np.ndarray, np.ndarray | None] | None = None,
+    val: tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None = None,
     temperature: float = 1.0,
+    heads: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """``(state, settings)`` of ``method`` from the training cells' representation and labels.
 
-    ``val`` (validation ``(logits, features)``) is needed by ``combined`` only (its normalization).
+    ``val`` (validation ``(logits, features, embeddings)``) is needed by the combinations only (their
+    normalization); ``heads`` (:func:`member_probabilities`' weights) by the :data:`MEMBER_SCORES`.
     Labels outside ``[0, n_classes)`` are ignored.
     """
     if method not in SCORES:
         raise ValueError(f"unknown score {method!r}; choose one of {', '.join(SCORES)}")
     if method in ("energy", "max_probability"):
         return {}, {}
+    if method == "disagreement":
+        if not heads:
+            raise ValueError("the disagreement score needs the ensemble members' classifier heads")
+        return dict(heads), {"members": len([n for n in heads if n.startswith("fc_weight.")])}
     if train_features is None:
         raise ValueError(f"the {method} score needs a representation of the training cells")
     y_train = np.asarray(y_train)
@@ -122,11 +146,12 @@ def fit_score(
     # a combination: the parts, then their validation median / IQR
     if val is None or val[1] is None:
         raise ValueError(f"the {method} score needs the validation cells' representation")
+    val_logits, val_features, val_embeddings = (*val, None)[:3]
     state: dict[str, np.ndarray] = {}
     settings: dict[str, Any] = {"parts": {}}
     for part in COMBINED_PARTS[method]:
-        part_state, part_settings = fit_score(part, features, y_train, n_classes)
-        values = score(part, part_state, part_settings, val[0], val[1], temperature)
+        part_state, part_settings = fit_score(part, features, y_train, n_classes, heads=heads)
+        values = score(part, part_state, part_settings, val_logits, val_features, temperature, val_embeddings)
         q1, median, q3 = np.quantile(values, [0.25, 0.5, 0.75]) if len(values) else (0.0, 0.0, 1.0)
         part_settings = {**part_settings, "median": float(median), "iqr": float(max(q3 - q1, 1e-12))}
         state.update({f"{part}.{name}": array for name, array in part_state.items()})
@@ -213,9 +238,16 @@ def score(
     logits: np.ndarray,
     features: np.ndarray | None,
     temperature: float = 1.0,
+    embeddings: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The ``method`` score of each cell (float64; higher = less like any training type)."""
+    """The ``method`` score of each cell (float64; higher = less like any training type).
+
+    ``embeddings``: the model's embeddings, read by the :data:`MEMBER_SCORES` only."""
     logits = np.asarray(logits, np.float64)
+    if method == "disagreement":
+        if embeddings is None:
+            raise ValueError("the disagreement score needs the model's embeddings")
+        return mutual_information(member_probabilities(embeddings, state, int(settings["members"])))
     if method == "energy":
         top = logits.max(axis=1, keepdims=True) if len(logits) else np.zeros((0, 1))
         return -(top[:, 0] + np.log(np.exp(logits - top).sum(axis=1)))
@@ -240,10 +272,37 @@ def score(
             part_state = {
                 name.split(".", 1)[1]: a for name, a in state.items() if name.startswith(f"{part}.")
             }
-            values = score(part, part_state, part_settings, logits, features, temperature)
+            values = score(part, part_state, part_settings, logits, features, temperature, embeddings)
             total += (values - part_settings["median"]) / part_settings["iqr"]
         return total / max(len(settings["parts"]), 1)
     raise ValueError(f"unknown score {method!r}; choose one of {', '.join(SCORES)}")
+
+
+def member_probabilities(embeddings: np.ndarray, heads: dict[str, np.ndarray], members: int) -> np.ndarray:
+    """``(members, n_cells, n_classes)``: each member's class probabilities from its slice of the
+    ensemble's embedding (``embeddings[:, i * C:(i + 1) * C]``), through its classifier head as the model
+    computes it (:class:`cellformer.model.transformer.ClassifierHead`: linear, exact GELU, linear; no
+    dropout at inference). ``heads`` holds ``fc_weight.i``, ``fc_bias.i``, ``out_weight.i``, ``out_bias.i``."""
+    from scipy.special import erf
+
+    embeddings = np.asarray(embeddings, np.float64)
+    width = embeddings.shape[1] // members
+    out = []
+    for i in range(members):
+        x = embeddings[:, i * width : (i + 1) * width]
+        hidden = x @ heads[f"fc_weight.{i}"].T + heads[f"fc_bias.{i}"]
+        hidden = 0.5 * hidden * (1.0 + erf(hidden / np.sqrt(2.0)))
+        out.append(softmax(hidden @ heads[f"out_weight.{i}"].T + heads[f"out_bias.{i}"], 1.0))
+    return np.stack(out)
+
+
+def mutual_information(probabilities: np.ndarray) -> np.ndarray:
+    """``H(mean_i p_i) - mean_i H(p_i)`` over the members (axis 0) of ``(members, n_cells, n_classes)``."""
+
+    def entropy(p: np.ndarray) -> np.ndarray:
+        return -(p * np.log(np.clip(p, 1e-12, 1.0))).sum(axis=-1)
+
+    return np.maximum(entropy(probabilities.mean(axis=0)) - entropy(probabilities).mean(axis=0), 0.0)
 
 
 def centroid_scores(embeddings: np.ndarray, centroids: np.ndarray, scales: np.ndarray) -> np.ndarray:

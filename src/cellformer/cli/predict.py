@@ -27,6 +27,8 @@ def _positive(text: str) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from cellformer.calibration.unknown import DEFAULT_QUANTILE
+
     parser = subparsers.add_parser(
         "predict",
         help="annotate an .h5ad with a trained run's predictions (writes a copy)",
@@ -38,7 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "transformer, PCA of the training features for logreg/knn, the hidden layer for mlp; "
             "uns cellformer params embedding says which) and X_cellformer_umap, uns cellformer (classes, "
             "params). Confidence uses the temperature stored in the run; cellformer_unknown marks cells "
-            "whose score is above the --unknown-quantile of the validation cells' scores (so about 5%% of "
+            "whose score is above the --unknown-quantile of the validation cells' scores (so about 9%% of "
             "cells of known types are flagged by design) and cells with no expressed model gene. "
             "Genes are matched by name. The input is read --chunk-size cells at a time and never held whole; "
             "the copy is the input file with the annotations added (--annotations-only writes them alone, "
@@ -84,10 +86,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--unknown-quantile",
         type=_fraction,
-        default=0.95,
+        default=DEFAULT_QUANTILE,
         metavar="Q",
         help="flag cells whose unknown score is above this quantile of the validation cells' scores "
-        "(%(default)s: about 5%% of cells of known types are flagged by design)",
+        "(%(default)s: about 9%% of cells of known types are flagged by design; 0.95: about 5%%)",
     )
     parser.add_argument(
         "--chunk-size",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -239,6 +240,18 @@ class TransformerEnsemble(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def head_weights(self) -> dict[str, np.ndarray]:
+        """Each member's classifier head as arrays (``fc_weight.i``, ``fc_bias.i``, ``out_weight.i``,
+        ``out_bias.i``): member ``i``'s probabilities from its slice ``i`` of the embedding, without the
+        network (:func:`cellformer.calibration.scores.member_probabilities`)."""
+        out = {}
+        for i, member in enumerate(self.members):
+            for layer in ("fc", "out"):
+                linear = getattr(member.head, layer)
+                out[f"{layer}_weight.{i}"] = linear.weight.detach().cpu().double().numpy()
+                out[f"{layer}_bias.{i}"] = linear.bias.detach().cpu().double().numpy()
+        return out
 
     def gene_tables(self) -> list[nn.Embedding]:
         """Every member's gene-embedding table."""

@@ -56,7 +56,7 @@ def predict(
         setting, ``prepare``'s ``min_gene_overlap``, 0.5 unless changed).
     unknown_quantile
         Quantile of the validation cells' unknown scores used as the threshold: about
-        ``1 - unknown_quantile`` of cells of known types are flagged by design (default 0.95: ~5 %).
+        ``1 - unknown_quantile`` of cells of known types are flagged by design (default 0.91: ~9 %).
     source
         What error messages call ``adata`` (e.g. the file it was read from; default "the input AnnData").
     input_normalized, input_transform

@@ -93,6 +93,13 @@ class TransformerRun:
         pooled = "<CLS>" if config.pooling == "cls" else "mean of the final token states"
         return pooled if config.members == 1 else f"{pooled} of {config.members} members, side by side"
 
+    @property
+    def member_heads(self) -> dict[str, np.ndarray] | None:
+        """The ensemble members' classifier heads (``fc_weight.i``, ``fc_bias.i``, ``out_weight.i``,
+        ``out_bias.i``), which the unknown score's disagreement part applies to each member's slice of the
+        embedding; ``None`` for one transformer."""
+        return self.model.head_weights() if isinstance(self.model, TransformerEnsemble) else None
+
     @classmethod
     def load(cls, run_dir: str | Path) -> TransformerRun:
         from safetensors.torch import load_file
