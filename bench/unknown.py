@@ -46,7 +46,7 @@ Prepared datasets and runs are cached in ``--work`` (keyed by dataset, withheld 
 ``"model": "none"``); ``--resume`` skips what the file already holds, so a stopped run continues where it
 was. ``--markdown FILE`` tabulates both kinds of record, each in its own tables. Datasets run
 in the order ``--datasets`` gives them. Besides the run's own threshold, every score's TPR / FPR is
-recorded with the threshold at each validation FPR target in ``FPR_TARGETS`` (0.01 / 0.05 / 0.10, i.e.
+recorded with the threshold at each validation FPR target in ``FPR_TARGETS`` (0.01 / 0.05 / 0.09 / 0.10, i.e.
 the 0.99 / 0.95 / 0.91 / 0.90 quantile of its validation cells' scores: ``at_fpr``), so one run shows the
 whole trade-off.
 """
@@ -348,7 +348,7 @@ def evaluate_expression(prepared: Path, query, withheld_mask: np.ndarray, quanti
         train, val, cells = (module.expression_features(state, X) for X in (X_train, X_val, X_query))
         for name in names:
             no_logits = np.zeros((len(val), n_classes))  # these scores read no logits
-            fitted, settings = module.fit_score(name, train, y_train, n_classes, val=(no_logits, val))
+            fitted, settings = module.fit_score(name, train, y_train, n_classes, val=(no_logits, val, None))
             fitted = {k: np.asarray(a, np.float32).astype(np.float64) for k, a in fitted.items()}
             val_scores = module.score(name, fitted, settings, no_logits, val)
             s = module.score(name, fitted, settings, np.zeros((len(cells), n_classes)), cells)

@@ -146,7 +146,7 @@ def fit_score(
     # a combination: the parts, then their validation median / IQR
     if val is None or val[1] is None:
         raise ValueError(f"the {method} score needs the validation cells' representation")
-    val_logits, val_features, val_embeddings = (*val, None)[:3]
+    val_logits, val_features, val_embeddings = val
     state: dict[str, np.ndarray] = {}
     settings: dict[str, Any] = {"parts": {}}
     for part in COMBINED_PARTS[method]:
