@@ -64,3 +64,23 @@ def run_digest(options: dict[str, Any]) -> str:
     from cellformer.config import ModelConfig, TrainConfig
 
     return digest({"options": options, "defaults": _defaults(ModelConfig, TrainConfig)})
+
+
+def recalibrated(run: Path, prepared: Path) -> Path:
+    """``run`` (a cached trained run of ``prepared``), its stored unknown detector refitted when its method,
+    space or quantile is not what calibration does today, so a benchmark measures today's unknown score."""
+    from cellformer.calibration.run import calibrate_run
+    from cellformer.calibration.unknown import (
+        DEFAULT_METHOD,
+        DEFAULT_QUANTILE,
+        UnknownDetector,
+        method_for,
+    )
+    from cellformer.runs import load
+
+    stored = UnknownDetector.load(run)
+    trained = load(run)
+    expected = (method_for(DEFAULT_METHOD, trained.member_heads), trained.unknown_space, DEFAULT_QUANTILE)
+    if stored is not None and (stored.method, stored.space, stored.quantile) != expected:
+        calibrate_run(run, prepared)
+    return run

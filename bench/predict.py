@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from labelled_data import run_digest
+from labelled_data import recalibrated, run_digest
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE.parent.parent / "shared" / "data" / "mouse_bladder_2100.h5ad"
@@ -225,7 +225,8 @@ PREVIOUS_DEFAULTS = {"members": 1, "n_layers": 2}
 
 
 def train_runs(work: Path) -> tuple[Path, Path, Path]:
-    """The default transformer, one trained with the previous defaults, and logreg (cached in ``work``)."""
+    """The default transformer, one trained with the previous defaults, and logreg (cached in ``work``,
+    each with today's unknown detector)."""
     import cellformer
 
     prepared, logreg = work / "prepared", work / "logreg"
@@ -239,7 +240,12 @@ def train_runs(work: Path) -> tuple[Path, Path, Path]:
             cellformer.train(prepared, out=run, progress_bar=False, **options)
     if not (logreg / "config.json").exists():
         cellformer.baseline(prepared, method="logreg", out=logreg)
-    return transformer, previous, logreg
+    # a cached run keeps the unknown detector it was calibrated with; predict with today's
+    return (
+        recalibrated(transformer, prepared),
+        recalibrated(previous, prepared),
+        recalibrated(logreg, prepared),
+    )
 
 
 def main() -> None:

@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from labelled_data import DATA, DATASETS, Dataset, parse_value, prepared_digest, run_digest
+from labelled_data import DATA, DATASETS, Dataset, parse_value, prepared_digest, recalibrated, run_digest
 
 LABEL_KEY = "cell_type"
 
@@ -144,22 +144,7 @@ def prepare_without(adata, dataset: Dataset, withheld: str, work: Path) -> Path:
 
 def trained_run(prepared: Path, model: str, train_options: dict[str, Any]) -> Path:
     """The cached run, its stored unknown detector refitted if it is not today's default."""
-    from cellformer.calibration.run import calibrate_run
-    from cellformer.calibration.unknown import (
-        DEFAULT_METHOD,
-        DEFAULT_QUANTILE,
-        UnknownDetector,
-        method_for,
-    )
-    from cellformer.runs import load
-
-    run = _trained_run(prepared, model, train_options)
-    stored = UnknownDetector.load(run)
-    trained = load(run)
-    expected = (method_for(DEFAULT_METHOD, trained.member_heads), trained.unknown_space, DEFAULT_QUANTILE)
-    if stored is not None and (stored.method, stored.space, stored.quantile) != expected:
-        calibrate_run(run, prepared)
-    return run
+    return recalibrated(_trained_run(prepared, model, train_options), prepared)
 
 
 def _trained_run(prepared: Path, model: str, train_options: dict[str, Any]) -> Path:
