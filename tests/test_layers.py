@@ -16,7 +16,7 @@ ROOT = Path(cellformer.__file__).parent
 
 # the stages in flow order; a module belongs to the first entry that is its name or a package above it
 STAGES: list[tuple[str, ...]] = [
-    ("errors", "atomic", "provenance", "config", "tokens", "text", "kinds"),  # leaves
+    ("errors", "atomic", "provenance", "config", "tokens", "text", "kinds", "threads"),  # leaves
     ("data",),
     ("tokenize",),
     ("timecourse",),  # previous-time-point profiles: ancestor mapping, prepare's and predict's sources

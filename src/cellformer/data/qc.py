@@ -18,6 +18,7 @@ import numpy as np
 from cellformer.data.read import H5adReader
 from cellformer.data.validate import ValueSummary
 from cellformer.text import plural
+from cellformer.threads import torch_threads_kept
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +78,10 @@ def scan_file(
         values.update(X.data, start)
         X.eliminate_zeros()
         chunk = ad.AnnData(X=X, var=var)
-        obs, _ = sc.pp.calculate_qc_metrics(
-            chunk, qc_vars=["mt"] if use_mito else (), percent_top=None, log1p=False, inplace=False
-        )
+        with torch_threads_kept():  # scanpy's numba kernels reset torch's thread count
+            obs, _ = sc.pp.calculate_qc_metrics(
+                chunk, qc_vars=["mt"] if use_mito else (), percent_top=None, log1p=False, inplace=False
+            )
         genes = obs["n_genes_by_counts"].to_numpy(np.int64)
         keep = genes >= min_genes
         n_genes.append(genes)
@@ -119,7 +121,7 @@ def detect_doublets(reader: H5adReader, rows: np.ndarray, seed: int) -> tuple[np
     adata = ad.AnnData(X=X)
     n_comps = int(min(30, X.shape[0] - 1, X.shape[1] - 1))
     # threshold=1 only stops scanpy from requiring scikit-image; the call is made below
-    with warnings.catch_warnings():  # a harmless 0/0 in scrublet's detected-rate summary
+    with warnings.catch_warnings(), torch_threads_kept():  # a harmless 0/0 in scrublet's summary
         warnings.simplefilter("ignore", RuntimeWarning)
         sc.pp.scrublet(
             adata,

@@ -17,6 +17,7 @@ from cellformer.prediction.annotate import annotate
 from cellformer.prediction.outputs import check_input_values, predict_chunks
 from cellformer.prediction.run_setup import DEFAULT_CHUNK_SIZE, check_key_added, setup_run
 from cellformer.text import is_primary_process
+from cellformer.threads import torch_threads_kept
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -293,7 +294,8 @@ def plot_umap(
     import umap
 
     n_neighbors = int(min(15, adata.n_obs - 1))
-    coords = umap.UMAP(n_neighbors=n_neighbors, random_state=seed, n_jobs=1).fit_transform(embedding)
+    with torch_threads_kept():  # umap's numba kernels reset torch's thread count
+        coords = umap.UMAP(n_neighbors=n_neighbors, random_state=seed, n_jobs=1).fit_transform(embedding)
     adata.obsm[f"X_{key_added}_umap"] = coords.astype(np.float32)
     panels = [("predicted", adata.obs[f"{key_added}_prediction"])]
     label_key = adata.uns[key_added]["params"].get("label_key")
