@@ -79,8 +79,10 @@ def recalibrated(run: Path, prepared: Path) -> Path:
     from cellformer.runs import load
 
     stored = UnknownDetector.load(run)
-    trained = load(run)
+    if stored is None:  # the run has no stored detector: nothing to refresh
+        return run
+    trained = load(run)  # verifies and loads the run: only when there is a detector to compare
     expected = (method_for(DEFAULT_METHOD, trained.member_heads), trained.unknown_space, DEFAULT_QUANTILE)
-    if stored is not None and (stored.method, stored.space, stored.quantile) != expected:
+    if (stored.method, stored.space, stored.quantile) != expected:
         calibrate_run(run, prepared)
     return run

@@ -19,9 +19,12 @@ def torch_threads_kept() -> Iterator[None]:
     """Restore torch's intra-op thread count on exit to what it was on entry (nothing to do when torch
     is not imported: then no caller has chosen one)."""
     torch = sys.modules.get("torch")
-    before = torch.get_num_threads() if torch is not None else None
+    if torch is None:
+        yield
+        return
+    before = torch.get_num_threads()
     try:
         yield
     finally:
-        if torch is not None and before is not None and torch.get_num_threads() != before:
+        if torch.get_num_threads() != before:
             torch.set_num_threads(before)
