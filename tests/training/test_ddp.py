@@ -7,15 +7,17 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from training_helpers import SUBPROCESS_ENV, TINY, metrics
 
 import cellformer
 from cellformer.preparation.prepared import PreparedData
 
 
-def test_ddp_two_cpu_processes(bladder_prepared: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("members", [1, 2], ids=["one transformer", "ensemble (the default model)"])
+def test_ddp_two_cpu_processes(bladder_prepared: Path, tmp_path: Path, members: int) -> None:
     out = tmp_path / "ddp"
-    config = {**TINY, "max_epochs": 2, "devices": 2, "strategy": "ddp"}
+    config = {**TINY, "max_epochs": 2, "devices": 2, "strategy": "ddp", "members": members}
     args = [sys.executable, "-m", "cellformer.cli", "-q", "train", str(bladder_prepared), "--out", str(out)]
     for key, value in config.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
@@ -27,3 +29,8 @@ def test_ddp_two_cpu_processes(bladder_prepared: Path, tmp_path: Path) -> None:
     prepared = PreparedData(bladder_prepared)
     predictions = cellformer.load(out).predict_split(prepared, "val")
     assert np.isfinite(predictions.logits).all()
+    model = cellformer.load(out)
+    assert model.config["model"]["members"] == members
+    if members > 1:  # every member trained, each its own table, from the same SVD start
+        tables = [table.weight.detach().numpy() for table in model.model.gene_tables()]
+        assert not np.array_equal(tables[0], tables[1])

@@ -61,3 +61,27 @@ def test_resume_after_sigkill_matches_uninterrupted_run(
 def test_resume_needs_a_started_run(bladder_prepared: Path, tmp_path: Path) -> None:
     with pytest.raises(RunDirError, match="not a started run directory"):
         cellformer.train(bladder_prepared, out=tmp_path / "never", resume=True)
+
+
+def test_resume_of_an_ensemble_matches_uninterrupted_run(bladder_prepared: Path, tmp_path: Path) -> None:
+    """The default model is an ensemble: each member's weights, optimizer state and gene-dropout view
+    continue where the killed run stopped."""
+    options = {**TINY, "members": 2, "max_epochs": 4}
+    whole = cellformer.train(bladder_prepared, out=tmp_path / "whole", **options)
+    out = tmp_path / "killed"
+    process = subprocess.Popen(
+        _cli_args(bladder_prepared, out, options),
+        env=SUBPROCESS_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    last = out / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()
+    assert 1 <= len(metrics(out)) < options["max_epochs"]
+    cellformer.train(bladder_prepared, out=out, resume=True, **options)
+    assert_same_run(whole, out)
