@@ -26,10 +26,9 @@ def test_ddp_two_cpu_processes(bladder_prepared: Path, tmp_path: Path, members: 
     rows = metrics(out)
     assert [r["epoch"] for r in rows] == ["1", "2"]  # one row per epoch, written by rank 0 only
     assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
-    prepared = PreparedData(bladder_prepared)
-    predictions = cellformer.load(out).predict_split(prepared, "val")
-    assert np.isfinite(predictions.logits).all()
     model = cellformer.load(out)
+    predictions = model.predict_split(PreparedData(bladder_prepared), "val")
+    assert np.isfinite(predictions.logits).all()
     assert model.config["model"]["members"] == members
     if members > 1:  # every member trained, each its own table, from the same SVD start
         tables = [table.weight.detach().numpy() for table in model.model.gene_tables()]

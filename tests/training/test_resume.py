@@ -23,12 +23,10 @@ def _cli_args(prepared: Path, out: Path, config: dict) -> list[str]:
     return args
 
 
-def test_resume_after_sigkill_matches_uninterrupted_run(
-    tiny_run: Path, bladder_prepared: Path, tmp_path: Path
-) -> None:
-    out = tmp_path / "killed"
+def _killed_after_first_checkpoint(prepared: Path, out: Path, config: dict) -> Path:
+    """``out``: a `cellformer train` process SIGKILLed once its first ``last.ckpt`` exists, mid-run."""
     process = subprocess.Popen(
-        _cli_args(bladder_prepared, out, TINY),
+        _cli_args(prepared, out, config),
         env=SUBPROCESS_ENV,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -41,8 +39,14 @@ def test_resume_after_sigkill_matches_uninterrupted_run(
     process.wait()
     assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()
     assert last.exists() and not (out / "model.safetensors").exists()
-    done_before = len(metrics(out))
-    assert 1 <= done_before < TINY["max_epochs"]
+    assert 1 <= len(metrics(out)) < config["max_epochs"]
+    return out
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(
+    tiny_run: Path, bladder_prepared: Path, tmp_path: Path
+) -> None:
+    out = _killed_after_first_checkpoint(bladder_prepared, tmp_path / "killed", TINY)
 
     with pytest.raises(RunDirError, match="training did not finish"):
         cellformer.load(out)
@@ -68,20 +72,6 @@ def test_resume_of_an_ensemble_matches_uninterrupted_run(bladder_prepared: Path,
     continue where the killed run stopped."""
     options = {**TINY, "members": 2, "max_epochs": 4}
     whole = cellformer.train(bladder_prepared, out=tmp_path / "whole", **options)
-    out = tmp_path / "killed"
-    process = subprocess.Popen(
-        _cli_args(bladder_prepared, out, options),
-        env=SUBPROCESS_ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    last = out / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 120
-    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()
-    assert 1 <= len(metrics(out)) < options["max_epochs"]
+    out = _killed_after_first_checkpoint(bladder_prepared, tmp_path / "killed", options)
     cellformer.train(bladder_prepared, out=out, resume=True, **options)
     assert_same_run(whole, out)
