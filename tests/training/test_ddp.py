@@ -7,14 +7,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
-from training_helpers import SUBPROCESS_ENV, TINY, metrics
+from training_helpers import ONE_MODEL_AND_AN_ENSEMBLE, SUBPROCESS_ENV, TINY, metrics
 
 import cellformer
 from cellformer.preparation.prepared import PreparedData
 
 
-@pytest.mark.parametrize("members", [1, 2], ids=["one transformer", "ensemble (the default model)"])
+@ONE_MODEL_AND_AN_ENSEMBLE
 def test_ddp_two_cpu_processes(bladder_prepared: Path, tmp_path: Path, members: int) -> None:
     out = tmp_path / "ddp"
     config = {**TINY, "max_epochs": 2, "devices": 2, "strategy": "ddp", "members": members}

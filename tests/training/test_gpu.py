@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from training_helpers import TINY, metrics
+from training_helpers import ONE_MODEL_AND_AN_ENSEMBLE, TINY, metrics
 
 import cellformer
 from cellformer.preparation.prepared import PreparedData
@@ -15,14 +15,14 @@ from cellformer.preparation.prepared import PreparedData
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("members", [1, 2], ids=["one transformer", "ensemble (the default model)"])
+@ONE_MODEL_AND_AN_ENSEMBLE
 def test_gpu_bf16_training_and_prediction(bladder_prepared: Path, tmp_path: Path, members: int) -> None:
     options = {**TINY, "accelerator": "gpu", "members": members}
     run = cellformer.train(bladder_prepared, out=tmp_path / "gpu", **options)
-    config = cellformer.load(run).config
-    assert config["train"]["accelerator"] == "gpu"
+    model = cellformer.load(run)
+    assert model.config["train"]["accelerator"] == "gpu"
     assert float(metrics(run)[-1]["train_loss"]) < float(metrics(run)[0]["train_loss"])
-    predictions = cellformer.load(run).predict_split(PreparedData(bladder_prepared), "val")
+    predictions = model.predict_split(PreparedData(bladder_prepared), "val")
     assert np.isfinite(predictions.logits).all()
 
 

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 from shared_helpers import TINY  # noqa: F401  (re-exported for the training tests)
@@ -15,6 +16,11 @@ from shared_helpers import TINY  # noqa: F401  (re-exported for the training tes
 # the resume test compares an in-process run with a subprocess one (same thread count, same numbers).
 THREADS = 1
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS)}
+
+# a test of a training path run for one transformer and for an ensemble (the default model's kind)
+ONE_MODEL_AND_AN_ENSEMBLE = pytest.mark.parametrize(
+    "members", [1, 2], ids=["one transformer", "ensemble (the default model)"]
+)
 
 
 def metrics(run: Path) -> list[dict[str, str]]:
