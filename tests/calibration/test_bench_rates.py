@@ -123,9 +123,15 @@ def test_expression_only_mode_records_the_expression_scores_without_a_model(benc
         "CD56+ NK",
     )
     result = record["result"]
-    assert result["default"] == method_for(DEFAULT_METHOD, None) == "mahalanobis_density"
+    assert result["default"] == method_for(DEFAULT_METHOD, None) == "holdout_mahalanobis_density"
     assert result["known_macro_f1"] is None  # needs a model
-    assert set(result["scores"]) == {"mahalanobis", "density", "mahalanobis_density", "mahalanobis@hvg2000"}
+    assert set(result["scores"]) == {
+        "holdout_mahalanobis_density",
+        "mahalanobis",
+        "density",
+        "mahalanobis_density",
+        "mahalanobis@hvg2000",
+    }
     assert record["n_withheld"] == 31 and record["n_known"] > 50
     assert result["n_val"] > 50
     # pbmc68k has 765 genes: both spaces hold every expressed one, so the two mahalanobis agree
@@ -144,7 +150,7 @@ def test_expression_only_mode_records_the_expression_scores_without_a_model(benc
         tprs = [entry["at_fpr"][t]["tpr"] for t in ("0.01", "0.05", "0.09", "0.1")]
         assert tprs == sorted(tprs)
     out = capsys.readouterr().out
-    assert "known-cell macro-F1 needs" in out and "mahalanobis_density (default)" in out
+    assert "known-cell macro-F1 needs" in out and "holdout_mahalanobis_density (default)" in out
 
     # --resume measures nothing again; the record file keeps one line; the tables take both kinds
     assert bench.main(argv + ["--resume"]) == 0
@@ -154,6 +160,6 @@ def test_expression_only_mode_records_the_expression_scores_without_a_model(benc
     trained = _record(bench, "pbmc68k", "CD56+ NK", "transformer", 0.9)
     text = bench.markdown([trained, record])
     assert "| transformer | **all** |" not in text and "AUROC mahal" in text  # the trained tables, alone
-    assert "| **mahalanobis_density (default)** | pbmc68k | 1 |" in text
+    assert "| **holdout_mahalanobis_density (default)** | pbmc68k | 1 |" in text
     assert "| mahalanobis, 2000 HVGs (default before) | pbmc68k | 1 |" in text
     assert json.loads(json.dumps(record)) == record

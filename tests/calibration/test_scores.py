@@ -233,7 +233,75 @@ def test_member_scores_fall_back_without_the_members_heads(method):
     detector = UnknownDetector.fit(
         (logits[:400], emb[:400], y[:400]), (logits[400:], emb[400:], y[400:]), 3, method=method
     )
-    assert detector.method == ("mahalanobis_density" if method != "disagreement" else "max_probability")
+    fallback = {"disagreement": "max_probability"}.get(method, method.removesuffix("_disagreement"))
+    assert fallback in ("max_probability", "mahalanobis_density", "holdout_mahalanobis_density")
+    assert detector.method == fallback
     fitted = _fit(method)
     with pytest.raises(ValueError, match="needs (the model's )?embeddings"):
         fitted.scores(logits[400:], None)
+
+
+def test_holdout_weights_reproduce_the_score_from_its_parts():
+    """score = sum_p weight_p * (part - validation median) / validation IQR - offset; the representation
+    parts' weighted sum sits at 0 on the validation cells' median; deterministic."""
+    from cellformer.calibration.scores import _part_state, fit_score, score
+
+    logits, emb, y, _ = _clusters()
+    val = (logits[400:], emb[400:], None)
+    state, settings = fit_score("holdout_mahalanobis_density", emb[:400], y[:400], 3, val=val, y_val=y[400:])
+    again = fit_score("holdout_mahalanobis_density", emb[:400], y[:400], 3, val=val, y_val=y[400:])[1]
+    assert settings == again
+    assert settings["holdout"]["classes_held_out"] == 3
+    assert all(c > 0 for c in settings["holdout"]["coefficients"].values())
+    parts = settings["parts"]
+    expected = -settings["offset"] + sum(
+        settings["weights"][p]
+        * (score(p, _part_state(state, p), parts[p], logits[400:], emb[400:]) - parts[p]["median"])
+        / parts[p]["iqr"]
+        for p in ("mahalanobis", "density")
+    )
+    got = score("holdout_mahalanobis_density", state, settings, logits[400:], emb[400:])
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    assert abs(np.median(got)) < 1e-9
+    with pytest.raises(ValueError, match="validation cells' labels"):
+        fit_score("holdout_mahalanobis_density", emb[:400], y[:400], 3, val=val)
+
+
+def test_holdout_weights_are_equal_without_a_class_to_hold_out(monkeypatch):
+    from cellformer.calibration import scores
+
+    _, emb, y, _ = _clusters()
+    monkeypatch.setattr(scores, "HOLDOUT_MIN_CELLS", 1_000)  # every class is smaller
+    coefficients, held_out = scores.holdout_coefficients(
+        emb[:400], y[:400], emb[400:], y[400:], 3, ["mahalanobis", "density"]
+    )
+    assert held_out == 0 and coefficients == {"mahalanobis": 1.0, "density": 1.0}
+
+
+def test_holdout_weights_follow_the_data(pbmc68k_path, kidney_path):
+    """On real data the held-out classes choose different parts (docs/unknown.md, round 7): on pbmc68k a
+    withheld type is far from every class mean (Mahalanobis), on kidney it lies off the training cells'
+    local density (the local outlier factor)."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from cellformer.calibration import scores
+
+    ratios = {}
+    for name, path in (("pbmc68k", pbmc68k_path), ("kidney", kidney_path)):
+        adata = ad.read_h5ad(path)
+        if name == "kidney":  # 3,000 of its 5,685 cells: enough, and quick
+            adata = adata[np.sort(np.random.default_rng(0).choice(adata.n_obs, 3000, replace=False))]
+        X = sp.csr_matrix(adata.X, dtype=np.float32)
+        if name == "pbmc68k":  # stored log-normalized: back to count-like values
+            np.expm1(X.data, out=X.data)
+        y = adata.obs["cell_type"].astype("category").cat.codes.to_numpy()
+        train = np.arange(adata.n_obs) % 5 != 0
+        space = scores.fit_expression_space(X[train])
+        features = [scores.expression_features(space, X[rows]) for rows in (train, ~train)]
+        coefficients, held_out = scores.holdout_coefficients(
+            features[0], y[train], features[1], y[~train], int(y.max()) + 1, ["mahalanobis", "density"]
+        )
+        assert held_out >= 8
+        ratios[name] = coefficients["mahalanobis"] / coefficients["density"]
+    assert ratios["pbmc68k"] > 2 and ratios["kidney"] < 1, ratios

@@ -54,7 +54,13 @@ def test_two_cpu_processes_predict_what_one_does(odd_cells, withheld_transformer
         rtol=1e-5,
         atol=1e-5,
     )
-    assert (two.obs[f"{KEY}_unknown"].to_numpy() == one.obs[f"{KEY}_unknown"].to_numpy()).all()
+    # the same flags, except for a cell whose score is the threshold itself (a validation cell's, when the
+    # quantile falls on one) up to the two runs' float rounding
+    threshold = one.uns[KEY]["params"]["unknown"]["threshold"]
+    clear = np.abs(one.obs[f"{KEY}_unknown_score"].to_numpy() - threshold) > 1e-5
+    assert clear.sum() >= len(clear) - 2
+    flags = (two.obs[f"{KEY}_unknown"].to_numpy(), one.obs[f"{KEY}_unknown"].to_numpy())
+    assert (flags[0][clear] == flags[1][clear]).all()
     assert two.uns[KEY]["params"]["gene_overlap"] == one.uns[KEY]["params"]["gene_overlap"]
     assert not list(tmp_path.glob("lightning_logs")) and not list(Path.cwd().glob("lightning_logs"))
 

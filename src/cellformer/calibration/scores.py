@@ -23,9 +23,16 @@ deterministic function of a cell's outputs afterwards:
   member's probabilities ``p_i`` come from its classifier head (copied into the detector at calibration)
   applied to its slice of the embedding.
 - ``mahalanobis_density_disagreement``: the same mean of ``mahalanobis``, ``density`` (of the
-  representation) and ``disagreement`` (of the embedding); the default for ensembles (docs/unknown.md,
-  round 4). Without members' heads (one transformer, a baseline) a detector falls back to
-  ``mahalanobis_density``.
+  representation) and ``disagreement`` (of the embedding) (the default of rounds 4-6, docs/unknown.md).
+- ``holdout_mahalanobis_density``: ``mahalanobis`` and ``density`` weighted by how well each separates a
+  class the score has not seen: each training class in turn is held out, both parts are fitted on the
+  other classes, and a logistic regression on the parts' (validation-scaled) values separates the
+  held-out class's training cells from the other classes' validation cells; its coefficients are the
+  weights (docs/unknown.md, round 7). Only training and validation cells are used.
+- ``holdout_mahalanobis_density_disagreement``: ``holdout_mahalanobis_density`` (on its validation
+  median / IQR scale) weighted 0.8, and ``disagreement`` 0.2; **the default** for ensembles (round 7).
+  Without members' heads (one transformer, a baseline) a detector falls back to
+  ``holdout_mahalanobis_density``.
 
 A fitted score is ``(method, state, settings)``: ``state`` holds arrays (stored in
 ``unknown.safetensors``), ``settings`` small JSON values. :mod:`cellformer.calibration.unknown` thresholds it.
@@ -50,6 +57,8 @@ SCORES = (
     "mahalanobis_density",
     "disagreement",
     "mahalanobis_density_disagreement",
+    "holdout_mahalanobis_density",
+    "holdout_mahalanobis_density_disagreement",
 )
 # the scores measuring a representation (the others read the logits, or the members' heads)
 FEATURE_SCORES = (
@@ -60,15 +69,30 @@ FEATURE_SCORES = (
     "combined",
     "mahalanobis_density",
     "mahalanobis_density_disagreement",
+    "holdout_mahalanobis_density",
+    "holdout_mahalanobis_density_disagreement",
 )
 # the scores that need an ensemble's members' classifier heads (``heads``) and the model's embeddings
-MEMBER_SCORES = ("disagreement", "mahalanobis_density_disagreement")
+MEMBER_SCORES = (
+    "disagreement",
+    "mahalanobis_density_disagreement",
+    "holdout_mahalanobis_density_disagreement",
+)
 # the scores averaging others, each part on its validation median / IQR scale
 COMBINED_PARTS = {
     "combined": ("mahalanobis", "knn_distance"),
     "mahalanobis_density": ("mahalanobis", "density"),
     "mahalanobis_density_disagreement": ("mahalanobis", "density", "disagreement"),
+    "holdout_mahalanobis_density": ("mahalanobis", "density"),
+    "holdout_mahalanobis_density_disagreement": ("mahalanobis", "density", "disagreement"),
 }
+# the combinations whose representation parts are weighted by held-out classes (the others: equal weights)
+HOLDOUT_SCORES = ("holdout_mahalanobis_density", "holdout_mahalanobis_density_disagreement")
+# the weight of the representation parts against the members' disagreement (docs/unknown.md, round 7)
+HOLDOUT_SHARE = 0.8
+HOLDOUT_MIN_CELLS = 10  # a training class is held out when it has at least this many cells
+HOLDOUT_BANK = 5_000  # other classes' training cells the parts are fitted on while a class is held out
+HOLDOUT_CELLS = 1_000  # cells of each held-out class, and of the other classes' validation cells, scored
 KNN_K = 10
 DENSITY_K = 20
 DENSITY_BANK = 50_000  # training cells kept as the density score's neighbours (a seeded sample beyond)
@@ -94,6 +118,13 @@ DESCRIPTIONS = {
     "mean (shared Ledoit-Wolf covariance) and the local outlier factor (20 neighbours) of the {space}, and "
     "the ensemble members' disagreement (mutual information of their predictions), each as (score - "
     "validation median) / validation IQR",
+    "holdout_mahalanobis_density": "the Mahalanobis distance to the nearest training-class mean (shared "
+    "Ledoit-Wolf covariance) and the local outlier factor (20 neighbours) of the {space}, each as (score - "
+    "validation median) / validation IQR, weighted by how well each separates a held-out training class",
+    "holdout_mahalanobis_density_disagreement": "0.8 x the Mahalanobis distance and the local outlier "
+    "factor (20 neighbours) of the {space} weighted by how well each separates a held-out training class, "
+    "+ 0.2 x the ensemble members' disagreement (mutual information of their predictions), each on its "
+    "validation median / IQR scale",
 }
 
 
@@ -113,12 +144,14 @@ def fit_score(
     val: tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None = None,
     temperature: float = 1.0,
     heads: dict[str, np.ndarray] | None = None,
+    y_val: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """``(state, settings)`` of ``method`` from the training cells' representation and labels.
 
     ``val`` (validation ``(logits, features, embeddings)``) is needed by the combinations only (their
-    normalization); ``heads`` (:func:`member_probabilities`' weights) by the :data:`MEMBER_SCORES`.
-    Labels outside ``[0, n_classes)`` are ignored.
+    normalization), ``y_val`` (the validation cells' labels) by the :data:`HOLDOUT_SCORES`; ``heads``
+    (:func:`member_probabilities`' weights) by the :data:`MEMBER_SCORES`. Labels outside
+    ``[0, n_classes)`` are ignored.
     """
     if method not in SCORES:
         raise ValueError(f"unknown score {method!r}; choose one of {', '.join(SCORES)}")
@@ -156,7 +189,121 @@ def fit_score(
         part_settings = {**part_settings, "median": float(median), "iqr": float(max(q3 - q1, 1e-12))}
         state.update({f"{part}.{name}": array for name, array in part_state.items()})
         settings["parts"][part] = part_settings
+    if method in HOLDOUT_SCORES:
+        if y_val is None:
+            raise ValueError(f"the {method} score needs the validation cells' labels")
+        settings.update(
+            _holdout_weighting(features, y_train, val_features, np.asarray(y_val), n_classes, state, settings)
+        )
     return state, settings
+
+
+def _holdout_weighting(
+    features: np.ndarray,
+    y_train: np.ndarray,
+    val_features: np.ndarray,
+    y_val: np.ndarray,
+    n_classes: int,
+    state: dict[str, np.ndarray],
+    settings: dict[str, Any],
+) -> dict[str, Any]:
+    """``weights`` (per part) and ``offset`` of a :data:`HOLDOUT_SCORES` combination.
+
+    The representation parts' coefficients come from :func:`holdout_coefficients`; their weighted sum is
+    put on its own validation median / IQR scale and given :data:`HOLDOUT_SHARE` of the score (all of it
+    without the disagreement), the disagreement the rest: score = sum_p weight_p * z_p - offset, where
+    z_p = (part - validation median) / validation IQR."""
+    parts = settings["parts"]
+    names = [p for p in parts if p != "disagreement"]
+    coefficients, n_held_out = holdout_coefficients(features, y_train, val_features, y_val, n_classes, names)
+    z = np.column_stack(
+        [
+            (
+                score(p, _part_state(state, p), parts[p], np.zeros((len(val_features), 1)), val_features)
+                - parts[p]["median"]
+            )
+            / parts[p]["iqr"]
+            for p in names
+        ]
+    )
+    combined = z @ np.array([coefficients[p] for p in names])
+    q1, median, q3 = np.quantile(combined, [0.25, 0.5, 0.75])
+    iqr = float(max(q3 - q1, 1e-12))
+    share = HOLDOUT_SHARE if "disagreement" in parts else 1.0
+    weights = {p: share * coefficients[p] / iqr for p in names}
+    if "disagreement" in parts:
+        weights["disagreement"] = 1.0 - share
+    return {
+        "weights": weights,
+        "offset": share * float(median) / iqr,
+        "holdout": {"coefficients": coefficients, "classes_held_out": n_held_out},
+    }
+
+
+def holdout_coefficients(
+    features: np.ndarray,
+    y_train: np.ndarray,
+    val_features: np.ndarray,
+    y_val: np.ndarray,
+    n_classes: int,
+    parts: list[str],
+) -> tuple[dict[str, float], int]:
+    """How much each representation part (``mahalanobis``, ``density``) tells a class the score has not
+    seen from known cells, and how many classes that was measured on.
+
+    Each training class with at least :data:`HOLDOUT_MIN_CELLS` cells is held out in turn: the parts are
+    fitted on (at most :data:`HOLDOUT_BANK` of) the other classes' training cells and scored on (at most
+    :data:`HOLDOUT_CELLS` of) the held-out class's training cells and the other classes' validation cells,
+    each on those validation cells' median / IQR scale. A logistic regression separating the held-out
+    cells from the validation cells (every held-out class and its validation cells weighted equally)
+    gives the coefficients, clipped at 0; with no class to hold out, or no positive coefficient, the
+    parts are weighted equally (1 each). Seeded samples: deterministic."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    known_val = (y_val >= 0) & (y_val < n_classes)
+    val_features, y_val = np.asarray(val_features, np.float64)[known_val], y_val[known_val]
+    rows, targets, sample_weights = [], [], []
+    held_out = 0
+    for c in range(n_classes):
+        held = np.flatnonzero(y_train == c)
+        others = np.flatnonzero(y_train != c)
+        known = np.flatnonzero(y_val != c)
+        if len(held) < HOLDOUT_MIN_CELLS or len(others) == 0 or len(known) < 2:
+            continue
+        held_out += 1
+        bank, held, known = (
+            np.sort(rng.choice(a, cap, replace=False)) if len(a) > cap else a
+            for a, cap in ((others, HOLDOUT_BANK), (held, HOLDOUT_CELLS), (known, HOLDOUT_CELLS))
+        )
+        scaled = []
+        for part in parts:
+            part_state, part_settings = fit_score(part, features[bank], y_train[bank], n_classes)
+            values = [
+                score(part, part_state, part_settings, np.zeros((len(x), 1)), x)
+                for x in (val_features[known], features[held])
+            ]
+            q1, median, q3 = np.quantile(values[0], [0.25, 0.5, 0.75])
+            scaled.append([(v - median) / max(q3 - q1, 1e-12) for v in values])
+        for group, target in ((0, 0.0), (1, 1.0)):
+            block = np.column_stack([s[group] for s in scaled])
+            rows.append(block)
+            targets.append(np.full(len(block), target))
+            sample_weights.append(np.full(len(block), 1.0 / len(block)))
+    equal = {p: 1.0 for p in parts}
+    if not held_out:
+        return equal, 0
+    weights = np.concatenate(sample_weights)
+    model = LogisticRegression(C=1.0, max_iter=1000).fit(
+        np.vstack(rows), np.concatenate(targets), sample_weight=weights / weights.mean()
+    )
+    coefficients = {p: float(max(w, 0.0)) for p, w in zip(parts, model.coef_[0], strict=True)}
+    return (coefficients if sum(coefficients.values()) > 0 else equal), held_out
+
+
+def _part_state(state: dict[str, np.ndarray], part: str) -> dict[str, np.ndarray]:
+    """A combination's stored arrays of one part (``part.name`` -> ``name``)."""
+    return {name.split(".", 1)[1]: a for name, a in state.items() if name.startswith(f"{part}.")}
 
 
 def _fit_mahalanobis(features: np.ndarray, y: np.ndarray, n_classes: int) -> dict[str, np.ndarray]:
@@ -267,14 +414,17 @@ def score(
         kth, index = nearest_neighbours(features, state["bank"], int(settings["k"]))
         return kth / np.maximum(np.asarray(state["bank_kth"], np.float64)[index].mean(axis=1), 1e-12)
     if method in COMBINED_PARTS:
+        parts = settings["parts"]
         total = np.zeros(len(logits))
-        for part, part_settings in settings["parts"].items():
-            part_state = {
-                name.split(".", 1)[1]: a for name, a in state.items() if name.startswith(f"{part}.")
-            }
-            values = score(part, part_state, part_settings, logits, features, temperature, embeddings)
-            total += (values - part_settings["median"]) / part_settings["iqr"]
-        return total / max(len(settings["parts"]), 1)
+        for part, part_settings in parts.items():
+            values = score(
+                part, _part_state(state, part), part_settings, logits, features, temperature, embeddings
+            )
+            z = (values - part_settings["median"]) / part_settings["iqr"]
+            total += settings["weights"][part] * z if "weights" in settings else z
+        if "weights" in settings:  # the holdout combinations; the others are their parts' plain mean
+            return total - settings["offset"]
+        return total / max(len(parts), 1)
     raise ValueError(f"unknown score {method!r}; choose one of {', '.join(SCORES)}")
 
 
