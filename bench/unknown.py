@@ -26,11 +26,12 @@ embedding are reported too (``@pca``).
 scores the transformer runs use (their ``space`` is ``"expression"``: :func:`fit_expression_space` /
 :func:`expression_features` of :mod:`cellformer.calibration.scores`, fitted on the prepared training
 cells' expression read as ``cellformer.calibration.run`` reads it, ``PreparedExpression``) are fitted and
-thresholded at validation quantiles exactly as above, for ``mahalanobis`` (the previous default),
-``density`` and ``mahalanobis_density`` (the default, ``DEFAULT_METHOD``), plus ``mahalanobis@hvg2000``:
-``mahalanobis`` in the previous space (``EXPRESSION_HVG`` set to 2,000 for that fit), i.e. the score
-shipped before. A transformer run's unknown flag depends only on this expression space, not on the model,
-so this measures the shipped flag of every run on the same cells; known-cell macro-F1 needs a model and
+thresholded at validation quantiles exactly as above, for ``holdout_mahalanobis_density`` (the model-free
+part of the default, ``DEFAULT_METHOD``, and the default of one-model runs), ``mahalanobis``, ``density``
+and ``mahalanobis_density`` (the earlier defaults), plus ``mahalanobis@hvg2000``: ``mahalanobis`` in the
+space before round 2 (``EXPRESSION_HVG`` set to 2,000 for that fit). A one-model run's unknown flag depends
+only on this expression space, not on the model, so this measures its shipped flag on the same cells (an
+ensemble's adds the members' disagreement, which needs the models); known-cell macro-F1 needs a model and
 is not reported in this mode. All 54 withheld types of the five datasets take a few minutes on 2 cores.
 
 Usage::
@@ -871,8 +872,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--expression-only",
         action="store_true",
-        help="model-free: no training; the expression-space unknown scores (mahalanobis, density, "
-        "mahalanobis_density, and mahalanobis over 2,000 HVGs as before) on every withheld type; minutes",
+        help="model-free: no training; the expression-space unknown scores (holdout_mahalanobis_density, "
+        "mahalanobis, density, mahalanobis_density, and mahalanobis over 2,000 HVGs as before) on every "
+        "withheld type; minutes",
     )
     args = parser.parse_args(argv)
     if args.markdown:

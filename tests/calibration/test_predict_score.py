@@ -36,6 +36,10 @@ def test_score_is_written_and_the_flag_is_score_above_threshold(kind, unknown_ru
     np.testing.assert_allclose(list(q.values()), np.quantile(score, [0.05, 0.25, 0.5, 0.75, 0.95]), rtol=1e-5)
     stored = json.loads((unknown_runs[kind] / "unknown.json").read_text())
     assert stored["method"] == expected and rule["threshold"] == stored["threshold"]
+    # the holdout score's part weights, as fitted at calibration (the disagreement: the ensemble's only)
+    parts = {"mahalanobis", "density"} | ({"disagreement"} if kind == "transformer" else set())
+    assert set(rule["part_weights"]) == parts and rule["part_weights"] == stored["settings"]["weights"]
+    assert stored["settings"]["holdout"]["classes_held_out"] >= 5  # pbmc68k without B: 9 classes
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -122,7 +122,8 @@ def annotate(
 
 
 def unknown_params(detector: UnknownDetector, scores: np.ndarray, key_added: str) -> dict[str, Any]:
-    """``params['unknown']``: the rule (score, threshold, FPR target) and the scores' quantiles."""
+    """``params['unknown']``: the rule (score, threshold, FPR target, a weighted score's part weights)
+    and the scores' quantiles."""
     if not detector.calibrated:
         return {
             "method": "none",
@@ -145,6 +146,8 @@ def unknown_params(detector: UnknownDetector, scores: np.ndarray, key_added: str
         f"{100 * detector.fpr_target:.0f}% of cells of known types are flagged by design), "
         "or no expressed model gene",
         "score_quantiles": score_quantiles(scores),
+        # a holdout score's weights: score = sum of weight x (part - validation median) / IQR - offset
+        **({"part_weights": dict(detector.settings["weights"])} if "weights" in detector.settings else {}),
     }
 
 
