@@ -180,20 +180,22 @@ def fit_score(
     if val is None or val[1] is None:
         raise ValueError(f"the {method} score needs the validation cells' representation")
     val_logits, val_features, val_embeddings = val
+    if method in HOLDOUT_SCORES and y_val is None:
+        raise ValueError(f"the {method} score needs the validation cells' labels")
     state: dict[str, np.ndarray] = {}
     settings: dict[str, Any] = {"parts": {}}
+    val_z: dict[str, np.ndarray] = {}  # each part's validation scores on its median / IQR scale
     for part in COMBINED_PARTS[method]:
         part_state, part_settings = fit_score(part, features, y_train, n_classes, heads=heads)
         values = score(part, part_state, part_settings, val_logits, val_features, temperature, val_embeddings)
         q1, median, q3 = np.quantile(values, [0.25, 0.5, 0.75]) if len(values) else (0.0, 0.0, 1.0)
         part_settings = {**part_settings, "median": float(median), "iqr": float(max(q3 - q1, 1e-12))}
+        val_z[part] = (values - part_settings["median"]) / part_settings["iqr"]
         state.update({f"{part}.{name}": array for name, array in part_state.items()})
         settings["parts"][part] = part_settings
     if method in HOLDOUT_SCORES:
-        if y_val is None:
-            raise ValueError(f"the {method} score needs the validation cells' labels")
         settings.update(
-            _holdout_weighting(features, y_train, val_features, np.asarray(y_val), n_classes, state, settings)
+            _holdout_weighting(features, y_train, val_features, np.asarray(y_val), n_classes, val_z)
         )
     return state, settings
 
@@ -204,34 +206,22 @@ def _holdout_weighting(
     val_features: np.ndarray,
     y_val: np.ndarray,
     n_classes: int,
-    state: dict[str, np.ndarray],
-    settings: dict[str, Any],
+    val_z: dict[str, np.ndarray],
 ) -> dict[str, Any]:
-    """``weights`` (per part) and ``offset`` of a :data:`HOLDOUT_SCORES` combination.
+    """``weights`` (per part), ``offset`` and how they were fitted, of a :data:`HOLDOUT_SCORES` combination.
 
     The representation parts' coefficients come from :func:`holdout_coefficients`; their weighted sum is
     put on its own validation median / IQR scale and given :data:`HOLDOUT_SHARE` of the score (all of it
     without the disagreement), the disagreement the rest: score = sum_p weight_p * z_p - offset, where
-    z_p = (part - validation median) / validation IQR."""
-    parts = settings["parts"]
-    names = [p for p in parts if p != "disagreement"]
+    ``val_z[p]`` holds z_p = (part - validation median) / validation IQR of the validation cells."""
+    names = [p for p in val_z if p != "disagreement"]
     coefficients, n_held_out = holdout_coefficients(features, y_train, val_features, y_val, n_classes, names)
-    z = np.column_stack(
-        [
-            (
-                score(p, _part_state(state, p), parts[p], np.zeros((len(val_features), 1)), val_features)
-                - parts[p]["median"]
-            )
-            / parts[p]["iqr"]
-            for p in names
-        ]
-    )
-    combined = z @ np.array([coefficients[p] for p in names])
+    combined = sum(coefficients[p] * val_z[p] for p in names)
     q1, median, q3 = np.quantile(combined, [0.25, 0.5, 0.75])
     iqr = float(max(q3 - q1, 1e-12))
-    share = HOLDOUT_SHARE if "disagreement" in parts else 1.0
+    share = HOLDOUT_SHARE if "disagreement" in val_z else 1.0
     weights = {p: share * coefficients[p] / iqr for p in names}
-    if "disagreement" in parts:
+    if "disagreement" in val_z:
         weights["disagreement"] = 1.0 - share
     return {
         "weights": weights,
