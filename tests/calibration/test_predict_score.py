@@ -162,3 +162,35 @@ def test_evaluate_records_the_score_and_compare_shows_it(unknown_runs, tmp_path)
     page = (tmp_path / "report" / "report.html").read_text()
     for cell in cells:  # each run's flagged share and the score's median [5%, 95%], in both files
         assert cell in text and html.escape(cell, quote=False) in page
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_runs_own_training_cells_are_counted_and_said(
+    kind, unknown_runs, unknown_prepared, pbmc68k, caplog
+):
+    """The score is calibrated for new cells; predict recognizes the run's training cells by their values
+    (prepare's content hashes, stored with the run) and says how many there are and how many it flags."""
+    import logging
+
+    import anndata as ad
+    import pandas as pd
+
+    from cellformer.calibration.unknown import TRAINING_CELLS_NAME
+
+    stored = np.load(unknown_runs[kind] / TRAINING_CELLS_NAME)
+    hashes = np.load(unknown_prepared / "cell_hashes.npy")
+    train_rows = np.load(unknown_prepared / "splits.npz")["train"]
+    np.testing.assert_array_equal(stored, np.unique(hashes[train_rows]))
+    cells = pd.read_csv(unknown_prepared / "cells.csv.gz")
+    names = cells["obs_name"].astype(str).to_numpy()
+    train = pbmc68k[pd.Index(pbmc68k.obs_names).get_indexer(names[train_rows[:60]])].copy()
+    new = pbmc68k[pd.Index(pbmc68k.obs_names).get_indexer(names[cells["split"] == "test"])].copy()
+    both = ad.concat([train, new], merge="first")
+    with caplog.at_level(logging.WARNING, logger="cellformer"):
+        out = cellformer.predict(both, unknown_runs[kind])
+    expected = int(np.isin(hashes[np.asarray(cells["split"] == "test")], stored).sum()) + 60
+    assert out.uns["cellformer"]["params"]["n_training_cells"] == expected
+    assert f"{expected} of the {both.n_obs} cells are the run's own training cells" in caplog.text
+    assert cellformer.predict(new, unknown_runs[kind]).uns["cellformer"]["params"]["n_training_cells"] == (
+        expected - 60
+    )

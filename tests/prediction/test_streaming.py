@@ -82,7 +82,7 @@ def test_annotated_copy_keeps_the_input_and_adds_the_annotations(
     assert list(ad.read_h5ad(again).obs.columns) == [*bladder.obs.columns, *COLUMNS]
 
 
-def test_shards_merged_equal_one_whole_run(bladder_path, withheld_runs, tmp_path):
+def test_shards_merged_equal_one_whole_run(bladder_path, withheld_runs, withheld_prepared, tmp_path):
     run = withheld_runs["logreg"]
     whole = ad.read_h5ad(
         predict_file(run, bladder_path, out=tmp_path / "whole.h5ad", annotations_only=True)["h5ad"]
@@ -113,6 +113,16 @@ def test_shards_merged_equal_one_whole_run(bladder_path, withheld_runs, tmp_path
     assert_same_annotations(merged, whole)
     a, b = merged.uns[KEY]["params"]["unknown"], whole.uns[KEY]["params"]["unknown"]
     assert a["flagged_fraction"] == pytest.approx(b["flagged_fraction"])
+    # the file holds the run's training cells: counted in each piece, summed by the merge
+    hashes = np.load(withheld_prepared / "cell_hashes.npy")
+    splits = np.load(withheld_prepared / "splits.npz")
+    expected = int(np.isin(hashes, hashes[splits["train"]]).sum())  # copies of training cells included
+    assert expected >= len(splits["train"]) > 1000
+    assert (
+        merged.uns[KEY]["params"]["n_training_cells"]
+        == whole.uns[KEY]["params"]["n_training_cells"]
+        == expected
+    )
     for q, value in b["score_quantiles"].items():
         assert a["score_quantiles"][q] == pytest.approx(value, rel=1e-5)
     assert list(merged.obs[f"{KEY}_prediction"].cat.categories) == list(

@@ -95,7 +95,7 @@ def fit_on_outputs(
     if space == "expression" and _labelled(prepared, val.rows, n_classes).any():
         expression = _expression(prepared, train.rows, val.rows)
         space = space if expression is not None else "embedding"
-    return UnknownDetector.fit(
+    detector = UnknownDetector.fit(
         (train.logits, train.embeddings, labels[train.rows]),
         (val.logits, val.embeddings, labels[val.rows]),
         n_classes,
@@ -104,6 +104,17 @@ def fit_on_outputs(
         expression=expression,
         heads=heads,
     )
+    detector.training_cells = _training_hashes(prepared, train.rows)
+    return detector
+
+
+def _training_hashes(prepared: PreparedData, rows: np.ndarray) -> np.ndarray | None:
+    """The content hashes of the training cells (``prepare``'s ``cell_hashes.npy``), sorted and unique;
+    ``None`` for a prepared dataset made before the hashes were stored."""
+    from cellformer.data.leakage import HASH_FILE
+
+    path = Path(prepared.path) / HASH_FILE
+    return np.unique(np.load(path)[np.asarray(rows, np.int64)]) if path.exists() else None
 
 
 def _labelled(prepared: PreparedData, rows: np.ndarray, n_classes: int) -> np.ndarray:

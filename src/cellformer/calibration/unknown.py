@@ -22,9 +22,10 @@ calibration (``T = 1``) and no unknown flag. A transformer run whose input files
 calibration falls back to its ``<CLS>`` embedding (with a warning).
 
 Files in the run dir: ``unknown.json`` (method, space, threshold, quantile, FPR target, temperature and
-how it was fitted, the score's settings, validation rates) and ``unknown.safetensors`` (the score's
+how it was fitted, the score's settings, validation rates), ``unknown.safetensors`` (the score's
 arrays, e.g. ``bank`` / ``means`` / ``centroids``, the expression space's ``expression.*``, and the
-sorted ``val_scores``).
+sorted ``val_scores``) and ``training_cells.npy`` (the training cells' content hashes: a run's own training
+cells score higher than new cells, so ``predict`` says how many of its input cells they are).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ logger = logging.getLogger(__name__)
 
 JSON_NAME = "unknown.json"
 ARRAYS_NAME = "unknown.safetensors"
+TRAINING_CELLS_NAME = "training_cells.npy"
 # flags 9 % of validation (known) cells: the issue-13 bar allows 10 % on known cells, and the known test
 # cells' rate runs about half a point above the validation target (docs/unknown.md, round 4)
 DEFAULT_QUANTILE = 0.91
@@ -90,6 +92,9 @@ class UnknownDetector:
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # the score's small values (k, ...)
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
     val_scores: np.ndarray | None = None  # validation cells' scores, sorted (any quantile's threshold)
+    # content hashes (cellformer.data.leakage.row_hashes) of the training cells, sorted: the score is
+    # calibrated for new cells, and `predict` counts input cells that are the run's own training cells
+    training_cells: np.ndarray | None = None
 
     # -- scoring -------------------------------------------------------------------------------
     def proba(self, logits: np.ndarray) -> np.ndarray:
@@ -288,6 +293,9 @@ class UnknownDetector:
         if arrays:
             with atomic_path(run_dir / ARRAYS_NAME) as tmp:
                 save_file(arrays, str(tmp))
+        if self.training_cells is not None:
+            with atomic_path(run_dir / TRAINING_CELLS_NAME) as tmp, open(tmp, "wb") as handle:
+                np.save(handle, np.asarray(self.training_cells, np.uint64))
         write_json(run_dir / JSON_NAME, payload)
 
     @classmethod
@@ -328,6 +336,8 @@ class UnknownDetector:
             "threshold_chosen_on",
         }
         threshold = payload.get("threshold")
+        training_path = run_dir / TRAINING_CELLS_NAME  # absent in runs calibrated before it was stored
+        training_cells = np.load(training_path) if training_path.exists() else None
         return cls(
             payload["method"],
             float("inf") if threshold is None else float(threshold),
@@ -338,4 +348,5 @@ class UnknownDetector:
             dict(payload.get("settings") or {}),
             {k: v for k, v in payload.items() if k not in known},
             val_scores,
+            training_cells,
         )

@@ -55,6 +55,19 @@ def annotate(
     if detector.calibrated:
         scores[no_genes] = np.inf  # nothing to classify them by: above any threshold
     unknown = (scores > detector.threshold) | no_genes
+    in_training = np.asarray(cells.in_training, bool)
+    if in_training.any() and detector.calibrated:
+        others = unknown[~in_training]
+        logger.warning(
+            "%d of the %d cells are the run's own training cells (the same values over its genes): the "
+            "unknown score is calibrated for new cells and flags %.0f%% of these against %s of the others; "
+            "read %s_unknown on the other cells",
+            int(in_training.sum()),
+            adata.n_obs,
+            100 * unknown[in_training].mean(),
+            f"{100 * others.mean():.0f}%" if len(others) else "none",
+            key_added,
+        )
     if no_genes.any():
         logger.warning(
             "%d cells express none of the model's genes (empty rows or no gene in the vocabulary): "
@@ -96,6 +109,7 @@ def annotate(
         "temperature": float(temperature),
         "calibration": _calibration_params(detector),
         "n_no_genes": int(no_genes.sum()),
+        "n_training_cells": int(in_training.sum()),  # input cells that are the run's training cells
         **({} if values is None else {"input": _input_params(values)}),
         "embedding": model.embedding_name,
         "cellformer_version": cellformer_version(),

@@ -43,6 +43,8 @@ class CellOutputs:
     no_genes: np.ndarray  # True: the cell expresses no model gene
     # the unknown detector's scores, computed chunk by chunk (its expression coordinates are not kept)
     scores: np.ndarray
+    # True: the cell is one of the run's training cells (the same values over the model's genes)
+    in_training: np.ndarray
 
     @property
     def n_obs(self) -> int:
@@ -77,7 +79,7 @@ def predict_chunks(
     if predictor is not None:
         with tqdm(total=stop - start, desc="predicting", unit="cells", leave=False, disable=quiet) as bar:
             return _predict_shares(model, detector, read, bounds, predictor, every_process, bar, options)
-    logits, embeddings, empty, scores = [], [], [], []
+    logits, embeddings, empty, scores, seen = [], [], [], [], []
     overlap: dict[str, Any] = {}
     with tqdm(total=stop - start, desc="predicting", unit="cells", leave=False, disable=quiet) as bar:
         for a, b in bounds:
@@ -88,12 +90,10 @@ def predict_chunks(
             logits.append(outputs.logits)
             embeddings.append(outputs.embeddings)
             empty.append(no_genes)
-            coordinates = (
-                expression_coordinates(model, chunk, detector, **options)
-                if detector.needs_expression
-                else None
-            )  # scored now, per chunk: only the scores are kept, not the coordinates
+            # scored now, per chunk: only the scores are kept, not the coordinates
+            coordinates, in_training = detector_inputs(model, chunk, detector, **options)
             scores.append(np.asarray(detector.scores(outputs.logits, outputs.embeddings, coordinates)))
+            seen.append(in_training)
             bar.update(chunk.n_obs)
     log_overlap(overlap)
     has_embeddings = all(e is not None for e in embeddings)
@@ -105,6 +105,7 @@ def predict_chunks(
         overlap=overlap,
         no_genes=np.concatenate(empty).astype(bool),
         scores=np.concatenate(scores).astype(np.float64),
+        in_training=np.concatenate(seen).astype(bool),
     )
 
 
@@ -125,9 +126,10 @@ def _predict_shares(
         def prepare(start: int, stop: int) -> tuple[TokenizedCells, dict[str, np.ndarray], dict[str, Any]]:
             chunk = read(first + start, first + stop)
             tokenized, overlap = tokenize_adata(model, chunk, log=False, progress=False, **options)
-            per_cell = {"no_genes": cells_without_genes(tokenized, vocab_size)}
-            if detector.needs_expression:
-                per_cell["expression"] = expression_coordinates(model, chunk, detector, **options)
+            coordinates, in_training = detector_inputs(model, chunk, detector, **options)
+            per_cell = {"no_genes": cells_without_genes(tokenized, vocab_size), "in_training": in_training}
+            if coordinates is not None:
+                per_cell["expression"] = coordinates
             return tokenized, per_cell, overlap
 
         return prepare
@@ -155,6 +157,7 @@ def _predict_shares(
         overlap=overlap,
         no_genes=joined["no_genes"].astype(bool),
         scores=joined["scores"].astype(np.float64),
+        in_training=joined["in_training"].astype(bool),
     )
 
 
@@ -163,17 +166,54 @@ def expression_coordinates(
 ) -> np.ndarray:
     """The cells' coordinates in the unknown detector's expression space (``space = "expression"``):
     ``adata`` aligned to the run's vocabulary as for tokenizing, then the detector's features."""
+    return _aligned_parts(model, adata, detector, coordinates=True, hashes=False, **options)[0]
+
+
+def detector_inputs(
+    model: TrainedModel, adata: ad.AnnData, detector: UnknownDetector, **options: Any
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """What the unknown detector needs besides the model's outputs, from one alignment of ``adata``: its
+    expression coordinates (``None`` unless :attr:`~UnknownDetector.needs_expression`) and which cells are
+    the run's own training cells (their aligned values hash as in ``prepare``; all ``False`` for a run
+    that stored no training hashes)."""
+    hashes = detector.training_cells is not None
+    if not detector.needs_expression and not hashes:
+        return None, np.zeros(adata.n_obs, bool)
+    coordinates, in_training = _aligned_parts(
+        model, adata, detector, coordinates=detector.needs_expression, hashes=hashes, **options
+    )
+    return coordinates, np.zeros(adata.n_obs, bool) if in_training is None else in_training
+
+
+def _aligned_parts(
+    model: TrainedModel,
+    adata: ad.AnnData,
+    detector: UnknownDetector,
+    *,
+    coordinates: bool,
+    hashes: bool,
+    **options: Any,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``adata`` aligned to the run's vocabulary (as for tokenizing), ``TOKENIZE_CHUNK`` cells at a time:
+    the detector's expression coordinates and / or whether each cell's hash is a training cell's."""
     from cellformer.atomic import read_json
     from cellformer.data.align import aligned_matrix, training_input_options
+    from cellformer.data.leakage import row_hashes
 
     genes = list(read_json(Path(model.run_dir) / "vocab.json")["genes"])
     settings = {**training_input_options(model.config), **options}
-    parts = []
+    features, seen = [], []
     for start in range(0, adata.n_obs, TOKENIZE_CHUNK):
         X, _ = aligned_matrix(adata[start : start + TOKENIZE_CHUNK], genes, **settings)
-        parts.append(detector.expression_features(X))
+        if coordinates:
+            features.append(detector.expression_features(X))
+        if hashes:
+            seen.append(np.isin(row_hashes(X), detector.training_cells))
     width = len(detector.state.get("expression.pca_components", ()))
-    return np.concatenate(parts) if parts else np.zeros((0, width))
+    return (
+        (np.concatenate(features) if features else np.zeros((0, width))) if coordinates else None,
+        (np.concatenate(seen) if seen else np.zeros(0, bool)) if hashes else None,
+    )
 
 
 def check_input_values(model: TrainedModel, adata: ad.AnnData | FileCells, **options: Any) -> dict[str, Any]:

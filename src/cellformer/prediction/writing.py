@@ -233,6 +233,7 @@ def merge_annotations(
         params["unknown"]["score_quantiles"] = score_quantiles(scores[np.isfinite(scores)])
     params["unknown"]["flagged_fraction"] = float(np.mean(unknown)) if len(unknown) else 0.0
     params["n_no_genes"] = int(sum(int(p.get("n_no_genes", 0)) for _, _, p in loaded))
+    params["n_training_cells"] = int(sum(int(p.get("n_training_cells", 0)) for _, _, p in loaded))
     params["merged_from"] = count
     merged.uns[key_added] = {"classes": first.uns[key_added]["classes"], "params": params}
     out.parent.mkdir(parents=True, exist_ok=True)
