@@ -321,12 +321,11 @@ def evaluation_record(
     was computed on, a digest of the predictions it saved and the run's manifest digest."""
     import numpy as np
 
-    from cellformer.data.leakage import HASH_FILE, split_cells_sha256
+    from cellformer.data.leakage import split_cells_sha256
 
-    hashes_path = Path(prepared.path) / HASH_FILE
+    hashes = prepared.cell_hashes
     cells, copies = None, None
-    if hashes_path.exists():
-        hashes = np.load(hashes_path)
+    if hashes is not None:
         cells = split_cells_sha256(hashes, rows)
         train_rows = prepared.splits.get("train", np.zeros(0, np.int64))
         in_train = np.isin(np.asarray(rows), train_rows)

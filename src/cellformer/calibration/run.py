@@ -104,17 +104,10 @@ def fit_on_outputs(
         expression=expression,
         heads=heads,
     )
-    detector.training_cells = _training_hashes(prepared, train.rows)
+    hashes = prepared.cell_hashes  # None for a dataset prepared before the hashes were stored
+    if hashes is not None:  # the training cells' content hashes, sorted and unique
+        detector.training_cells = np.unique(hashes[np.asarray(train.rows, np.int64)])
     return detector
-
-
-def _training_hashes(prepared: PreparedData, rows: np.ndarray) -> np.ndarray | None:
-    """The content hashes of the training cells (``prepare``'s ``cell_hashes.npy``), sorted and unique;
-    ``None`` for a prepared dataset made before the hashes were stored."""
-    from cellformer.data.leakage import HASH_FILE
-
-    path = Path(prepared.path) / HASH_FILE
-    return np.unique(np.load(path)[np.asarray(rows, np.int64)]) if path.exists() else None
 
 
 def _labelled(prepared: PreparedData, rows: np.ndarray, n_classes: int) -> np.ndarray:

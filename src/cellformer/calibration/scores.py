@@ -405,16 +405,15 @@ def score(
         return kth / np.maximum(np.asarray(state["bank_kth"], np.float64)[index].mean(axis=1), 1e-12)
     if method in COMBINED_PARTS:
         parts = settings["parts"]
+        weights = settings.get("weights")  # the holdout combinations'; the others: their parts' plain mean
         total = np.zeros(len(logits))
         for part, part_settings in parts.items():
             values = score(
                 part, _part_state(state, part), part_settings, logits, features, temperature, embeddings
             )
             z = (values - part_settings["median"]) / part_settings["iqr"]
-            total += settings["weights"][part] * z if "weights" in settings else z
-        if "weights" in settings:  # the holdout combinations; the others are their parts' plain mean
-            return total - settings["offset"]
-        return total / max(len(parts), 1)
+            total += weights[part] * z if weights else z
+        return total - settings["offset"] if weights else total / max(len(parts), 1)
     raise ValueError(f"unknown score {method!r}; choose one of {', '.join(SCORES)}")
 
 

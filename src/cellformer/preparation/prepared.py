@@ -123,6 +123,15 @@ class PreparedData:
         return np.load(self.path / "labels.npy", mmap_mode="r")
 
     @cached_property
+    def cell_hashes(self) -> np.ndarray | None:
+        """Each store row's 64-bit content hash (:mod:`cellformer.data.leakage`), or ``None`` for a dataset
+        prepared before the hashes were stored."""
+        from cellformer.data.leakage import HASH_FILE
+
+        path = self.path / HASH_FILE
+        return np.load(path) if path.exists() else None
+
+    @cached_property
     def splits(self) -> dict[str, np.ndarray]:
         with np.load(self.path / "splits.npz") as npz:
             return {name: npz[name] for name in SPLITS if name in npz}
